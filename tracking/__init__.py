@@ -1,0 +1,46 @@
+"""tracking: long-running, supervised, registered trackers on Celery + SQL.
+
+GenServer + Registry + DynamicSupervisor for money transactions: ``Tracker.start(txn_id)`` runs a
+tracker that polls a slow source until the transaction is final; ``lookup`` finds it from any
+process; a supervisor restarts it, with its state, when it crashes or its worker is lost.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from tracking.celery import install
+from tracking.exceptions import (
+    Done,
+    Fenced,
+    InvalidTracker,
+    InvalidTransactionId,
+    NotFound,
+    RegistryUnavailable,
+    StateNotSerializable,
+    Timeout,
+    TrackingError,
+)
+from tracking.settings import Settings
+from tracking.tracker import Status, Tracker, TrackerRef
+
+try:
+    __version__ = version("tracking")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree without metadata
+    __version__ = "0.0.0"
+
+__all__ = [
+    "Done",
+    "Fenced",
+    "InvalidTracker",
+    "InvalidTransactionId",
+    "NotFound",
+    "RegistryUnavailable",
+    "Settings",
+    "StateNotSerializable",
+    "Status",
+    "Timeout",
+    "Tracker",
+    "TrackerRef",
+    "TrackingError",
+    "__version__",
+    "install",
+]

@@ -1,0 +1,315 @@
+"""The Celery glue: one task per tracker kind, the supervisor task and its beat entry, the worker
+signals that drive the per-process runtime, the default app behind ``celery -A tracking``, and
+:func:`install` onto an application's own Celery app.
+
+Tracker tasks are ordinary Celery tasks named ``tracking.<kind>`` whose arguments are the
+transaction ID (so Flower shows it) and the epoch of the incarnation the message is for. They are
+acknowledged early, when the worker takes them: the registry, not the broker, is what keeps a
+tracker alive (a message lost before the claim leaves the entry pending and the supervisor
+publishes it again), so no broker ever holds a long-unacknowledged tracker message.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from celery import Celery, signals
+
+from tracking import registry, runtime, supervisor
+from tracking.settings import Settings
+
+if TYPE_CHECKING:
+    from tracking.tracker import Tracker
+
+log = logging.getLogger("tracking.celery")
+
+SUPERVISE_TASK = "tracking.supervise"
+BEAT_ENTRY = "tracking-supervisor"
+
+_trackers: dict[str, type[Tracker]] = {}
+_installed: list[tuple[Celery, Settings]] = []
+_lock = threading.RLock()
+_default_app: Celery | None = None
+_runtime: runtime.WorkerRuntime | None = None
+
+
+def task_name(kind: str) -> str:
+    return f"tracking.{kind}"
+
+
+# -- configuration ----------------------------------------------------------------------------------
+
+
+def recommended_config(settings: Settings) -> dict[str, Any]:
+    """The Celery settings `tracking` runs best with (see docs/celery-settings.md for why)."""
+    conf: dict[str, Any] = {
+        "broker_url": settings.broker_url,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "event_serializer": "json",
+        "accept_content": ["json"],
+        "task_ignore_result": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_pool": "threads",
+        "worker_concurrency": 100,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "broker_connection_retry_on_startup": True,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "imports": list(settings.imports),
+    }
+    if settings.broker_url.startswith("filesystem:"):
+        conf["broker_transport_options"] = filesystem_broker_options(settings.broker_folder)
+    return conf
+
+
+def filesystem_broker_options(folder: str) -> dict[str, Any]:
+    """kombu's filesystem transport in one folder, shared by every process on the machine.
+
+    Processed messages are moved (an atomic rename within the folder, so two consumers cannot both
+    take one message) to ``processed/``, which the supervisor prunes.
+    """
+    base = Path(folder).resolve()
+    queue = base / "queue"
+    for sub in (queue, base / "control", base / "processed"):
+        sub.mkdir(parents=True, exist_ok=True)
+    return {
+        "data_folder_in": str(queue),
+        "data_folder_out": str(queue),
+        "control_folder": str(base / "control"),
+        "processed_folder": str(base / "processed"),
+        "store_processed": True,
+        "polling_interval": 0.1,
+    }
+
+
+def settings_for(app: Celery) -> Settings:
+    """Settings from the app's ``tracking_*`` keys, overridden by ``TRACKING_*`` variables."""
+    values = {
+        key[len("tracking_") :]: value
+        for key, value in app.conf.items()
+        if key.lower().startswith("tracking_")
+    }
+    env = Settings.from_env()
+    for field, default in Settings().__dict__.items():
+        if getattr(env, field) != default:
+            values[field] = getattr(env, field)
+    return Settings.from_mapping(values)
+
+
+def default_app() -> Celery:
+    """The app behind ``celery -A tracking``: recommended settings, then ``celeryconfig`` on top."""
+    global _default_app
+    with _lock:
+        if _default_app is None:
+            env = Settings.from_env()
+            app = Celery("tracking", set_as_current=False)
+            app.add_defaults(recommended_config(env))
+            app.config_from_object(os.environ.get("CELERY_CONFIG_MODULE", "celeryconfig"), silent=True)
+            install(app, settings_for(app))
+            _default_app = app
+        return _default_app
+
+
+def __getattr__(name: str) -> Any:
+    # ``celery -A tracking`` looks up ``tracking.celery.app``; build it only when asked for.
+    if name == "app":
+        return default_app()
+    raise AttributeError(name)
+
+
+def install(app: Celery, settings: Settings | None = None) -> Celery:
+    """Install `tracking` onto an existing Celery app: tracker tasks, the supervisor task and its
+    beat entry, and the worker signals. The app keeps its own configuration and beat schedule.
+    """
+    settings = settings or settings_for(app)
+    with _lock:
+        if any(a is app for a, _ in _installed):
+            return app
+        _installed.insert(0, (app, settings))
+        for cls in _trackers.values():
+            _make_task(app, cls)
+        _make_supervise_task(app, settings)
+    return app
+
+
+def current_app() -> Celery:
+    """The app trackers are published with: the last one `install` was called with."""
+    with _lock:
+        if _installed:
+            return _installed[0][0]
+    return default_app()
+
+
+def current_settings() -> Settings:
+    with _lock:
+        if _installed:
+            return _installed[0][1]
+    default_app()
+    return _installed[0][1]
+
+
+# -- tasks ------------------------------------------------------------------------------------------
+
+
+def register(cls: type[Tracker]) -> None:
+    """Called for every Tracker subclass: one task per kind on every installed app."""
+    with _lock:
+        known = _trackers.get(cls.kind)
+        if known is not None and known.__qualname__ != cls.__qualname__:
+            from tracking.exceptions import InvalidTracker
+
+            raise InvalidTracker(
+                f"kind {cls.kind!r} is already used by {known.__module__}.{known.__qualname__}"
+            )
+        _trackers[cls.kind] = cls
+        for app, _settings in _installed:
+            _make_task(app, cls)
+
+
+def tracker_class(kind: str) -> type[Tracker] | None:
+    return _trackers.get(kind)
+
+
+def _make_task(app: Celery, cls: type[Tracker]) -> None:
+    kind = cls.kind
+
+    @app.task(name=task_name(kind), bind=True, acks_late=False, ignore_result=True, serializer="json")
+    def run_tracker(self: Any, transaction_id: str, epoch: int | None = None) -> str:
+        if epoch is None:
+            log.error(
+                "%s %s: tracker tasks are sent by Tracker.start(), not called directly", kind, transaction_id
+            )
+            return "refused"
+        tracker = _trackers[kind]  # the class defined last under this kind (module reloads)
+        return runtime.run(
+            tracker, transaction_id, epoch, self.request.id, process_runtime(self.app, self.request.hostname)
+        )
+
+    run_tracker.__doc__ = f"Run one incarnation of the {kind} tracker."
+
+
+def _make_supervise_task(app: Celery, settings: Settings) -> None:
+    @app.task(name=SUPERVISE_TASK, ignore_result=True, serializer="json")
+    def supervise() -> dict[str, int]:
+        return sweep(settings)
+
+    def add_beat_entry(**_kwargs: Any) -> None:
+        app.conf.beat_schedule.setdefault(
+            BEAT_ENTRY,
+            {
+                "task": SUPERVISE_TASK,
+                "schedule": settings.sweep_seconds,
+                "options": {"expires": max(settings.sweep_seconds, 1.0), **_queue(settings)},
+            },
+        )
+
+    if app.configured:
+        add_beat_entry()
+    else:
+        app.on_after_configure.connect(add_beat_entry, weak=False)
+
+
+def sweep(settings: Settings) -> dict[str, int]:
+    """One supervisor sweep with this process's publisher (and broker housekeeping)."""
+    counts = supervisor.sweep(settings, publish)
+    if settings.broker_url.startswith("filesystem:"):
+        _prune_processed(Path(settings.broker_folder) / "processed")
+    return counts
+
+
+def _prune_processed(folder: Path, older_than: float = 600.0) -> None:
+    cutoff = time.time() - older_than
+    for path in folder.glob("*.msg"):
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _queue(settings: Settings) -> dict[str, str]:
+    return {"queue": settings.queue} if settings.queue else {}
+
+
+def publish(row: registry.Row) -> None:
+    """Send the message that starts incarnation ``row["epoch"]`` of a tracker."""
+    app = current_app()
+    settings = current_settings()
+    app.send_task(
+        task_name(row["kind"]),
+        args=[row["transaction_id"]],
+        kwargs={"epoch": row["epoch"]},
+        task_id=row["task_id"],
+        serializer="json",
+        retry=True,
+        retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1},
+        **_queue(settings),
+    )
+
+
+# -- the worker's side ------------------------------------------------------------------------------
+
+
+def process_runtime(app: Celery, hostname: str) -> runtime.WorkerRuntime:
+    """This process's runtime (one per process; a forked pool child gets its own)."""
+    global _runtime
+    with _lock:
+        if _runtime is None or _runtime.pid != os.getpid():
+            settings = current_settings()
+            from celery.worker import state as worker_state
+
+            _runtime = runtime.WorkerRuntime(
+                settings,
+                hostname,
+                publish,
+                sweep=lambda: sweep(settings),
+                revoked=lambda task_id: task_id in worker_state.revoked,
+            )
+        return _runtime
+
+
+@signals.import_modules.connect(weak=False)
+def _import_tracker_modules(sender: Any = None, **_kwargs: Any) -> None:
+    if not _installed:
+        return
+    import importlib
+
+    for module in current_settings().imports:
+        importlib.import_module(module)
+
+
+@signals.worker_ready.connect(weak=False)
+def _on_worker_ready(sender: Any = None, **_kwargs: Any) -> None:
+    if not _installed:
+        return
+    rt = process_runtime(sender.app, sender.hostname)
+
+    def reconcile() -> None:
+        try:
+            rt.start()
+            counts = sweep(rt.settings)
+            log.info("tracking: worker %s reconciled at start: %s", sender.hostname, counts)
+        except Exception:
+            log.exception("tracking: reconcile at worker start failed (the supervisor will retry)")
+
+    threading.Thread(target=reconcile, name="tracking-reconcile", daemon=True).start()
+
+
+@signals.worker_shutting_down.connect(weak=False)
+def _on_worker_shutting_down(**_kwargs: Any) -> None:
+    if _runtime is not None and _runtime.pid == os.getpid():
+        _runtime.begin_shutdown()
+
+
+@signals.worker_shutdown.connect(weak=False)
+@signals.worker_process_shutdown.connect(weak=False)
+def _on_worker_shutdown(**_kwargs: Any) -> None:
+    if _runtime is not None and _runtime.pid == os.getpid():
+        _runtime.begin_shutdown()
+        _runtime.close()

@@ -1,0 +1,56 @@
+"""The errors `tracking` raises, one hierarchy under :class:`TrackingError`.
+
+Each class's docstring is its default message. :class:`Done` is not an error: a tracker raises it
+to exit normally.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class TrackingError(Exception):
+    """Something went wrong in tracking."""
+
+    def __init__(self, message: str | None = None, **context: Any) -> None:
+        self.context = context
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class NotFound(TrackingError):
+    """No tracker is registered under that kind and transaction ID."""
+
+
+class Timeout(TrackingError):
+    """The tracker did not answer or exit in time."""
+
+
+class InvalidTransactionId(TrackingError, ValueError):
+    """A transaction ID must be a non-empty str of at most 255 characters, without control characters."""
+
+
+class StateNotSerializable(TrackingError, TypeError):
+    """Tracker state, start arguments and messages must be JSON objects within the size limit."""
+
+
+class InvalidTracker(TrackingError, TypeError):
+    """A Tracker subclass is misconfigured (restart type, intensity or backoff settings)."""
+
+
+class RegistryUnavailable(TrackingError):
+    """The registry database could not be reached; the operation may be retried."""
+
+
+class Fenced(TrackingError):
+    """This incarnation was superseded (restarted elsewhere, stopped or handed off) and must stop."""
+
+
+class Done(Exception):
+    """Raised by a tracker's ``tick`` to exit normally; the tracker is deregistered.
+
+    ``Done(state)`` checkpoints ``state`` as the final state before the exit is recorded.
+    """
+
+    def __init__(self, state: dict[str, Any] | None = None) -> None:
+        self.state = state
+        super().__init__("tracker finished")

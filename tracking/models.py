@@ -1,0 +1,95 @@
+"""The registry's tables, as SQLAlchemy Core metadata. Alembic migrates exactly this.
+
+``tracking_trackers``    one row per registered tracker (the Registry): unique (kind, transaction_id)
+``tracking_workers``     one row per worker process start: the lease every tracker it runs shares
+``tracking_events``      the recent history of each tracker: why it started, exited, restarted
+``tracking_supervisors`` each supervisor's last sweep, so "nobody is supervising" is visible
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+#: JSON documents: jsonb on PostgreSQL (queryable, compact), JSON text elsewhere
+Json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+#: integer primary keys that autoincrement on SQLite as well
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+Timestamp = sa.DateTime(timezone=True)
+
+trackers = sa.Table(
+    "tracking_trackers",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(255), nullable=False),
+    sa.Column("transaction_id", sa.String(255), nullable=False),
+    # pending | running | failed | dead (see tracking.tracker.Status)
+    sa.Column("status", sa.String(16), nullable=False),
+    # the fencing token: bumped for every new incarnation; every write checks it
+    sa.Column("epoch", sa.BigInteger, nullable=False),
+    sa.Column("task_id", sa.String(64), nullable=False),
+    sa.Column("worker", sa.String(255)),
+    sa.Column("worker_id", sa.String(64)),
+    sa.Column("args", Json, nullable=False),
+    sa.Column("state", Json),
+    sa.Column("policy", Json, nullable=False),
+    sa.Column("restarts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("restart_times", Json, nullable=False),
+    sa.Column("backoff_step", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("stop_reason", sa.String(255)),
+    sa.Column("last_error", sa.Text),
+    sa.Column("started_at", Timestamp, nullable=False),
+    sa.Column("claimed_at", Timestamp),
+    sa.Column("checkpoint_at", Timestamp),
+    # pending: when to publish the message again if nobody claims it; failed: when to restart
+    sa.Column("due_at", Timestamp),
+    sa.UniqueConstraint("kind", "transaction_id"),
+    sa.CheckConstraint("status IN ('pending', 'running', 'failed', 'dead')", name="status"),
+)
+sa.Index(None, trackers.c.status, trackers.c.due_at)
+sa.Index(None, trackers.c.worker_id)
+
+workers = sa.Table(
+    "tracking_workers",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("hostname", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    # alive | lost | stopped
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("started_at", Timestamp, nullable=False),
+    sa.Column("heartbeat_at", Timestamp, nullable=False),
+)
+sa.Index(None, workers.c.status, workers.c.heartbeat_at)
+
+events = sa.Table(
+    "tracking_events",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(255), nullable=False),
+    sa.Column("transaction_id", sa.String(255), nullable=False),
+    sa.Column("epoch", sa.BigInteger, nullable=False),
+    sa.Column("at", Timestamp, nullable=False),
+    sa.Column("event", sa.String(32), nullable=False),
+    sa.Column("worker", sa.String(255)),
+    sa.Column("detail", sa.Text),
+)
+sa.Index(None, events.c.kind, events.c.transaction_id, events.c.id)
+
+supervisors = sa.Table(
+    "tracking_supervisors",
+    metadata,
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("last_sweep_at", Timestamp, nullable=False),
+    sa.Column("last_counts", Json, nullable=False),
+)

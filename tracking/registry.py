@@ -1,0 +1,741 @@
+"""The registry: the only module that runs SQL.
+
+Each public function is one named operation on the registry, run in one transaction. Every write an
+incarnation makes is conditional on its fencing token (``epoch``) and returns whether it still
+holds; the callers never see ``sqlalchemy.exc``: driver errors become
+:class:`~tracking.exceptions.RegistryUnavailable`, and a lost token becomes
+:class:`~tracking.exceptions.Fenced`.
+
+Times are always the database's clock (``db_now``), never a process's.
+
+On SQLite every write transaction starts with ``BEGIN IMMEDIATE`` (a deferred transaction that
+upgrades to a write can fail with ``SQLITE_BUSY`` despite ``busy_timeout``), in WAL mode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import FunctionElement
+
+from tracking.exceptions import Fenced, NotFound, RegistryUnavailable
+from tracking.models import events, supervisors, trackers, workers
+from tracking.policy import Action, Decision, RestartPolicy, decide
+from tracking.redact import redact_url
+from tracking.settings import Settings
+
+Row = dict[str, Any]
+
+
+# -- the database clock --------------------------------------------------------------------------
+
+
+class db_now(FunctionElement[datetime]):
+    """The database's current time, plus ``offset`` seconds (a bound parameter)."""
+
+    type = sa.DateTime(timezone=True)
+    inherit_cache = True
+
+    def __init__(self, offset: float = 0.0) -> None:
+        super().__init__(sa.literal(round(float(offset), 3), sa.Float()))
+
+
+@compiles(db_now, "postgresql")
+def _now_pg(element: db_now, compiler: Any, **kw: Any) -> str:
+    return f"(now() + make_interval(secs => {compiler.process(element.clauses, **kw)}))"
+
+
+@compiles(db_now, "sqlite")
+def _now_sqlite(element: db_now, compiler: Any, **kw: Any) -> str:
+    offset = compiler.process(element.clauses, **kw)
+    return f"strftime('%Y-%m-%d %H:%M:%f', 'now', ({offset}) || ' seconds')"
+
+
+def _aware(value: datetime | str | None) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+# -- engines -------------------------------------------------------------------------------------
+
+_engines: dict[str, sa.Engine] = {}
+_engines_lock = threading.Lock()
+_migrated: set[str] = set()
+
+
+def _reset_after_fork() -> None:
+    # A forked child must not share its parent's connections.
+    for engine in _engines.values():
+        engine.dispose(close=False)
+    _engines.clear()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def engine(settings: Settings) -> sa.Engine:
+    """The process-wide engine for the registry database (created on first use)."""
+    url = settings.database_url
+    eng = _engines.get(url)
+    if eng is None:
+        with _engines_lock:
+            eng = _engines.get(url)
+            if eng is None:
+                eng = _engines[url] = create_engine(url)
+    if settings.migrates_itself and url not in _migrated:
+        with _engines_lock:
+            if url not in _migrated:
+                migrate(settings)
+                _migrated.add(url)
+    return eng
+
+
+def create_engine(url: str) -> sa.Engine:
+    """An engine with the registry's connection settings for that database."""
+    sa_url = sa.make_url(url)
+    if sa_url.get_backend_name() == "sqlite":
+        eng = sa.create_engine(
+            sa_url, connect_args={"timeout": 30, "isolation_level": None}, pool_pre_ping=False
+        )
+
+        @sa.event.listens_for(eng, "connect")
+        def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        @sa.event.listens_for(eng, "begin")
+        def _sqlite_begin(conn: sa.Connection) -> None:
+            mode = "IMMEDIATE" if conn.get_execution_options().get("tracking_write", True) else ""
+            conn.exec_driver_sql(f"BEGIN {mode}")
+
+        return eng
+    connect_args: dict[str, Any] = {}
+    if sa_url.get_backend_name() == "postgresql":
+        connect_args = {"application_name": f"tracking-{os.getpid()}", "connect_timeout": 5}
+    return sa.create_engine(
+        sa_url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=connect_args
+    )
+
+
+@contextlib.contextmanager
+def _translated(settings: Settings) -> Iterator[None]:
+    try:
+        yield
+    except sa_exc.DBAPIError as exc:
+        raise RegistryUnavailable(
+            f"registry database {redact_url(settings.database_url)} failed: "
+            f"{type(exc.orig).__name__}: {redact_url(str(exc.orig))}"
+        ) from exc
+
+
+@contextlib.contextmanager
+def _write(settings: Settings) -> Iterator[sa.Connection]:
+    """One write transaction, committed on success."""
+    with _translated(settings), engine(settings).begin() as conn:
+        yield conn
+
+
+@contextlib.contextmanager
+def _read(settings: Settings) -> Iterator[sa.Connection]:
+    """One read-only transaction (never takes SQLite's write lock)."""
+    with _translated(settings), engine(settings).connect() as conn:
+        conn = conn.execution_options(tracking_write=False)
+        with conn.begin():
+            yield conn
+
+
+def migrate(settings: Settings, revision: str = "head") -> None:
+    """Bring the schema to ``revision`` with the Alembic history shipped in the package."""
+    from alembic import command
+
+    from tracking.migrations import alembic_config
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+    with _translated(settings):
+        eng = _engines.get(settings.database_url) or create_engine(settings.database_url)
+        with eng.begin() as conn:
+            cfg = alembic_config(settings.database_url)
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+
+
+def dispose(settings: Settings) -> None:
+    """Close this process's connections to the registry (tests, shutdown)."""
+    with _engines_lock:
+        eng = _engines.pop(settings.database_url, None)
+        _migrated.discard(settings.database_url)
+    if eng is not None:
+        eng.dispose()
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+_tracker_with_lease = sa.select(trackers, workers.c.heartbeat_at).select_from(
+    trackers.outerjoin(workers, workers.c.id == trackers.c.worker_id)
+)
+
+
+def _one(conn: sa.Connection, *where: Any) -> Row | None:
+    row = conn.execute(_tracker_with_lease.where(*where)).mappings().first()
+    return _row(row) if row is not None else None
+
+
+def _row(mapping: Any) -> Row:
+    row = dict(mapping)
+    for key in ("started_at", "claimed_at", "checkpoint_at", "due_at", "heartbeat_at"):
+        if key in row:
+            row[key] = _aware(row[key])
+    return row
+
+
+def _now(conn: sa.Connection) -> datetime:
+    value = conn.execute(sa.select(db_now())).scalar_one()
+    now = _aware(value)
+    assert now is not None
+    return now
+
+
+def _insert(conn: sa.Connection) -> Any:
+    name = conn.dialect.name
+    if name == "postgresql":
+        return postgresql.insert
+    if name == "sqlite":
+        return sqlite.insert
+    raise RegistryUnavailable(f"unsupported registry database {name!r} (use PostgreSQL or SQLite)")
+
+
+def _event(
+    conn: sa.Connection, row: Row, event: str, detail: str | None = None, epoch: int | None = None
+) -> None:
+    conn.execute(
+        events.insert().values(
+            kind=row["kind"],
+            transaction_id=row["transaction_id"],
+            epoch=row["epoch"] if epoch is None else epoch,
+            at=db_now(),
+            event=event,
+            worker=row.get("worker"),
+            detail=detail,
+        )
+    )
+
+
+def new_task_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _fresh_incarnation(settings: Settings) -> dict[str, Any]:
+    """Column values that make a row a new, not yet claimed incarnation."""
+    return {
+        "status": "pending",
+        "epoch": trackers.c.epoch + 1,
+        "task_id": new_task_id(),
+        "worker": None,
+        "worker_id": None,
+        "claimed_at": None,
+        "stop_reason": None,
+        "due_at": db_now(settings.start_grace_seconds),
+    }
+
+
+# -- start, lookup, list -------------------------------------------------------------------------
+
+
+def start(
+    settings: Settings, kind: str, transaction_id: str, args: dict[str, Any], policy: RestartPolicy
+) -> tuple[Row, bool]:
+    """Register a tracker, or return the one registered. ``(row, created)``.
+
+    Atomicity: one transaction. The insert relies on the unique (kind, transaction_id) key: two
+    concurrent starts block on each other's uncommitted insert and exactly one creates the row;
+    if that one rolls back, the other's insert goes through. A ``dead`` entry is started afresh
+    (new epoch, args, no state, restarts reset) by an update conditional on it still being dead.
+    """
+    values = {
+        "kind": kind,
+        "transaction_id": transaction_id,
+        "status": "pending",
+        "epoch": 1,
+        "task_id": new_task_id(),
+        "args": args,
+        "policy": policy.to_json(),
+        "restarts": 0,
+        "restart_times": [],
+        "backoff_step": 0,
+        "started_at": db_now(),
+        "due_at": db_now(settings.start_grace_seconds),
+    }
+    key = (trackers.c.kind == kind, trackers.c.transaction_id == transaction_id)
+    with _write(settings) as conn:
+        stmt = _insert(conn)(trackers).values(values).on_conflict_do_nothing()
+        created = conn.execute(stmt.returning(trackers.c.id)).first() is not None
+        row = _one(conn, *key)
+        assert row is not None
+        if created:
+            _event(conn, row, "started")
+            return row, True
+        if row["status"] != "dead":
+            return row, False
+        fresh = {
+            **_fresh_incarnation(settings),
+            "args": args,
+            "state": None,
+            "policy": policy.to_json(),
+            "restarts": 0,
+            "restart_times": [],
+            "backoff_step": 0,
+            "last_error": None,
+            "started_at": db_now(),
+            "checkpoint_at": None,
+        }
+        result = conn.execute(
+            trackers.update()
+            .where(trackers.c.id == row["id"], trackers.c.epoch == row["epoch"])
+            .where(trackers.c.status == "dead")
+            .values(fresh)
+        )
+        if result.rowcount != 1:  # pragma: no cover - the write lock makes this unreachable
+            raise Fenced("the dead entry changed while it was being started afresh")
+        row = _one(conn, *key)
+        assert row is not None
+        _event(conn, row, "started", "started afresh after dead")
+        return row, True
+
+
+def get(settings: Settings, kind: str, transaction_id: str) -> Row | None:
+    """The registry entry for (kind, transaction_id), whatever its status, or None."""
+    with _read(settings) as conn:
+        return _one(conn, trackers.c.kind == kind, trackers.c.transaction_id == transaction_id)
+
+
+def select(
+    settings: Settings,
+    kind: str | None = None,
+    status: str | None = None,
+    worker: str | None = None,
+    limit: int | None = None,
+) -> list[Row]:
+    """Registry entries, oldest first, narrowed by kind, status and worker hostname."""
+    stmt = _tracker_with_lease.order_by(trackers.c.id)
+    if kind is not None:
+        stmt = stmt.where(trackers.c.kind == kind)
+    if status is not None:
+        stmt = stmt.where(trackers.c.status == status)
+    if worker is not None:
+        stmt = stmt.where(trackers.c.worker == worker)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    with _read(settings) as conn:
+        return [_row(m) for m in conn.execute(stmt).mappings()]
+
+
+def count(settings: Settings, kind: str | None = None, status: str | None = None) -> int:
+    stmt = sa.select(sa.func.count()).select_from(trackers)
+    if kind is not None:
+        stmt = stmt.where(trackers.c.kind == kind)
+    if status is not None:
+        stmt = stmt.where(trackers.c.status == status)
+    with _read(settings) as conn:
+        return int(conn.execute(stmt).scalar_one())
+
+
+def history(settings: Settings, kind: str, transaction_id: str, limit: int = 20) -> list[Row]:
+    """The most recent events of a tracker, newest last."""
+    stmt = (
+        sa.select(events)
+        .where(events.c.kind == kind, events.c.transaction_id == transaction_id)
+        .order_by(events.c.id.desc())
+        .limit(limit)
+    )
+    with _read(settings) as conn:
+        rows = [_row(m) for m in conn.execute(stmt).mappings()]
+    for row in rows:
+        row["at"] = _aware(row["at"])
+    return rows[::-1]
+
+
+# -- one incarnation's writes (all fenced by epoch) ----------------------------------------------
+
+
+def _fence(row_id: int, epoch: int) -> tuple[Any, ...]:
+    return (trackers.c.id == row_id, trackers.c.epoch == epoch, trackers.c.status == "running")
+
+
+def claim(
+    settings: Settings,
+    kind: str,
+    transaction_id: str,
+    epoch: int,
+    *,
+    worker: str,
+    worker_id: str,
+    policy: RestartPolicy,
+) -> Row | None:
+    """Take a pending entry for the incarnation ``epoch``; None if it is not ours to run.
+
+    Atomicity: one conditional update (status pending and the same epoch), so of two deliveries of
+    one message, or a stale message of an older epoch, at most one claim succeeds.
+    """
+    with _write(settings) as conn:
+        result = conn.execute(
+            trackers.update()
+            .where(trackers.c.kind == kind, trackers.c.transaction_id == transaction_id)
+            .where(trackers.c.epoch == epoch, trackers.c.status == "pending")
+            .values(
+                status="running",
+                worker=worker,
+                worker_id=worker_id,
+                claimed_at=db_now(),
+                due_at=None,
+                policy=policy.to_json(),
+            )
+        )
+        if result.rowcount != 1:
+            return None
+        row = _one(conn, trackers.c.kind == kind, trackers.c.transaction_id == transaction_id)
+        assert row is not None
+        _event(conn, row, "running")
+        return row
+
+
+def checkpoint(settings: Settings, row_id: int, epoch: int, state: dict[str, Any]) -> None:
+    """Store the state of incarnation ``epoch``. Raises Fenced if it no longer owns the entry."""
+    with _write(settings) as conn:
+        result = conn.execute(
+            trackers.update().where(*_fence(row_id, epoch)).values(state=state, checkpoint_at=db_now())
+        )
+        if result.rowcount != 1:
+            raise Fenced()
+
+
+def exit_normally(settings: Settings, row_id: int, epoch: int, event: str, detail: str | None) -> None:
+    """Deregister: delete the entry of incarnation ``epoch`` and record why. Fenced if not ours."""
+    with _write(settings) as conn:
+        row = _one(conn, *_fence(row_id, epoch))
+        if row is None:
+            raise Fenced()
+        conn.execute(trackers.delete().where(*_fence(row_id, epoch)))
+        _event(conn, row, event, detail)
+
+
+def exit_abnormally(
+    settings: Settings, row_id: int, epoch: int, event: str, detail: str | None, *, normal: bool = False
+) -> tuple[Decision, Row | None]:
+    """Apply the restart policy to incarnation ``epoch``'s exit; returns the decision and new row.
+
+    ``normal`` is a ``Done`` of a permanent tracker. Atomicity: one transaction that reads the
+    restart history and writes the decision, conditional on the epoch.
+    """
+    with _write(settings) as conn:
+        row = _one(conn, *_fence(row_id, epoch))
+        if row is None:
+            raise Fenced()
+        return _after_exit(settings, conn, row, event, detail, normal=normal)
+
+
+def _after_exit(
+    settings: Settings, conn: sa.Connection, row: Row, event: str, detail: str | None, *, normal: bool
+) -> tuple[Decision, Row | None]:
+    now = _now(conn)
+    claimed = row["claimed_at"]
+    decision = decide(
+        RestartPolicy.from_json(row["policy"]),
+        normal=normal,
+        now=now,
+        restart_times=list(row["restart_times"]),
+        backoff_step=row["backoff_step"],
+        ran_seconds=(now - claimed).total_seconds() if claimed else None,
+    )
+    same = (trackers.c.id == row["id"], trackers.c.epoch == row["epoch"], trackers.c.status == row["status"])
+    _event(conn, row, event, detail)
+    if decision.action is Action.DEREGISTER:
+        conn.execute(trackers.delete().where(*same))
+        return decision, None
+    if decision.action is Action.DEAD:
+        conn.execute(
+            trackers.update()
+            .where(*same)
+            .values(status="dead", worker_id=None, due_at=None, stop_reason=None, last_error=detail)
+        )
+        _event(conn, row, "dead", _why_dead(row["policy"]))
+        return decision, None
+    values = _fresh_incarnation(settings)
+    values.update(
+        restarts=trackers.c.restarts + 1,
+        restart_times=list(decision.restart_times),
+        backoff_step=decision.backoff_step,
+        last_error=detail if not normal else row["last_error"],
+    )
+    if decision.delay > 0:
+        values.update(status="failed", due_at=db_now(decision.delay))
+    conn.execute(trackers.update().where(*same).values(values))
+    new = _one(conn, trackers.c.id == row["id"])
+    assert new is not None
+    _event(
+        conn,
+        new,
+        "restarting" if decision.delay == 0 else "backoff",
+        None if decision.delay == 0 else f"restart in {decision.delay:g} s",
+    )
+    return decision, new
+
+
+def _why_dead(policy: dict[str, Any]) -> str:
+    if policy["restart"] == "temporary":
+        return "temporary trackers are not restarted"
+    return f"more than {policy['max_restarts']} restarts in {policy['max_seconds']} s"
+
+
+def hand_off(settings: Settings, row_id: int, epoch: int, reason: str) -> Row | None:
+    """Give incarnation ``epoch``'s entry back as pending under a new epoch (not a crash).
+
+    Returns the new row to publish, or None if the incarnation no longer owned the entry.
+    """
+    with _write(settings) as conn:
+        row = _one(conn, *_fence(row_id, epoch))
+        if row is None:
+            return None
+        conn.execute(trackers.update().where(*_fence(row_id, epoch)).values(_fresh_incarnation(settings)))
+        _event(conn, row, "handoff", reason)
+        return _one(conn, trackers.c.id == row_id)
+
+
+def stop_requests(settings: Settings, worker_id: str) -> list[tuple[int, int, str]]:
+    """``(row id, epoch, reason)`` of this worker process's trackers asked to stop."""
+    stmt = sa.select(trackers.c.id, trackers.c.epoch, trackers.c.stop_reason).where(
+        trackers.c.worker_id == worker_id,
+        trackers.c.status == "running",
+        trackers.c.stop_reason.is_not(None),
+    )
+    with _read(settings) as conn:
+        return [(r.id, r.epoch, r.stop_reason) for r in conn.execute(stmt)]
+
+
+# -- stop --------------------------------------------------------------------------------------
+
+
+def request_stop(settings: Settings, kind: str, transaction_id: str, reason: str) -> tuple[str, Row | None]:
+    """Ask a tracker to stop. Returns what happened and the row to act on:
+
+    ``("requested", row)``   it is running; its incarnation will exit (wait for the epoch to change)
+    ``("removed", None)``    it was pending, failed or dead and is deregistered now
+    ``("restarting", row)``  an abnormal stop of a pending tracker: restarted by its policy (publish)
+    ``("unchanged", row)``   an abnormal stop of a tracker already failed and awaiting its restart
+
+    Raises NotFound when nothing is registered. Atomicity: one transaction, conditional on epoch.
+    """
+    normal = reason in ("normal", "shutdown")
+    with _write(settings) as conn:
+        row = _one(conn, trackers.c.kind == kind, trackers.c.transaction_id == transaction_id)
+        if row is None:
+            raise NotFound(f"no {kind} tracker is registered for {transaction_id!r}")
+        same = (trackers.c.id == row["id"], trackers.c.epoch == row["epoch"])
+        if row["status"] == "running":
+            conn.execute(trackers.update().where(*same).values(stop_reason=reason))
+            return "requested", row
+        if normal or row["status"] == "dead":
+            conn.execute(trackers.delete().where(*same))
+            _event(conn, row, "stopped", f"stop({reason!r}) while {row['status']}")
+            return "removed", None
+        if row["status"] == "failed":
+            return "unchanged", row
+        decision, new = _after_exit(
+            settings, conn, row, "stopped", f"stop({reason!r}) while pending", normal=False
+        )
+        return ("restarting" if decision.action is Action.RESTART else "removed"), new
+
+
+# -- worker leases --------------------------------------------------------------------------------
+
+
+def register_worker(settings: Settings, worker_id: str, hostname: str, pid: int) -> None:
+    """Record a worker process start: the lease all its trackers share."""
+    with _write(settings) as conn:
+        conn.execute(
+            workers.insert().values(
+                id=worker_id,
+                hostname=hostname,
+                pid=pid,
+                status="alive",
+                started_at=db_now(),
+                heartbeat_at=db_now(),
+            )
+        )
+
+
+def renew_worker(settings: Settings, worker_id: str) -> bool:
+    """Renew a worker process's lease; False if a supervisor already declared it lost.
+
+    Atomicity: one conditional update; a supervisor's "lost" update on the same row is serialized
+    with it, so either the renewal lands first (and the worker is not lost) or it fails.
+    """
+    with _write(settings) as conn:
+        result = conn.execute(
+            workers.update()
+            .where(workers.c.id == worker_id, workers.c.status == "alive")
+            .values(heartbeat_at=db_now())
+        )
+        return result.rowcount == 1
+
+
+def retire_worker(settings: Settings, worker_id: str) -> None:
+    """A worker process that exits cleanly gives up its lease."""
+    with _write(settings) as conn:
+        conn.execute(
+            workers.update()
+            .where(workers.c.id == worker_id, workers.c.status == "alive")
+            .values(status="stopped")
+        )
+
+
+# -- supervision ----------------------------------------------------------------------------------
+
+
+def mark_lost_workers(settings: Settings) -> tuple[int, list[str]]:
+    """Declare lost every worker process whose lease expired by the database clock.
+
+    Returns how many were declared lost now, and the IDs of all lost or stopped worker rows (whose
+    running entries are orphans).
+    """
+    expired = (workers.c.status == "alive", workers.c.heartbeat_at < db_now(-settings.lease_seconds))
+    with _write(settings) as conn:
+        newly = conn.execute(workers.update().where(*expired).values(status="lost")).rowcount
+        ids = conn.execute(sa.select(workers.c.id).where(workers.c.status.in_(["lost", "stopped"])))
+        return newly, [r.id for r in ids]
+
+
+def orphans(settings: Settings, worker_ids: Sequence[str], limit: int = 1000) -> list[Row]:
+    """Running entries owned by the given (lost or stopped) worker processes."""
+    if not worker_ids:
+        return []
+    stmt = _tracker_with_lease.where(
+        trackers.c.status == "running", trackers.c.worker_id.in_(list(worker_ids))
+    ).limit(limit)
+    with _read(settings) as conn:
+        return [_row(m) for m in conn.execute(stmt).mappings()]
+
+
+def forget_workers(settings: Settings, worker_ids: Sequence[str]) -> None:
+    """Delete lost or stopped worker rows that no longer own a running entry."""
+    if not worker_ids:
+        return
+    owning = sa.select(trackers.c.id).where(
+        trackers.c.worker_id == workers.c.id, trackers.c.status == "running"
+    )
+    with _write(settings) as conn:
+        conn.execute(
+            workers.delete().where(
+                workers.c.id.in_(list(worker_ids)),
+                workers.c.status != "alive",
+                ~sa.exists(owning),
+            )
+        )
+
+
+def restart_orphan(settings: Settings, row: Row) -> tuple[Decision, Row | None] | None:
+    """Apply the restart policy to an entry whose worker was lost; None if it moved on meanwhile.
+
+    A stop with reason normal or shutdown requested before the loss is honoured: deregistered.
+    """
+    with _write(settings) as conn:
+        current = _one(conn, *_fence(row["id"], row["epoch"]), trackers.c.worker_id == row["worker_id"])
+        if current is None:
+            return None
+        if current["stop_reason"] in ("normal", "shutdown"):
+            conn.execute(trackers.delete().where(*_fence(row["id"], row["epoch"])))
+            _event(conn, current, "stopped", f"stop({current['stop_reason']!r}); its worker was lost")
+            return Decision(Action.DEREGISTER), None
+        return _after_exit(
+            settings,
+            conn,
+            current,
+            "worker_lost",
+            f"worker {current['worker']} stopped renewing its lease",
+            normal=False,
+        )
+
+
+def due(settings: Settings, limit: int = 1000) -> list[Row]:
+    """Pending entries nobody claimed in time, and failed entries whose backoff is over."""
+    stmt = (
+        _tracker_with_lease.where(trackers.c.status.in_(["pending", "failed"]), trackers.c.due_at <= db_now())
+        .order_by(trackers.c.due_at)
+        .limit(limit)
+    )
+    with _read(settings) as conn:
+        return [_row(m) for m in conn.execute(stmt).mappings()]
+
+
+def take_due(settings: Settings, row: Row) -> Row | None:
+    """Claim a due entry for publishing: pending again with a fresh grace period.
+
+    Conditional on epoch, status and due_at, so of two supervisors only one publishes it.
+    """
+    with _write(settings) as conn:
+        result = conn.execute(
+            trackers.update()
+            .where(trackers.c.id == row["id"], trackers.c.epoch == row["epoch"])
+            .where(trackers.c.status == row["status"], trackers.c.due_at <= db_now())
+            .values(status="pending", due_at=db_now(settings.start_grace_seconds))
+        )
+        if result.rowcount != 1:
+            return None
+        new = _one(conn, trackers.c.id == row["id"])
+        assert new is not None
+        _event(conn, new, "republished" if row["status"] == "pending" else "restarting")
+        return new
+
+
+def restart_now(settings: Settings, row_id: int, epoch: int) -> Row | None:
+    """Turn a failed entry pending at once (its backoff timer fired); None if it moved on."""
+    with _write(settings) as conn:
+        result = conn.execute(
+            trackers.update()
+            .where(trackers.c.id == row_id, trackers.c.epoch == epoch, trackers.c.status == "failed")
+            .values(status="pending", due_at=db_now(settings.start_grace_seconds))
+        )
+        if result.rowcount != 1:
+            return None
+        return _one(conn, trackers.c.id == row_id)
+
+
+def record_sweep(settings: Settings, name: str, counts: dict[str, int]) -> None:
+    with _write(settings) as conn:
+        stmt = _insert(conn)(supervisors).values(name=name, last_sweep_at=db_now(), last_counts=counts)
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[supervisors.c.name],
+                set_={"last_sweep_at": db_now(), "last_counts": counts},
+            )
+        )
+
+
+def last_sweeps(settings: Settings) -> list[Row]:
+    with _read(settings) as conn:
+        rows = [dict(m) for m in conn.execute(sa.select(supervisors).order_by(supervisors.c.name)).mappings()]
+    for row in rows:
+        row["last_sweep_at"] = _aware(row["last_sweep_at"])
+    return rows
+
+
+def database_now(settings: Settings) -> datetime:
+    with _read(settings) as conn:
+        return _now(conn)

@@ -1,0 +1,352 @@
+"""The run loop of one incarnation, and the per-process runtime all incarnations share.
+
+A worker process that runs trackers has one :class:`WorkerRuntime`: a row in ``tracking_workers``
+that is the lease of every tracker in the process, renewed by one background thread (one write per
+heartbeat interval, whatever the number of trackers). The same thread polls for stop requests
+addressed to this process's trackers and wakes them, and runs a supervisor sweep now and then.
+
+The lease is also this process's own fence: a tracker ticks only while the last successful renewal
+is younger than the lease minus one heartbeat, measured from *before* that renewal was sent. A
+supervisor declares the process lost only once the lease has expired by the database clock, so a
+process cut off from the database (or paused) stops ticking before anyone else can start its
+trackers. A renewal refused because the process was declared lost fences all its incarnations:
+they exit without writing anything more.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from tracking import registry
+from tracking.exceptions import Done, Fenced, RegistryUnavailable
+from tracking.policy import Action
+from tracking.redact import redact_url
+from tracking.settings import Settings
+from tracking.validation import json_object
+
+if TYPE_CHECKING:
+    from tracking.tracker import Tracker
+
+log = logging.getLogger("tracking.runtime")
+
+Publish = Callable[[registry.Row], None]
+
+
+@dataclasses.dataclass(eq=False)
+class Incarnation:
+    """What the runtime knows of one running incarnation."""
+
+    row_id: int
+    epoch: int
+    kind: str
+    transaction_id: str
+    task_id: str
+    wake: threading.Event = dataclasses.field(default_factory=threading.Event)
+    #: why the incarnation must leave its loop: a stop reason, "handoff" or "fenced"
+    interrupt: str | None = None
+
+    def interrupt_with(self, reason: str) -> None:
+        if self.interrupt is None or reason == "fenced":
+            self.interrupt = reason
+        self.wake.set()
+
+
+class WorkerRuntime:
+    """The lease, stop-request poller and shutdown switch of one worker process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        hostname: str,
+        publish: Publish,
+        sweep: Callable[[], object] | None = None,
+        revoked: Callable[[str], bool] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.hostname = hostname
+        self.publish = publish
+        self._sweep = sweep
+        self._revoked = revoked or (lambda _task_id: False)
+        self.pid = os.getpid()
+        self.worker_id = ""
+        self._incarnations: dict[int, Incarnation] = {}
+        self._lock = threading.Lock()
+        self._lease_deadline = 0.0
+        self._renewed = threading.Condition(self._lock)
+        self.shutting_down = threading.Event()
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Register this process's lease and start its background thread (idempotent)."""
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._register()
+            self._thread = threading.Thread(target=self._loop, name="tracking-runtime", daemon=True)
+            self._thread.start()
+
+    def _register(self) -> None:
+        self.worker_id = f"{self.hostname}/{self.pid}/{uuid.uuid4().hex[:12]}"
+        sent = time.monotonic()
+        registry.register_worker(self.settings, self.worker_id, self.hostname, self.pid)
+        self._lease_deadline = sent + self.settings.lease_seconds - self.settings.heartbeat_seconds
+
+    def begin_shutdown(self) -> None:
+        """Warm shutdown: every incarnation checkpoints and hands off at once."""
+        self.shutting_down.set()
+        # No lock: this runs in a signal handler, possibly while the main thread holds it.
+        for inc in list(self._incarnations.values()):
+            inc.interrupt_with("handoff")
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the background thread and give the lease up (after the incarnations left)."""
+        deadline = time.monotonic() + timeout
+        while self._incarnations and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self._stopped.set()
+        if self._thread is not None:
+            self._thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        if self.worker_id:
+            try:
+                registry.retire_worker(self.settings, self.worker_id)
+            except RegistryUnavailable as exc:
+                log.warning("could not retire worker lease %s: %s", self.worker_id, exc)
+
+    # -- incarnations -----------------------------------------------------------------------------
+
+    def add(self, inc: Incarnation) -> None:
+        with self._lock:
+            self._incarnations[inc.row_id] = inc
+            if self.shutting_down.is_set():
+                inc.interrupt_with("handoff")
+
+    def remove(self, inc: Incarnation) -> None:
+        with self._lock:
+            if self._incarnations.get(inc.row_id) is inc:
+                del self._incarnations[inc.row_id]
+
+    def running(self) -> int:
+        return len(self._incarnations)
+
+    def lease_valid(self) -> bool:
+        return time.monotonic() < self._lease_deadline
+
+    def wait_for_lease(self, inc: Incarnation) -> bool:
+        """Block while the lease is not known to be valid; False if the incarnation was interrupted."""
+        with self._renewed:
+            while not self.lease_valid():
+                if inc.interrupt is not None:
+                    return False
+                self._renewed.wait(timeout=self.settings.control_poll_seconds)
+        return inc.interrupt is None
+
+    # -- the background thread --------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        next_beat = time.monotonic() + self.settings.heartbeat_seconds
+        next_sweep = time.monotonic() + self.settings.sweep_seconds
+        while not self._stopped.wait(self.settings.control_poll_seconds):
+            now = time.monotonic()
+            try:
+                if now >= next_beat or not self.lease_valid():
+                    next_beat = now + self.settings.heartbeat_seconds
+                    self._renew()
+                self._deliver_stop_requests()
+                if self._sweep is not None and now >= next_sweep:
+                    next_sweep = now + self.settings.sweep_seconds
+                    self._sweep()
+            except RegistryUnavailable as exc:
+                log.warning("registry unavailable in worker runtime: %s", exc)
+            except Exception:  # keep the lease thread alive whatever one round does
+                log.exception("worker runtime round failed")
+
+    def _renew(self) -> None:
+        sent = time.monotonic()
+        if registry.renew_worker(self.settings, self.worker_id):
+            with self._renewed:
+                self._lease_deadline = sent + self.settings.lease_seconds - self.settings.heartbeat_seconds
+                self._renewed.notify_all()
+            return
+        # A supervisor declared this process lost: its trackers run elsewhere now.
+        log.error("worker lease %s was declared lost; fencing %d trackers", self.worker_id, self.running())
+        with self._lock:
+            for inc in self._incarnations.values():
+                inc.interrupt_with("fenced")
+            self._renewed.notify_all()
+        self._register()
+
+    def _deliver_stop_requests(self) -> None:
+        if not self._incarnations:
+            return
+        requests = registry.stop_requests(self.settings, self.worker_id)
+        with self._lock:
+            for row_id, epoch, reason in requests:
+                inc = self._incarnations.get(row_id)
+                if inc is not None and inc.epoch == epoch:
+                    inc.interrupt_with(reason)
+            for inc in self._incarnations.values():
+                if self._revoked(inc.task_id):
+                    inc.interrupt_with("shutdown")
+
+
+# -- the run loop of one incarnation --------------------------------------------------------------
+
+
+def run(tracker_cls: type[Tracker], transaction_id: str, epoch: int, task_id: str, rt: WorkerRuntime) -> str:
+    """Claim the entry for ``epoch`` and run the tracker until it exits. Returns how it ended."""
+    settings = rt.settings
+    if rt.shutting_down.is_set():
+        # Do not claim work on the way out; the next worker takes the same message.
+        rt.publish(_message(tracker_cls.kind, transaction_id, epoch, task_id))
+        return "handed off before claim"
+    rt.start()
+    row = registry.claim(
+        settings,
+        tracker_cls.kind,
+        transaction_id,
+        epoch,
+        worker=rt.hostname,
+        worker_id=rt.worker_id,
+        policy=tracker_cls.policy,
+    )
+    if row is None:
+        log.info(
+            "%s %s epoch %s: not claimed (duplicate or stale message)",
+            tracker_cls.kind,
+            transaction_id,
+            epoch,
+        )
+        return "dropped"
+    inc = Incarnation(row["id"], epoch, tracker_cls.kind, transaction_id, row["task_id"])
+    rt.add(inc)
+    try:
+        return _loop(tracker_cls, row, inc, rt)
+    finally:
+        rt.remove(inc)
+
+
+def _message(kind: str, transaction_id: str, epoch: int, task_id: str) -> registry.Row:
+    return {"kind": kind, "transaction_id": transaction_id, "epoch": epoch, "task_id": task_id}
+
+
+def _loop(tracker_cls: type[Tracker], row: registry.Row, inc: Incarnation, rt: WorkerRuntime) -> str:
+    settings = rt.settings
+    tracker = tracker_cls._incarnate(row)
+    state: dict[str, Any] | None = row["state"]
+    try:
+        if state is None:  # init never completed: first start (or it crashed in init)
+            if not rt.wait_for_lease(inc):
+                return _interrupted(inc, rt)
+            init_state = tracker.init(inc.transaction_id, **row["args"])
+            state = json_object(init_state, "init's state", settings.max_state_bytes)
+            registry.checkpoint(settings, inc.row_id, inc.epoch, state)
+        while True:
+            if inc.interrupt is not None or not rt.wait_for_lease(inc):
+                return _interrupted(inc, rt)
+            state = json_object(tracker.tick(state), "tick's state", settings.max_state_bytes)
+            registry.checkpoint(settings, inc.row_id, inc.epoch, state)
+            if inc.interrupt is None:
+                inc.wake.wait(tracker_cls.interval)
+    except Done as done:
+        return _done(tracker_cls, done, inc, rt)
+    except Fenced:
+        log.warning("%s %s epoch %s fenced out", inc.kind, inc.transaction_id, inc.epoch)
+        return "fenced"
+    except RegistryUnavailable:
+        # Cannot record anything: stop ticking; the lease runs out and a supervisor restarts it.
+        log.exception(
+            "%s %s: registry unavailable; leaving it to the supervisor", inc.kind, inc.transaction_id
+        )
+        return "registry unavailable"
+    except Exception as exc:
+        detail = redact_url("".join(traceback.format_exception(exc)))
+        log.error("%s %s epoch %s crashed: %s", inc.kind, inc.transaction_id, inc.epoch, exc)
+        return _abnormal(inc, rt, "crashed", detail)
+
+
+def _interrupted(inc: Incarnation, rt: WorkerRuntime) -> str:
+    reason = inc.interrupt or "fenced"
+    if reason == "fenced":
+        return "fenced"
+    if reason == "handoff":
+        new = registry.hand_off(rt.settings, inc.row_id, inc.epoch, f"worker {rt.hostname} shutting down")
+        if new is not None:
+            _publish(rt, new)
+        return "handed off"
+    if reason in ("normal", "shutdown"):
+        _fenced_write(lambda: registry.exit_normally(rt.settings, inc.row_id, inc.epoch, "stopped", reason))
+        return f"stopped ({reason})"
+    return _abnormal(inc, rt, "stopped", f"stop({reason!r})")
+
+
+def _done(tracker_cls: type[Tracker], done: Done, inc: Incarnation, rt: WorkerRuntime) -> str:
+    settings = rt.settings
+    try:
+        if done.state is not None:
+            state = json_object(done.state, "Done's state", settings.max_state_bytes)
+            registry.checkpoint(settings, inc.row_id, inc.epoch, state)
+    except Exception as exc:
+        return _abnormal(inc, rt, "crashed", redact_url("".join(traceback.format_exception(exc))))
+    if tracker_cls.policy.restart == "permanent":
+        return _abnormal(inc, rt, "done", None, normal=True)
+    _fenced_write(lambda: registry.exit_normally(settings, inc.row_id, inc.epoch, "done", None))
+    return "done"
+
+
+def _abnormal(
+    inc: Incarnation, rt: WorkerRuntime, event: str, detail: str | None, *, normal: bool = False
+) -> str:
+    try:
+        decision, new = registry.exit_abnormally(
+            rt.settings, inc.row_id, inc.epoch, event, detail, normal=normal
+        )
+    except Fenced:
+        return "fenced"
+    if decision.action is Action.RESTART and new is not None:
+        if decision.delay == 0:
+            _publish(rt, new)
+        else:
+            _restart_later(rt, new, decision.delay)
+    return f"{event}: {decision.action.value}"
+
+
+def _fenced_write(write: Callable[[], None]) -> None:
+    try:
+        write()
+    except Fenced:
+        pass
+
+
+def _publish(rt: WorkerRuntime, row: registry.Row) -> None:
+    try:
+        rt.publish(row)
+    except Exception as exc:  # the broker is down: the supervisor publishes it after the grace period
+        log.warning("could not publish %s %s: %s", row["kind"], row["transaction_id"], redact_url(str(exc)))
+
+
+def _restart_later(rt: WorkerRuntime, row: registry.Row, delay: float) -> None:
+    """Restart a backed-off tracker when its delay is over (the supervisor does it if we die first)."""
+
+    def fire() -> None:
+        try:
+            new = registry.restart_now(rt.settings, row["id"], row["epoch"])
+        except RegistryUnavailable as exc:
+            log.warning("backoff restart of %s left to the supervisor: %s", row["transaction_id"], exc)
+            return
+        if new is not None:
+            _publish(rt, new)
+
+    timer = threading.Timer(delay, fire)
+    timer.daemon = True
+    timer.start()

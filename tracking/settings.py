@@ -1,0 +1,126 @@
+"""Configuration, read once into a frozen :class:`Settings`.
+
+Every value comes from a ``TRACKING_*`` environment variable or the same key in a mapping (a
+``celeryconfig`` module, Flask ``app.config``, Django settings). Nothing else in the package reads
+the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from typing import Any
+
+DEFAULT_DATABASE_URL = "sqlite:///tracking.sqlite3"
+DEFAULT_BROKER_URL = "filesystem://localhost//"
+DEFAULT_BROKER_FOLDER = ".tracking-broker"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything `tracking` can be told. Times are in seconds."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    broker_url: str = DEFAULT_BROKER_URL
+    #: the folder of the embedded (filesystem) broker
+    broker_folder: str = DEFAULT_BROKER_FOLDER
+    #: modules that define trackers; workers import them
+    imports: tuple[str, ...] = ()
+    #: the queue tracker tasks are sent to (None: the Celery app's default queue)
+    queue: str | None = None
+    #: how often each worker process renews the lease of all its trackers (one write)
+    heartbeat_seconds: float = 5.0
+    #: a worker process whose lease is older than this (by the database clock) is lost
+    lease_seconds: float = 30.0
+    #: how often beat runs the supervisor sweep
+    sweep_seconds: float = 10.0
+    #: a tracker recorded but not picked up within this is published again
+    start_grace_seconds: float = 30.0
+    #: how often a worker process looks for stop requests addressed to its trackers
+    control_poll_seconds: float = 0.25
+    #: the largest state (JSON, UTF-8) a tracker may checkpoint
+    max_state_bytes: int = 64 * 1024
+    #: create the registry table on first use (only for SQLite; use `tracking migrate` elsewhere)
+    auto_migrate: bool | None = None
+
+    def __post_init__(self) -> None:
+        for name in (
+            "heartbeat_seconds",
+            "lease_seconds",
+            "sweep_seconds",
+            "start_grace_seconds",
+            "control_poll_seconds",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"TRACKING_{name.upper()} must be positive")
+        if self.heartbeat_seconds * 2 > self.lease_seconds:
+            raise ValueError(
+                "TRACKING_LEASE_SECONDS must be at least twice TRACKING_HEARTBEAT_SECONDS, "
+                "or a busy worker loses its lease between two heartbeats"
+            )
+        if self.max_state_bytes <= 0:
+            raise ValueError("TRACKING_MAX_STATE_BYTES must be positive")
+
+    @property
+    def migrates_itself(self) -> bool:
+        if self.auto_migrate is not None:
+            return self.auto_migrate
+        return self.database_url.startswith("sqlite")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Settings from ``TRACKING_*`` variables (and ``CELERY_BROKER_URL``)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        if "CELERY_BROKER_URL" in env:
+            values["BROKER_URL"] = env["CELERY_BROKER_URL"]
+        for key, value in env.items():
+            if key.startswith("TRACKING_"):
+                values[key.removeprefix("TRACKING_")] = value
+        return cls.from_mapping(values)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> Settings:
+        """Settings from a mapping whose keys are the variable names without ``TRACKING_``.
+
+        Unknown keys are refused so that a typo does not silently keep a default.
+        """
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, raw in values.items():
+            name = key.lower()
+            if name not in fields:
+                raise ValueError(f"unknown tracking setting TRACKING_{key.upper()}")
+            kwargs[name] = _coerce(name, fields[name].default, raw)
+        return cls(**kwargs)
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    def public_dict(self) -> dict[str, Any]:
+        """The settings with passwords masked, for logs and command output."""
+        from tracking.redact import redact_url
+
+        data = dataclasses.asdict(self)
+        data["database_url"] = redact_url(self.database_url)
+        data["broker_url"] = redact_url(self.broker_url)
+        return data
+
+
+def _coerce(name: str, default: Any, raw: Any) -> Any:
+    if not isinstance(raw, str):
+        return tuple(raw) if name == "imports" else raw
+    if name == "imports":
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    if name == "auto_migrate":
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+    if name == "queue":
+        return raw or None
+    if isinstance(default, bool):
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
+    return raw

@@ -1,0 +1,90 @@
+"""The supervisor: one sweep over the registry, run by beat, by every worker now and then, and by
+``tracking supervise --once``.
+
+What a sweep rescues, in order:
+
+1. **Lost workers.** A worker process whose lease (its row in ``tracking_workers``) has not been
+   renewed for ``lease_seconds`` by the database clock is declared lost; every tracker it was
+   running has exited abnormally ("worker_lost") and its restart policy applies. A stop requested
+   with reason normal or shutdown before the loss is honoured instead: the entry is deregistered.
+2. **Unclaimed starts.** An entry recorded as pending but not claimed within the start grace
+   period (the broker lost the message, or was down at ``start``) is published again under the
+   same epoch: if the first message does turn up later, only one of the two can claim the entry.
+3. **Due restarts.** A failed entry whose backoff is over is made pending and published.
+
+Caveats: a sweep's cost follows the rows it acts on (indexed on status and due time, and on the
+owning worker), not the size of the registry. Any number of sweeps may run at once: each change is
+one transaction conditional on the entry's epoch and status, so a second supervisor finds nothing
+left to do rather than restarting a tracker twice. Returns and logs its counts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Callable
+
+from tracking import registry
+from tracking.exceptions import RegistryUnavailable
+from tracking.policy import Action
+from tracking.redact import redact_url
+from tracking.settings import Settings
+
+log = logging.getLogger("tracking.supervisor")
+
+Publish = Callable[[registry.Row], None]
+
+
+def sweep(settings: Settings, publish: Publish, name: str | None = None, limit: int = 1000) -> dict[str, int]:
+    """One sweep; returns what it did, counted."""
+    name = name or f"{socket.gethostname()}/{os.getpid()}"
+    counts = {
+        "lost_workers": 0,
+        "restarted": 0,
+        "dead": 0,
+        "deregistered": 0,
+        "republished": 0,
+        "failed_publish": 0,
+    }
+
+    counts["lost_workers"], lost = registry.mark_lost_workers(settings)
+    for row in registry.orphans(settings, lost, limit=limit):
+        outcome = registry.restart_orphan(settings, row)
+        if outcome is None:
+            continue
+        decision, new = outcome
+        if decision.action is Action.DEAD:
+            counts["dead"] += 1
+        elif decision.action is Action.DEREGISTER:
+            counts["deregistered"] += 1
+        elif new is not None:
+            counts["restarted"] += 1
+            if new["status"] == "pending" and not _publish(publish, new):
+                counts["failed_publish"] += 1
+    registry.forget_workers(settings, lost)
+
+    for row in registry.due(settings, limit=limit):
+        new = registry.take_due(settings, row)
+        if new is None:
+            continue  # another supervisor took it, or it moved on
+        counts["republished" if row["status"] == "pending" else "restarted"] += 1
+        if not _publish(publish, new):
+            counts["failed_publish"] += 1
+
+    try:
+        registry.record_sweep(settings, name, counts)
+    except RegistryUnavailable as exc:
+        log.warning("could not record the sweep: %s", exc)
+    if any(counts.values()):
+        log.info("tracking sweep by %s: %s", name, counts)
+    return counts
+
+
+def _publish(publish: Publish, row: registry.Row) -> bool:
+    try:
+        publish(row)
+    except Exception as exc:  # broker down: the entry stays due and the next sweep tries again
+        log.warning("could not publish %s %s: %s", row["kind"], row["transaction_id"], redact_url(str(exc)))
+        return False
+    return True
