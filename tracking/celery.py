@@ -129,8 +129,11 @@ def install(app: Celery, settings: Settings | None = None) -> Celery:
     """
     settings = settings or settings_for(app)
     with _lock:
-        if any(a is app for a, _ in _installed):
-            return app
+        for i, (known, _old) in enumerate(_installed):
+            if known is app:  # installed already: it becomes the current one, with these settings
+                _installed.pop(i)
+                _installed.insert(0, (app, settings))
+                return app
         _installed.insert(0, (app, settings))
         for cls in _trackers.values():
             _make_task(app, cls)

@@ -169,12 +169,16 @@ def migrate(settings: Settings, revision: str = "head") -> None:
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
-    with _translated(settings):
-        eng = _engines.get(settings.database_url) or create_engine(settings.database_url)
-        with eng.begin() as conn:
+    cached = _engines.get(settings.database_url)
+    eng = cached or create_engine(settings.database_url)
+    try:
+        with _translated(settings), eng.begin() as conn:
             cfg = alembic_config(settings.database_url)
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
+    finally:
+        if cached is None:
+            eng.dispose()
 
 
 def dispose(settings: Settings) -> None:
