@@ -29,6 +29,10 @@ class InvalidTransactionId(TrackingError, ValueError):
     """A transaction ID must be a non-empty str of at most 255 characters, without control characters."""
 
 
+class TransactionIdNotStr(InvalidTransactionId, TypeError):
+    """A transaction ID must be a str (also a TypeError)."""
+
+
 class StateNotSerializable(TrackingError, TypeError):
     """Tracker state, start arguments and messages must be JSON objects within the size limit."""
 

@@ -6,7 +6,7 @@ import json
 import unicodedata
 from typing import Any
 
-from tracking.exceptions import InvalidTransactionId, StateNotSerializable
+from tracking.exceptions import InvalidTransactionId, StateNotSerializable, TransactionIdNotStr
 
 MAX_TRANSACTION_ID = 255
 
@@ -14,7 +14,7 @@ MAX_TRANSACTION_ID = 255
 def transaction_id(value: object) -> str:
     """Return ``value`` if it is a valid transaction ID; raise otherwise (nothing is written)."""
     if not isinstance(value, str):
-        raise InvalidTransactionId(f"a transaction ID must be a str, not {type(value).__name__}")
+        raise TransactionIdNotStr(f"a transaction ID must be a str, not {type(value).__name__}")
     if not value or not value.strip():
         raise InvalidTransactionId("a transaction ID must not be empty or blank")
     if len(value) > MAX_TRANSACTION_ID:
