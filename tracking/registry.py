@@ -197,8 +197,14 @@ _tracker_with_lease = sa.select(trackers, workers.c.heartbeat_at).select_from(
 )
 
 
-def _one(conn: sa.Connection, *where: Any) -> Row | None:
-    row = conn.execute(_tracker_with_lease.where(*where)).mappings().first()
+def _one(conn: sa.Connection, *where: Any, lock: bool = False) -> Row | None:
+    """One entry with its lease. ``lock``: hold its row until the transaction ends (PostgreSQL
+    ``FOR UPDATE``; SQLite's write transaction already excludes every other writer), so that a
+    concurrent writer waits and then sees the new version instead of acting on a stale read."""
+    stmt = _tracker_with_lease.where(*where)
+    if lock:
+        stmt = stmt.with_for_update(of=trackers)
+    row = conn.execute(stmt).mappings().first()
     return _row(row) if row is not None else None
 
 
@@ -291,7 +297,7 @@ def start(
     with _write(settings) as conn:
         stmt = _insert(conn)(trackers).values(values).on_conflict_do_nothing()
         created = conn.execute(stmt.returning(trackers.c.id)).first() is not None
-        row = _one(conn, *key)
+        row = _one(conn, *key, lock=True)
         assert row is not None
         if created:
             _event(conn, row, "started")
@@ -433,10 +439,9 @@ def checkpoint(settings: Settings, row_id: int, epoch: int, state: dict[str, Any
 def exit_normally(settings: Settings, row_id: int, epoch: int, event: str, detail: str | None) -> None:
     """Deregister: delete the entry of incarnation ``epoch`` and record why. Fenced if not ours."""
     with _write(settings) as conn:
-        row = _one(conn, *_fence(row_id, epoch))
-        if row is None:
+        row = _one(conn, *_fence(row_id, epoch), lock=True)
+        if row is None or conn.execute(trackers.delete().where(*_fence(row_id, epoch))).rowcount != 1:
             raise Fenced()
-        conn.execute(trackers.delete().where(*_fence(row_id, epoch)))
         _event(conn, row, event, detail)
 
 
@@ -449,7 +454,7 @@ def exit_abnormally(
     restart history and writes the decision, conditional on the epoch.
     """
     with _write(settings) as conn:
-        row = _one(conn, *_fence(row_id, epoch))
+        row = _one(conn, *_fence(row_id, epoch), lock=True)
         if row is None:
             raise Fenced()
         return _after_exit(settings, conn, row, event, detail, normal=normal)
@@ -469,15 +474,21 @@ def _after_exit(
         ran_seconds=(now - claimed).total_seconds() if claimed else None,
     )
     same = (trackers.c.id == row["id"], trackers.c.epoch == row["epoch"], trackers.c.status == row["status"])
+
+    def write(stmt: Any) -> None:
+        # The caller read ``row`` under a lock; a changed row means someone else moved it on.
+        if conn.execute(stmt.where(*same)).rowcount != 1:
+            raise Fenced("the entry changed while its exit was being recorded")
+
     _event(conn, row, event, detail)
     if decision.action is Action.DEREGISTER:
-        conn.execute(trackers.delete().where(*same))
+        write(trackers.delete())
         return decision, None
     if decision.action is Action.DEAD:
-        conn.execute(
-            trackers.update()
-            .where(*same)
-            .values(status="dead", worker_id=None, due_at=None, stop_reason=None, last_error=detail)
+        write(
+            trackers.update().values(
+                status="dead", worker_id=None, due_at=None, stop_reason=None, last_error=detail
+            )
         )
         _event(conn, row, "dead", _why_dead(row["policy"]))
         return decision, None
@@ -490,7 +501,7 @@ def _after_exit(
     )
     if decision.delay > 0:
         values.update(status="failed", due_at=db_now(decision.delay))
-    conn.execute(trackers.update().where(*same).values(values))
+    write(trackers.update().values(values))
     new = _one(conn, trackers.c.id == row["id"])
     assert new is not None
     _event(
@@ -514,10 +525,14 @@ def hand_off(settings: Settings, row_id: int, epoch: int, reason: str) -> Row | 
     Returns the new row to publish, or None if the incarnation no longer owned the entry.
     """
     with _write(settings) as conn:
-        row = _one(conn, *_fence(row_id, epoch))
+        row = _one(conn, *_fence(row_id, epoch), lock=True)
         if row is None:
             return None
-        conn.execute(trackers.update().where(*_fence(row_id, epoch)).values(_fresh_incarnation(settings)))
+        result = conn.execute(
+            trackers.update().where(*_fence(row_id, epoch)).values(_fresh_incarnation(settings))
+        )
+        if result.rowcount != 1:
+            return None
         _event(conn, row, "handoff", reason)
         return _one(conn, trackers.c.id == row_id)
 
@@ -548,7 +563,7 @@ def request_stop(settings: Settings, kind: str, transaction_id: str, reason: str
     """
     normal = reason in ("normal", "shutdown")
     with _write(settings) as conn:
-        row = _one(conn, trackers.c.kind == kind, trackers.c.transaction_id == transaction_id)
+        row = _one(conn, trackers.c.kind == kind, trackers.c.transaction_id == transaction_id, lock=True)
         if row is None:
             raise NotFound(f"no {kind} tracker is registered for {transaction_id!r}")
         same = (trackers.c.id == row["id"], trackers.c.epoch == row["epoch"])
@@ -660,7 +675,9 @@ def restart_orphan(settings: Settings, row: Row) -> tuple[Decision, Row | None] 
     A stop with reason normal or shutdown requested before the loss is honoured: deregistered.
     """
     with _write(settings) as conn:
-        current = _one(conn, *_fence(row["id"], row["epoch"]), trackers.c.worker_id == row["worker_id"])
+        current = _one(
+            conn, *_fence(row["id"], row["epoch"]), trackers.c.worker_id == row["worker_id"], lock=True
+        )
         if current is None:
             return None
         if current["stop_reason"] in ("normal", "shutdown"):

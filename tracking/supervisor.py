@@ -26,7 +26,7 @@ import socket
 from collections.abc import Callable
 
 from tracking import registry
-from tracking.exceptions import RegistryUnavailable
+from tracking.exceptions import Fenced, RegistryUnavailable
 from tracking.policy import Action
 from tracking.redact import redact_url
 from tracking.settings import Settings
@@ -50,9 +50,12 @@ def sweep(settings: Settings, publish: Publish, name: str | None = None, limit: 
 
     counts["lost_workers"], lost = registry.mark_lost_workers(settings)
     for row in registry.orphans(settings, lost, limit=limit):
-        outcome = registry.restart_orphan(settings, row)
+        try:
+            outcome = registry.restart_orphan(settings, row)
+        except Fenced:
+            outcome = None
         if outcome is None:
-            continue
+            continue  # another supervisor took it, or it moved on
         decision, new = outcome
         if decision.action is Action.DEAD:
             counts["dead"] += 1

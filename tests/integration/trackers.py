@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+import sqlalchemy as sa
 
 import tracking
 
@@ -78,4 +81,55 @@ class BadState(tracking.Tracker):
         state["ticks"] += 1
         if state["ticks"] == 3:
             return {"ticks": state["ticks"], "when": {1, 2, 3}}
+        return state
+
+
+TICKS_TABLE = "test_ticks"
+
+
+def create_ticks_table(engine: sa.Engine) -> None:
+    """The side table the Recorder writes its ticks to, with their fencing token."""
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(
+                f"CREATE TABLE IF NOT EXISTS {TICKS_TABLE} (id bigserial PRIMARY KEY, txid text NOT NULL, "
+                "epoch bigint NOT NULL, pid int NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())"
+            )
+        else:
+            conn.exec_driver_sql(
+                f"CREATE TABLE IF NOT EXISTS {TICKS_TABLE} (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+                "txid TEXT NOT NULL, epoch INTEGER NOT NULL, pid INTEGER NOT NULL, "
+                "at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%d %H:%M:%f', 'now')))"
+            )
+
+
+# A side effect fenced by the tracker's token: it lands only while this incarnation owns the entry.
+FENCED_TICK = sa.text(
+    f"INSERT INTO {TICKS_TABLE} (txid, epoch, pid) SELECT :txid, :epoch, :pid WHERE EXISTS ("
+    "SELECT 1 FROM tracking_trackers WHERE kind = :kind AND transaction_id = :txid "
+    "AND epoch = :epoch AND status = 'running')"
+)
+
+
+class Recorder(tracking.Tracker):
+    """Records every tick, with its token, in a side table (a fenced effect)."""
+
+    interval = 0.1
+    max_restarts, max_seconds = 50, 60
+
+    def init(self, transaction_id: str, **args: Any) -> dict[str, Any]:
+        return {"ticks": 0, **args}
+
+    def tick(self, state: dict[str, Any]) -> dict[str, Any]:
+        from tracking import registry
+        from tracking.celery import current_settings
+
+        with registry.engine(current_settings()).begin() as conn:
+            conn.execute(
+                FENCED_TICK,
+                {"txid": self.transaction_id, "epoch": self.token, "pid": os.getpid(), "kind": self.kind},
+            )
+        state["ticks"] += 1
+        if "until" in state and state["ticks"] >= state["until"]:
+            raise tracking.Done(state)
         return state
