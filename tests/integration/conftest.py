@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -14,31 +13,32 @@ from tracking import registry
 STACKS = ["sqlite-filesystem", "postgres-redis", "postgres-rabbitmq"]
 
 
-@pytest.fixture(scope="module", params=STACKS)
-def stack(
-    request: pytest.FixtureRequest,
-    tmp_path_factory: pytest.TempPathFactory,
-    pg_databases: Callable[[], str],
-) -> Iterator[Stack]:
-    name: str = request.param
-    folder: Path = tmp_path_factory.mktemp(name)
+def build_stack(request: pytest.FixtureRequest, name: str) -> Iterator[Stack]:
+    """A migrated registry and an isolated broker of the named kind, installed in this process."""
+    folder = request.getfixturevalue("tmp_path_factory").mktemp(name)
+    pg_databases: Callable[[], str] = request.getfixturevalue("pg_databases")
     queue = f"tracking-test-{uuid.uuid4().hex[:8]}"
     if name == "sqlite-filesystem":
-        stack = Stack(
-            name, f"sqlite:///{folder}/registry.sqlite3", "filesystem://localhost//", folder, queue=queue
-        )
+        database = f"sqlite:///{folder}/registry.sqlite3"
+        stack = Stack(name, database, "filesystem://localhost//", folder, queue=queue)
     elif name == "postgres-redis":
         prefix = request.getfixturevalue("redis_prefix")
-        stack = Stack(
-            name, pg_databases(), "redis://127.0.0.1:6379/0", folder, redis_prefix=prefix, queue=queue
-        )
-    else:
+        broker = "redis://127.0.0.1:6379/0"
+        stack = Stack(name, pg_databases(), broker, folder, redis_prefix=prefix, queue=queue)
+    elif name == "postgres-rabbitmq":
         stack = Stack(name, pg_databases(), request.getfixturevalue("amqp_url"), folder, queue=queue)
+    else:
+        raise ValueError(name)
     settings = stack.settings()
     registry.migrate(settings)
     stack.app()
     yield stack
     registry.dispose(settings)
+
+
+@pytest.fixture(scope="module", params=STACKS)
+def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
+    yield from build_stack(request, request.param)
 
 
 @pytest.fixture(scope="module")
