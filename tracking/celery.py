@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery, signals
+from celery.utils.imports import import_from_cwd
 
 from tracking import registry, runtime, supervisor
+from tracking.exceptions import NotFound, RegistryUnavailable
 from tracking.settings import Settings
 
 if TYPE_CHECKING:
@@ -61,7 +63,6 @@ def recommended_config(settings: Settings) -> dict[str, Any]:
         "task_send_sent_event": True,
         "broker_connection_retry_on_startup": True,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
-        "imports": list(settings.imports),
     }
     if settings.broker_url.startswith("filesystem:"):
         conf["broker_transport_options"] = filesystem_broker_options(settings.broker_folder)
@@ -90,30 +91,37 @@ def filesystem_broker_options(folder: str) -> dict[str, Any]:
 
 def settings_for(app: Celery) -> Settings:
     """Settings from the app's ``tracking_*`` keys, overridden by ``TRACKING_*`` variables."""
-    values = {
+    from_file = {
         key[len("tracking_") :]: value
         for key, value in app.conf.items()
         if key.lower().startswith("tracking_")
     }
-    env = Settings.from_env()
-    for field, default in Settings().__dict__.items():
-        if getattr(env, field) != default:
-            values[field] = getattr(env, field)
-    return Settings.from_mapping(values)
+    return Settings.from_env(**from_file)
 
 
 def default_app() -> Celery:
-    """The app behind ``celery -A tracking``: recommended settings, then ``celeryconfig`` on top."""
+    """The app behind ``celery -A tracking``: the recommended settings, with the settings of the
+    ``celeryconfig`` module (or ``CELERY_CONFIG_MODULE``) from the working folder on top."""
     global _default_app
     with _lock:
         if _default_app is None:
-            env = Settings.from_env()
+            conf = recommended_config(Settings.from_env())
+            conf.update(_config_module(os.environ.get("CELERY_CONFIG_MODULE", "celeryconfig")))
             app = Celery("tracking", set_as_current=False)
-            app.add_defaults(recommended_config(env))
-            app.config_from_object(os.environ.get("CELERY_CONFIG_MODULE", "celeryconfig"), silent=True)
+            app.conf.update(conf)
             install(app, settings_for(app))
             _default_app = app
         return _default_app
+
+
+def _config_module(name: str) -> dict[str, Any]:
+    try:
+        module = import_from_cwd(name)
+    except ModuleNotFoundError as exc:
+        if exc.name != name:
+            raise
+        return {}
+    return {k: v for k, v in vars(module).items() if not k.startswith("_") and k.islower()}
 
 
 def __getattr__(name: str) -> Any:
@@ -138,6 +146,7 @@ def install(app: Celery, settings: Settings | None = None) -> Celery:
         for cls in _trackers.values():
             _make_task(app, cls)
         _make_supervise_task(app, settings)
+        _configure(app, settings)
     return app
 
 
@@ -202,7 +211,11 @@ def _make_supervise_task(app: Celery, settings: Settings) -> None:
     def supervise() -> dict[str, int]:
         return sweep(settings)
 
-    def add_beat_entry(**_kwargs: Any) -> None:
+
+def _configure(app: Celery, settings: Settings) -> None:
+    """Add the supervisor's beat entry and the tracker modules to the app's own configuration."""
+
+    def configure(**_kwargs: Any) -> None:
         app.conf.beat_schedule.setdefault(
             BEAT_ENTRY,
             {
@@ -211,11 +224,13 @@ def _make_supervise_task(app: Celery, settings: Settings) -> None:
                 "options": {"expires": max(settings.sweep_seconds, 1.0), **_queue(settings)},
             },
         )
+        if settings.imports:  # the worker imports these (from its working folder) at start
+            app.conf.imports = tuple(dict.fromkeys([*app.conf.imports, *settings.imports]))
 
     if app.configured:
-        add_beat_entry()
+        configure()
     else:
-        app.on_after_configure.connect(add_beat_entry, weak=False)
+        app.on_after_configure.connect(configure, weak=False)
 
 
 def sweep(settings: Settings) -> dict[str, int]:
@@ -277,16 +292,6 @@ def process_runtime(app: Celery, hostname: str) -> runtime.WorkerRuntime:
         return _runtime
 
 
-@signals.import_modules.connect(weak=False)
-def _import_tracker_modules(sender: Any = None, **_kwargs: Any) -> None:
-    if not _installed:
-        return
-    import importlib
-
-    for module in current_settings().imports:
-        importlib.import_module(module)
-
-
 @signals.worker_ready.connect(weak=False)
 def _on_worker_ready(sender: Any = None, **_kwargs: Any) -> None:
     if not _installed:
@@ -302,6 +307,25 @@ def _on_worker_ready(sender: Any = None, **_kwargs: Any) -> None:
             log.exception("tracking: reconcile at worker start failed (the supervisor will retry)")
 
     threading.Thread(target=reconcile, name="tracking-reconcile", daemon=True).start()
+
+
+@signals.task_revoked.connect(weak=False)
+def _on_task_revoked(sender: Any = None, request: Any = None, **_kwargs: Any) -> None:
+    """A tracker revoked before it ran (Flower, ``celery control revoke``) is stopped as "shutdown".
+
+    Without this its entry would stay pending and the supervisor would publish it again, and again.
+    A running tracker sees its task ID in the worker's revoked set and stops itself.
+    """
+    name = getattr(sender, "name", "") or ""
+    kind = name.removeprefix("tracking.")
+    if not _installed or kind not in _trackers or request is None or not request.args:
+        return
+    try:
+        registry.request_stop(current_settings(), kind, request.args[0], "shutdown", task_id=request.id)
+    except NotFound:
+        pass
+    except RegistryUnavailable as exc:
+        log.warning("revoke of %s %s not recorded: %s", kind, request.args[0], exc)
 
 
 @signals.worker_shutting_down.connect(weak=False)

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import json
 import sys
 import time
 from datetime import datetime
 from typing import Any
+
+from celery.utils.imports import import_from_cwd
 
 from tracking import celery as glue
 from tracking import registry
@@ -26,7 +27,7 @@ EXIT_NOT_FOUND, EXIT_BAD_INPUT, EXIT_UNAVAILABLE, EXIT_TIMEOUT = 1, 2, 3, 4
 
 def _tracker(kind: str | None) -> type[Tracker]:
     for module in glue.current_settings().imports:
-        importlib.import_module(module)
+        import_from_cwd(module)
     known = glue._trackers
     if kind is None:
         if len(known) == 1:

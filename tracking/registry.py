@@ -551,7 +551,9 @@ def stop_requests(settings: Settings, worker_id: str) -> list[tuple[int, int, st
 # -- stop --------------------------------------------------------------------------------------
 
 
-def request_stop(settings: Settings, kind: str, transaction_id: str, reason: str) -> tuple[str, Row | None]:
+def request_stop(
+    settings: Settings, kind: str, transaction_id: str, reason: str, task_id: str | None = None
+) -> tuple[str, Row | None]:
     """Ask a tracker to stop. Returns what happened and the row to act on:
 
     ``("requested", row)``   it is running; its incarnation will exit (wait for the epoch to change)
@@ -559,13 +561,17 @@ def request_stop(settings: Settings, kind: str, transaction_id: str, reason: str
     ``("restarting", row)``  an abnormal stop of a pending tracker: restarted by its policy (publish)
     ``("unchanged", row)``   an abnormal stop of a tracker already failed and awaiting its restart
 
-    Raises NotFound when nothing is registered. Atomicity: one transaction, conditional on epoch.
+    With ``task_id``, only that incarnation is stopped (``("unchanged", row)`` if another one holds
+    the entry). Raises NotFound when nothing is registered. Atomicity: one transaction, conditional
+    on epoch.
     """
     normal = reason in ("normal", "shutdown")
     with _write(settings) as conn:
         row = _one(conn, trackers.c.kind == kind, trackers.c.transaction_id == transaction_id, lock=True)
         if row is None:
             raise NotFound(f"no {kind} tracker is registered for {transaction_id!r}")
+        if task_id is not None and row["task_id"] != task_id:
+            return "unchanged", row
         same = (trackers.c.id == row["id"], trackers.c.epoch == row["epoch"])
         if row["status"] == "running":
             conn.execute(trackers.update().where(*same).values(stop_reason=reason))
@@ -747,6 +753,8 @@ def record_sweep(settings: Settings, name: str, counts: dict[str, int]) -> None:
                 set_={"last_sweep_at": db_now(), "last_counts": counts},
             )
         )
+        # Supervisors are named per process; forget the ones that have not swept for a day.
+        conn.execute(supervisors.delete().where(supervisors.c.last_sweep_at < db_now(-86400)))
 
 
 def last_sweeps(settings: Settings) -> list[Row]:

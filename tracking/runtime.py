@@ -23,7 +23,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tracking import registry
 from tracking.exceptions import Done, Fenced, RegistryUnavailable
@@ -36,6 +36,9 @@ if TYPE_CHECKING:
     from tracking.tracker import Tracker
 
 log = logging.getLogger("tracking.runtime")
+T = TypeVar("T")
+#: how long, during a warm shutdown, an incarnation retries a write the registry refuses
+SHUTDOWN_PATIENCE = 5.0
 
 Publish = Callable[[registry.Row], None]
 
@@ -232,6 +235,10 @@ def run(tracker_cls: type[Tracker], transaction_id: str, epoch: int, task_id: st
     rt.add(inc)
     try:
         return _loop(tracker_cls, row, inc, rt)
+    except Fenced:  # found superseded while recording its exit: it writes nothing more
+        return "fenced"
+    except RegistryUnavailable:  # only at shutdown: the lease runs out, a supervisor restarts it
+        return "left to the supervisor"
     finally:
         rt.remove(inc)
 
@@ -244,18 +251,23 @@ def _loop(tracker_cls: type[Tracker], row: registry.Row, inc: Incarnation, rt: W
     settings = rt.settings
     tracker = tracker_cls._incarnate(row)
     state: dict[str, Any] | None = row["state"]
+
+    def checkpoint(new_state: dict[str, Any]) -> None:
+        _persist(inc, rt, lambda: registry.checkpoint(settings, inc.row_id, inc.epoch, new_state))
+
     try:
         if state is None:  # init never completed: first start (or it crashed in init)
             if not rt.wait_for_lease(inc):
                 return _interrupted(inc, rt)
-            init_state = tracker.init(inc.transaction_id, **row["args"])
-            state = json_object(init_state, "init's state", settings.max_state_bytes)
-            registry.checkpoint(settings, inc.row_id, inc.epoch, state)
+            state = json_object(
+                tracker.init(inc.transaction_id, **row["args"]), "init's state", settings.max_state_bytes
+            )
+            checkpoint(state)
         while True:
             if inc.interrupt is not None or not rt.wait_for_lease(inc):
                 return _interrupted(inc, rt)
             state = json_object(tracker.tick(state), "tick's state", settings.max_state_bytes)
-            registry.checkpoint(settings, inc.row_id, inc.epoch, state)
+            checkpoint(state)
             if inc.interrupt is None:
                 inc.wake.wait(tracker_cls.interval)
     except Done as done:
@@ -264,68 +276,85 @@ def _loop(tracker_cls: type[Tracker], row: registry.Row, inc: Incarnation, rt: W
         log.warning("%s %s epoch %s fenced out", inc.kind, inc.transaction_id, inc.epoch)
         return "fenced"
     except RegistryUnavailable:
-        # Cannot record anything: stop ticking; the lease runs out and a supervisor restarts it.
-        log.exception(
-            "%s %s: registry unavailable; leaving it to the supervisor", inc.kind, inc.transaction_id
-        )
-        return "registry unavailable"
+        # Only while shutting down do we stop retrying: the lease then runs out and a supervisor
+        # restarts the tracker elsewhere.
+        log.warning("%s %s: registry unavailable at shutdown", inc.kind, inc.transaction_id)
+        return "left to the supervisor"
     except Exception as exc:
         detail = redact_url("".join(traceback.format_exception(exc)))
         log.error("%s %s epoch %s crashed: %s", inc.kind, inc.transaction_id, inc.epoch, exc)
         return _abnormal(inc, rt, "crashed", detail)
 
 
+def _persist(inc: Incarnation, rt: WorkerRuntime, write: Callable[[], T]) -> T:
+    """Run one registry write of this incarnation, retrying while the registry is unavailable.
+
+    An incarnation never gives up its entry because of a database blip: it retries (without
+    ticking) until the write lands or the incarnation is fenced out. During a warm shutdown it
+    gives up after a few seconds, so that the worker can exit.
+    """
+    delay, waited = 0.1, 0.0
+    while True:
+        try:
+            return write()
+        except RegistryUnavailable as exc:
+            if inc.interrupt == "fenced":
+                raise Fenced() from exc
+            if rt.shutting_down.is_set() and waited > SHUTDOWN_PATIENCE:
+                raise
+            if waited == 0:
+                log.warning("%s %s: registry unavailable, retrying: %s", inc.kind, inc.transaction_id, exc)
+            time.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 2.0)
+
+
 def _interrupted(inc: Incarnation, rt: WorkerRuntime) -> str:
     reason = inc.interrupt or "fenced"
+    settings = rt.settings
     if reason == "fenced":
         return "fenced"
     if reason == "handoff":
-        new = registry.hand_off(rt.settings, inc.row_id, inc.epoch, f"worker {rt.hostname} shutting down")
+        reason_text = f"worker {rt.hostname} shutting down"
+        new = _persist(inc, rt, lambda: registry.hand_off(settings, inc.row_id, inc.epoch, reason_text))
         if new is not None:
             _publish(rt, new)
         return "handed off"
     if reason in ("normal", "shutdown"):
-        _fenced_write(lambda: registry.exit_normally(rt.settings, inc.row_id, inc.epoch, "stopped", reason))
+        _persist(inc, rt, lambda: registry.exit_normally(settings, inc.row_id, inc.epoch, "stopped", reason))
         return f"stopped ({reason})"
     return _abnormal(inc, rt, "stopped", f"stop({reason!r})")
 
 
 def _done(tracker_cls: type[Tracker], done: Done, inc: Incarnation, rt: WorkerRuntime) -> str:
     settings = rt.settings
-    try:
-        if done.state is not None:
+    if tracker_cls.policy.restart != "permanent":
+        # Deregistered: the final state goes nowhere, so it is neither validated nor written.
+        _persist(inc, rt, lambda: registry.exit_normally(settings, inc.row_id, inc.epoch, "done", None))
+        return "done"
+    if done.state is not None:
+        try:
             state = json_object(done.state, "Done's state", settings.max_state_bytes)
-            registry.checkpoint(settings, inc.row_id, inc.epoch, state)
-    except Exception as exc:
-        return _abnormal(inc, rt, "crashed", redact_url("".join(traceback.format_exception(exc))))
-    if tracker_cls.policy.restart == "permanent":
-        return _abnormal(inc, rt, "done", None, normal=True)
-    _fenced_write(lambda: registry.exit_normally(settings, inc.row_id, inc.epoch, "done", None))
-    return "done"
+        except Exception as exc:
+            return _abnormal(inc, rt, "crashed", redact_url("".join(traceback.format_exception(exc))))
+        _persist(inc, rt, lambda: registry.checkpoint(settings, inc.row_id, inc.epoch, state))
+    return _abnormal(inc, rt, "done", None, normal=True)
 
 
 def _abnormal(
     inc: Incarnation, rt: WorkerRuntime, event: str, detail: str | None, *, normal: bool = False
 ) -> str:
-    try:
-        decision, new = registry.exit_abnormally(
-            rt.settings, inc.row_id, inc.epoch, event, detail, normal=normal
-        )
-    except Fenced:
-        return "fenced"
+    decision, new = _persist(
+        inc,
+        rt,
+        lambda: registry.exit_abnormally(rt.settings, inc.row_id, inc.epoch, event, detail, normal=normal),
+    )
     if decision.action is Action.RESTART and new is not None:
         if decision.delay == 0:
             _publish(rt, new)
         else:
             _restart_later(rt, new, decision.delay)
     return f"{event}: {decision.action.value}"
-
-
-def _fenced_write(write: Callable[[], None]) -> None:
-    try:
-        write()
-    except Fenced:
-        pass
 
 
 def _publish(rt: WorkerRuntime, row: registry.Row) -> None:

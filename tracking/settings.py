@@ -8,9 +8,12 @@ the environment.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
+
+log = logging.getLogger("tracking.settings")
 
 DEFAULT_DATABASE_URL = "sqlite:///tracking.sqlite3"
 DEFAULT_BROKER_URL = "filesystem://localhost//"
@@ -69,16 +72,9 @@ class Settings:
         return self.database_url.startswith("sqlite")
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Settings from ``TRACKING_*`` variables (and ``CELERY_BROKER_URL``)."""
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        if "CELERY_BROKER_URL" in env:
-            values["BROKER_URL"] = env["CELERY_BROKER_URL"]
-        for key, value in env.items():
-            if key.startswith("TRACKING_"):
-                values[key.removeprefix("TRACKING_")] = value
-        return cls.from_mapping(values)
+    def from_env(cls, environ: Mapping[str, str] | None = None, **base: Any) -> Settings:
+        """Settings from ``TRACKING_*`` variables (and ``CELERY_BROKER_URL``) over ``base``."""
+        return cls.from_mapping({**base, **env_values(environ)})
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> Settings:
@@ -98,6 +94,10 @@ class Settings:
     def with_overrides(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.public_dict().items())
+        return f"Settings({fields})"
+
     def public_dict(self) -> dict[str, Any]:
         """The settings with passwords masked, for logs and command output."""
         from tracking.redact import redact_url
@@ -106,6 +106,28 @@ class Settings:
         data["database_url"] = redact_url(self.database_url)
         data["broker_url"] = redact_url(self.broker_url)
         return data
+
+
+def env_values(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The settings the environment sets, keyed without ``TRACKING_``.
+
+    Unknown ``TRACKING_*`` variables are logged and ignored (a platform may set some of its own, as
+    Kubernetes does for a Service named "tracking"); unknown keys in a file are refused.
+    """
+    env = os.environ if environ is None else environ
+    names = {f.name for f in dataclasses.fields(Settings)}
+    values: dict[str, str] = {}
+    if "CELERY_BROKER_URL" in env:
+        values["broker_url"] = env["CELERY_BROKER_URL"]
+    for key, value in env.items():
+        if not key.startswith("TRACKING_"):
+            continue
+        name = key.removeprefix("TRACKING_").lower()
+        if name in names:
+            values[name] = value
+        else:
+            log.warning("ignoring unknown environment variable %s", key)
+    return values
 
 
 def _coerce(name: str, default: Any, raw: Any) -> Any:

@@ -206,7 +206,10 @@ class Tracker:
         settings = glue.current_settings()
         outcome, row = registry.request_stop(settings, kind, transaction_id, reason)
         if outcome == "restarting" and row is not None:
-            glue.publish(row)
+            try:
+                glue.publish(row)
+            except Exception as exc:  # broker down: the supervisor publishes it after the grace period
+                log.warning("%s %s restart not published yet: %s", kind, transaction_id, redact_url(str(exc)))
         if outcome != "requested" or row is None:
             return
         deadline = time.monotonic() + timeout

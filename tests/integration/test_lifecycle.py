@@ -135,3 +135,16 @@ def _workers_seen(cluster: Cluster) -> set[str]:
         for name in ("w1", "w2")
         if "tracking.Counter" in cluster.log(name) and "succeeded" in cluster.log(name)
     }
+
+
+@pytest.mark.parametrize("terminate", [False, True])
+def test_revoking_a_running_tracker_stops_it_as_shutdown(
+    cluster: Cluster, txid: str, terminate: bool
+) -> None:
+    from tracking.celery import current_app
+
+    Counter.start(txid)
+    ref = wait_for(lambda: running(Counter, txid))
+    current_app().control.revoke(ref.task_id, terminate=terminate)
+    wait_for(lambda: Counter.lookup(txid) is None, what="the revoked tracker to be deregistered")
+    assert not any(r.transaction_id == txid for r in Counter.list())

@@ -26,9 +26,25 @@ def test_settings_come_from_tracking_variables_and_the_celery_broker_url() -> No
     assert settings.lease_seconds == 12.5 and settings.max_state_bytes == 1000
 
 
-def test_an_unknown_setting_is_refused_rather_than_ignored() -> None:
+def test_an_unknown_setting_in_a_file_is_refused_rather_than_ignored() -> None:
     with pytest.raises(ValueError, match="TRACKING_LEASE_SECOND"):
-        Settings.from_env({"TRACKING_LEASE_SECOND": "3"})
+        Settings.from_mapping({"lease_second": "3"})
+
+
+def test_an_unknown_environment_variable_is_logged_and_ignored(caplog: pytest.LogCaptureFixture) -> None:
+    # Platforms set variables of their own (Kubernetes: TRACKING_SERVICE_HOST for a Service "tracking").
+    settings = Settings.from_env({"TRACKING_SERVICE_HOST": "127.0.0.1", "TRACKING_LEASE_SECONDS": "40"})
+    assert settings.lease_seconds == 40
+    assert "TRACKING_SERVICE_HOST" in caplog.text
+
+
+def test_the_environment_wins_over_a_file_even_when_it_sets_the_default() -> None:
+    settings = Settings.from_env({"TRACKING_HEARTBEAT_SECONDS": "5"}, heartbeat_seconds=2)
+    assert settings.heartbeat_seconds == 5
+
+
+def test_the_settings_repr_hides_passwords() -> None:
+    assert "canary" not in repr(Settings(database_url="postgresql://a:canary@127.0.0.1/x"))
 
 
 def test_a_lease_shorter_than_two_heartbeats_is_refused() -> None:
