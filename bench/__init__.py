@@ -1,0 +1,5 @@
+"""The benchmark of `tracking`, side by side with bare Celery, raw SQL and bare kombu.
+
+Run it from the repository root with ``python -m bench`` (see ``bench/run.py``); it writes
+``docs/benchmarks.md``.
+"""

@@ -1,0 +1,75 @@
+"""What the benchmark's workers run: its tracker kinds and two plain Celery tasks.
+
+Workers import this module through ``TRACKING_IMPORTS=bench.trackers``; the bench process imports
+it too, so that ``start``/``lookup``/``stop`` know the kinds.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import redis
+from celery import shared_task
+
+import tracking
+
+
+class StartBench(tracking.Tracker):
+    """Started by the ``start()`` benchmark only, on a queue no worker consumes: never runs."""
+
+    kind = "bench_start"
+    interval = 60.0
+
+    def tick(self, state: dict[str, Any]) -> dict[str, Any]:
+        return state
+
+
+class LookupBench(tracking.Tracker):
+    """Registered (pending) for the ``lookup()`` benchmark; never runs either."""
+
+    kind = "bench_lookup"
+    interval = 60.0
+
+    def tick(self, state: dict[str, Any]) -> dict[str, Any]:
+        return state
+
+
+class CrashBench(tracking.Tracker):
+    """The crash-to-restart benchmark's tracker: ticks every 0.2 s and keeps its state."""
+
+    kind = "bench_crash"
+    interval = 0.2
+
+    def init(self, transaction_id: str, **args: Any) -> dict[str, Any]:
+        return {"transaction_id": transaction_id}
+
+    def tick(self, state: dict[str, Any]) -> dict[str, Any]:
+        return state
+
+
+@shared_task(name="bench.noop", ignore_result=True)
+def noop() -> None:
+    """The bare Celery baseline of ``start()``: published, never consumed."""
+
+
+_client: redis.Redis | None = None
+_client_lock = threading.Lock()
+
+
+def _redis() -> redis.Redis:
+    global _client
+    with _client_lock:
+        if _client is None:
+            # Set by the benchmark for its workers; loopback only.
+            _client = redis.Redis.from_url(os.environ["BENCH_REDIS_URL"])
+        return _client
+
+
+@shared_task(name="bench.echo", ignore_result=True)
+def echo(reply_key: str) -> None:
+    """The bare Celery baseline of a restart: a task that tells the benchmark it is running."""
+    client = _redis()
+    client.rpush(reply_key, "1")
+    client.expire(reply_key, 60)
