@@ -33,7 +33,7 @@ from celery import Celery
 import tracking
 from bench import machine, measure, report, services
 from tracking import registry
-from tracking.celery import filesystem_broker_options, recommended_config
+from tracking.celery import embedded_broker_options, recommended_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +54,7 @@ FULL = Profile(
 SMOKE = Profile("smoke", starts=20, lookup_ids=20, lookups=50, crashes=3, echoes=3, messages=10, workers=1)
 
 HEARTBEAT, LEASE, SWEEP, GRACE = 0.5, 3.0, 1.0, 3.0
-POLLING_INTERVAL = 0.1  # the filesystem broker's, from tracking.celery.filesystem_broker_options
+POLLING_INTERVAL = 0.1  # the embedded broker's, from tracking.celery.embedded_broker_options
 
 
 class Run:
@@ -148,11 +148,11 @@ class Run:
         app = self.app("pg-amqp", pg_amqp)
         self.section("a_pg_amqp", lambda: measure.start_throughput(StartBench, app, idle, p.starts, "pga"))
 
-        # a. and b. on the embedded default: SQLite + the filesystem broker, in a temp folder
+        # a. and b. on the embedded default: SQLite + the embedded broker, in a temp folder
         sqlite_path = self.tmp / "tracking.sqlite3"
         embedded = self.settings(
             f"sqlite:///{sqlite_path}",
-            "filesystem://localhost//",
+            "embedded://localhost//",
             idle,
             broker_folder=str(self.tmp / "broker"),
         )
@@ -182,8 +182,8 @@ class Run:
         self.section(
             "d_filesystem",
             lambda: measure.broker_round_trip(
-                "filesystem://",
-                filesystem_broker_options(str(self.tmp / "fs-broker")),
+                "embedded://",
+                embedded_broker_options(str(self.tmp / "fs-broker")),
                 p.messages,
                 POLLING_INTERVAL,
             ),

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from celery import Celery, signals
 from celery.utils.imports import import_from_cwd
 
-from tracking import registry, runtime, supervisor
+from tracking import embedded, registry, runtime, supervisor
 from tracking.exceptions import NotFound, RegistryUnavailable
 from tracking.settings import Settings
 
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from tracking.tracker import Tracker
 
 log = logging.getLogger("tracking.celery")
+embedded.register()
 
 SUPERVISE_TASK = "tracking.supervise"
 BEAT_ENTRY = "tracking-supervisor"
@@ -64,24 +65,30 @@ def recommended_config(settings: Settings) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
     }
-    if settings.broker_url.startswith("filesystem:"):
-        conf["broker_transport_options"] = filesystem_broker_options(settings.broker_folder)
+    if is_embedded(settings.broker_url):
+        conf["broker_transport_options"] = embedded_broker_options(settings.broker_folder)
     return conf
 
 
-def filesystem_broker_options(folder: str) -> dict[str, Any]:
-    """kombu's filesystem transport in one folder, shared by every process on the machine.
+def is_embedded(broker_url: str) -> bool:
+    return broker_url.startswith(f"{embedded.SCHEME}:")
 
-    Processed messages are moved (an atomic rename within the folder, so two consumers cannot both
-    take one message) to ``processed/``, which the supervisor prunes.
+
+def embedded_broker_options(folder: str) -> dict[str, Any]:
+    """The embedded broker in one folder, shared by every process on the machine.
+
+    A message is written to ``tmp/`` and renamed into ``queue/`` when complete; a consumer takes it
+    by moving it to ``processed/`` (renames within one folder tree: atomic, so two consumers cannot
+    both take one message), which the supervisor prunes.
     """
     base = Path(folder).resolve()
     queue = base / "queue"
-    for sub in (queue, base / "control", base / "processed"):
+    for sub in (queue, base / "tmp", base / "control", base / "processed"):
         sub.mkdir(parents=True, exist_ok=True)
     return {
         "data_folder_in": str(queue),
         "data_folder_out": str(queue),
+        "tmp_folder": str(base / "tmp"),
         "control_folder": str(base / "control"),
         "processed_folder": str(base / "processed"),
         "store_processed": True,
@@ -236,7 +243,7 @@ def _configure(app: Celery, settings: Settings) -> None:
 def sweep(settings: Settings) -> dict[str, int]:
     """One supervisor sweep with this process's publisher (and broker housekeeping)."""
     counts = supervisor.sweep(settings, publish)
-    if settings.broker_url.startswith("filesystem:"):
+    if is_embedded(settings.broker_url):
         _prune_processed(Path(settings.broker_folder) / "processed")
     return counts
 

@@ -1,5 +1,5 @@
 """``tracking demo``: about fifty trackers against a simulated slow, flaky ledger, on the embedded
-default (SQLite + filesystem broker), with a real worker and beat as child processes.
+default (SQLite + embedded broker), with a real worker and beat as child processes.
 
 The ledger confirms each transaction at its own pace (a few seconds per confirmation, drawn from
 the transaction ID) and fails now and then; the demo also crashes a few trackers on purpose. It
@@ -63,7 +63,7 @@ def _env(folder: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TRACKING_", "CELERY_"))}
     env.update(
         TRACKING_DATABASE_URL=f"sqlite:///{folder / 'demo.sqlite3'}",
-        CELERY_BROKER_URL="filesystem://localhost//",
+        CELERY_BROKER_URL="embedded://localhost//",
         TRACKING_BROKER_FOLDER=str(folder / "broker"),
         TRACKING_IMPORTS="tracking.demo",
         TRACKING_HEARTBEAT_SECONDS="0.5",
@@ -127,7 +127,7 @@ def run(
         )
         procs.append(_spawn(["beat", "-l", "warning", "-s", str(folder / "beat-schedule")], folder, "beat"))
         print(
-            f"tracking demo: {count} trackers on a simulated ledger (embedded SQLite + filesystem broker)",
+            f"tracking demo: {count} trackers on a simulated ledger (embedded SQLite + embedded broker)",
             file=out,
         )
         for txid in ids:

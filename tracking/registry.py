@@ -19,9 +19,9 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
@@ -36,6 +36,7 @@ from tracking.redact import redact_url
 from tracking.settings import Settings
 
 Row = dict[str, Any]
+T = TypeVar("T")
 
 
 # -- the database clock --------------------------------------------------------------------------
@@ -130,7 +131,13 @@ def create_engine(url: str) -> sa.Engine:
     if sa_url.get_backend_name() == "postgresql":
         connect_args = {"application_name": f"tracking-{os.getpid()}", "connect_timeout": 5}
     return sa.create_engine(
-        sa_url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=connect_args
+        # No pre-ping (a round trip per checkout): reads retry once on a dead connection, and a
+        # failed write is retried by its caller.
+        sa_url,
+        pool_pre_ping=False,
+        pool_size=10,
+        max_overflow=20,
+        connect_args=connect_args,
     )
 
 
@@ -152,13 +159,24 @@ def _write(settings: Settings) -> Iterator[sa.Connection]:
         yield conn
 
 
-@contextlib.contextmanager
-def _read(settings: Settings) -> Iterator[sa.Connection]:
-    """One read-only transaction (never takes SQLite's write lock)."""
-    with _translated(settings), engine(settings).connect() as conn:
-        conn = conn.execution_options(tracking_write=False)
-        with conn.begin():
-            yield conn
+def _read(settings: Settings, query: Callable[[sa.Connection], T]) -> T:
+    """Run a read-only query: in autocommit on PostgreSQL (no BEGIN/COMMIT round trips), in a
+    deferred transaction on SQLite (never takes the write lock). A pooled connection found dead
+    (the database restarted) is replaced and the query tried once more."""
+    for attempt in (1, 2):
+        try:
+            with _translated(settings), engine(settings).connect() as conn:
+                if conn.dialect.name == "postgresql":
+                    return query(conn.execution_options(isolation_level="AUTOCOMMIT"))
+                conn = conn.execution_options(tracking_write=False)
+                with conn.begin():
+                    return query(conn)
+        except RegistryUnavailable as exc:
+            cause = exc.__cause__
+            if attempt == 1 and isinstance(cause, sa_exc.DBAPIError) and cause.connection_invalidated:
+                continue
+            raise
+    raise AssertionError("unreachable")
 
 
 def migrate(settings: Settings, revision: str = "head") -> None:
@@ -206,6 +224,10 @@ def _one(conn: sa.Connection, *where: Any, lock: bool = False) -> Row | None:
         stmt = stmt.with_for_update(of=trackers)
     row = conn.execute(stmt).mappings().first()
     return _row(row) if row is not None else None
+
+
+def _rows(conn: sa.Connection, stmt: Any) -> list[Row]:
+    return [_row(m) for m in conn.execute(stmt).mappings()]
 
 
 def _row(mapping: Any) -> Row:
@@ -332,8 +354,10 @@ def start(
 
 def get(settings: Settings, kind: str, transaction_id: str) -> Row | None:
     """The registry entry for (kind, transaction_id), whatever its status, or None."""
-    with _read(settings) as conn:
-        return _one(conn, trackers.c.kind == kind, trackers.c.transaction_id == transaction_id)
+    return _read(
+        settings,
+        lambda conn: _one(conn, trackers.c.kind == kind, trackers.c.transaction_id == transaction_id),
+    )
 
 
 def select(
@@ -353,8 +377,7 @@ def select(
         stmt = stmt.where(trackers.c.worker == worker)
     if limit is not None:
         stmt = stmt.limit(limit)
-    with _read(settings) as conn:
-        return [_row(m) for m in conn.execute(stmt).mappings()]
+    return _read(settings, lambda conn: _rows(conn, stmt))
 
 
 def count(settings: Settings, kind: str | None = None, status: str | None = None) -> int:
@@ -363,8 +386,7 @@ def count(settings: Settings, kind: str | None = None, status: str | None = None
         stmt = stmt.where(trackers.c.kind == kind)
     if status is not None:
         stmt = stmt.where(trackers.c.status == status)
-    with _read(settings) as conn:
-        return int(conn.execute(stmt).scalar_one())
+    return _read(settings, lambda conn: int(conn.execute(stmt).scalar_one()))
 
 
 def history(settings: Settings, kind: str, transaction_id: str, limit: int = 20) -> list[Row]:
@@ -375,8 +397,7 @@ def history(settings: Settings, kind: str, transaction_id: str, limit: int = 20)
         .order_by(events.c.id.desc())
         .limit(limit)
     )
-    with _read(settings) as conn:
-        rows = [_row(m) for m in conn.execute(stmt).mappings()]
+    rows = _read(settings, lambda conn: _rows(conn, stmt))
     for row in rows:
         row["at"] = _aware(row["at"])
     return rows[::-1]
@@ -544,8 +565,7 @@ def stop_requests(settings: Settings, worker_id: str) -> list[tuple[int, int, st
         trackers.c.status == "running",
         trackers.c.stop_reason.is_not(None),
     )
-    with _read(settings) as conn:
-        return [(r.id, r.epoch, r.stop_reason) for r in conn.execute(stmt)]
+    return _read(settings, lambda conn: [(r.id, r.epoch, r.stop_reason) for r in conn.execute(stmt)])
 
 
 # -- stop --------------------------------------------------------------------------------------
@@ -654,8 +674,7 @@ def orphans(settings: Settings, worker_ids: Sequence[str], limit: int = 1000) ->
     stmt = _tracker_with_lease.where(
         trackers.c.status == "running", trackers.c.worker_id.in_(list(worker_ids))
     ).limit(limit)
-    with _read(settings) as conn:
-        return [_row(m) for m in conn.execute(stmt).mappings()]
+    return _read(settings, lambda conn: _rows(conn, stmt))
 
 
 def forget_workers(settings: Settings, worker_ids: Sequence[str]) -> None:
@@ -707,8 +726,7 @@ def due(settings: Settings, limit: int = 1000) -> list[Row]:
         .order_by(trackers.c.due_at)
         .limit(limit)
     )
-    with _read(settings) as conn:
-        return [_row(m) for m in conn.execute(stmt).mappings()]
+    return _read(settings, lambda conn: _rows(conn, stmt))
 
 
 def take_due(settings: Settings, row: Row) -> Row | None:
@@ -758,13 +776,11 @@ def record_sweep(settings: Settings, name: str, counts: dict[str, int]) -> None:
 
 
 def last_sweeps(settings: Settings) -> list[Row]:
-    with _read(settings) as conn:
-        rows = [dict(m) for m in conn.execute(sa.select(supervisors).order_by(supervisors.c.name)).mappings()]
+    rows = _read(settings, lambda conn: _rows(conn, sa.select(supervisors).order_by(supervisors.c.name)))
     for row in rows:
         row["last_sweep_at"] = _aware(row["last_sweep_at"])
     return rows
 
 
 def database_now(settings: Settings) -> datetime:
-    with _read(settings) as conn:
-        return _now(conn)
+    return _read(settings, _now)

@@ -16,7 +16,7 @@ from typing import Any
 log = logging.getLogger("tracking.settings")
 
 DEFAULT_DATABASE_URL = "sqlite:///tracking.sqlite3"
-DEFAULT_BROKER_URL = "filesystem://localhost//"
+DEFAULT_BROKER_URL = "embedded://localhost//"
 DEFAULT_BROKER_FOLDER = ".tracking-broker"
 
 
@@ -26,7 +26,7 @@ class Settings:
 
     database_url: str = DEFAULT_DATABASE_URL
     broker_url: str = DEFAULT_BROKER_URL
-    #: the folder of the embedded (filesystem) broker
+    #: the folder of the embedded broker (``embedded://``)
     broker_folder: str = DEFAULT_BROKER_FOLDER
     #: modules that define trackers; workers import them
     imports: tuple[str, ...] = ()

@@ -217,7 +217,7 @@ class Tracker:
             now = registry.get(settings, kind, transaction_id)
             if now is None or now["epoch"] != row["epoch"] or now["status"] != Status.RUNNING:
                 return
-            time.sleep(0.05)
+            time.sleep(0.02)
         raise Timeout(f"{kind} {transaction_id!r} did not exit within {timeout} s; the stop stays requested")
 
     @classmethod

@@ -12,7 +12,7 @@ from tests.integration.trackers import create_ticks_table
 from tracking import registry
 
 
-@pytest.fixture(scope="module", params=["postgres-redis", "postgres-rabbitmq", "sqlite-filesystem"])
+@pytest.fixture(scope="module", params=["postgres-redis", "postgres-rabbitmq", "sqlite-embedded"])
 def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
     for stack in build_stack(request, request.param):
         create_ticks_table(registry.engine(stack.settings()))

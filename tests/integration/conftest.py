@@ -10,7 +10,7 @@ import pytest
 from tests.integration.harness import Cluster, Stack
 from tracking import registry
 
-STACKS = ["sqlite-filesystem", "postgres-redis", "postgres-rabbitmq"]
+STACKS = ["sqlite-embedded", "postgres-redis", "postgres-rabbitmq"]
 
 
 def build_stack(request: pytest.FixtureRequest, name: str) -> Iterator[Stack]:
@@ -18,9 +18,9 @@ def build_stack(request: pytest.FixtureRequest, name: str) -> Iterator[Stack]:
     folder = request.getfixturevalue("tmp_path_factory").mktemp(name)
     pg_databases: Callable[[], str] = request.getfixturevalue("pg_databases")
     queue = f"tracking-test-{uuid.uuid4().hex[:8]}"
-    if name == "sqlite-filesystem":
+    if name == "sqlite-embedded":
         database = f"sqlite:///{folder}/registry.sqlite3"
-        stack = Stack(name, database, "filesystem://localhost//", folder, queue=queue)
+        stack = Stack(name, database, "embedded://localhost//", folder, queue=queue)
     elif name == "postgres-redis":
         prefix = request.getfixturevalue("redis_prefix")
         broker = "redis://127.0.0.1:6379/0"

@@ -56,8 +56,8 @@ def test_start_twice_gives_one_tracker(cluster: Cluster, txid: str) -> None:
     assert second.already_started is True
     assert second.task_id == first.task_id and second.epoch == first.epoch
     assert Counter.count() >= 1 and [r.transaction_id for r in Counter.list()].count(txid) == 1
-    wait_for(lambda: running(Counter, txid))
-    assert (Counter.get_state(txid) or {})["until"] == 10_000, "the second start changed nothing"
+    state = wait_for(lambda: Counter.get_state(txid), what="the first checkpoint")
+    assert state["until"] == 10_000, "the second start changed nothing"
     Counter.stop(txid)
 
 
