@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 import time
+import types
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -97,38 +98,52 @@ def embedded_broker_options(folder: str) -> dict[str, Any]:
 
 
 def settings_for(app: Celery) -> Settings:
-    """Settings from the app's ``tracking_*`` keys, overridden by ``TRACKING_*`` variables."""
-    from_file = {
-        key[len("tracking_") :]: value
-        for key, value in app.conf.items()
-        if key.lower().startswith("tracking_")
-    }
+    """Settings from the app's configuration (``tracking_*`` keys and its ``broker_url``),
+    overridden by ``TRACKING_*`` variables and ``CELERY_BROKER_URL``."""
+    return _settings_from(dict(app.conf.items()))
+
+
+def _settings_from(conf: dict[str, Any]) -> Settings:
+    from_file = {k[len("tracking_") :]: v for k, v in conf.items() if k.lower().startswith("tracking_")}
+    if conf.get("broker_url"):
+        from_file.setdefault("broker_url", conf["broker_url"])
     return Settings.from_env(**from_file)
 
 
 def default_app() -> Celery:
     """The app behind ``celery -A tracking``: the recommended settings, with the settings of the
-    ``celeryconfig`` module (or ``CELERY_CONFIG_MODULE``) from the working folder on top."""
+    ``celeryconfig`` module (or ``CELERY_CONFIG_MODULE``) from the working folder on top, and the
+    environment (``TRACKING_*``, ``CELERY_BROKER_URL``) over both."""
     global _default_app
     with _lock:
         if _default_app is None:
-            conf = recommended_config(Settings.from_env())
-            conf.update(_config_module(os.environ.get("CELERY_CONFIG_MODULE", "celeryconfig")))
+            module = _config_module(os.environ.get("CELERY_CONFIG_MODULE", "celeryconfig"))
+            settings = _settings_from(module)
+            conf = recommended_config(settings)
+            if not is_embedded(settings.broker_url):
+                conf.pop("broker_transport_options", None)  # the embedded broker's, not this one's
+            conf.update(module)
+            conf["broker_url"] = settings.broker_url
             app = Celery("tracking", set_as_current=False)
             app.conf.update(conf)
-            install(app, settings_for(app))
+            install(app, settings)
             _default_app = app
         return _default_app
 
 
 def _config_module(name: str) -> dict[str, Any]:
+    """The settings a Celery configuration module defines (not the names it imports)."""
     try:
         module = import_from_cwd(name)
     except ModuleNotFoundError as exc:
         if exc.name != name:
             raise
         return {}
-    return {k: v for k, v in vars(module).items() if not k.startswith("_") and k.islower()}
+    return {
+        k: v
+        for k, v in vars(module).items()
+        if k.islower() and not k.startswith("_") and not isinstance(v, types.ModuleType) and not callable(v)
+    }
 
 
 def __getattr__(name: str) -> Any:
@@ -198,7 +213,10 @@ def tracker_class(kind: str) -> type[Tracker] | None:
 def _make_task(app: Celery, cls: type[Tracker]) -> None:
     kind = cls.kind
 
-    @app.task(name=task_name(kind), bind=True, acks_late=False, ignore_result=True, serializer="json")
+    # shared=False: a task of this app only (Celery would otherwise add it to every app).
+    @app.task(
+        name=task_name(kind), bind=True, acks_late=False, ignore_result=True, serializer="json", shared=False
+    )
     def run_tracker(self: Any, transaction_id: str, epoch: int | None = None) -> str:
         if epoch is None:
             log.error(
@@ -214,7 +232,7 @@ def _make_task(app: Celery, cls: type[Tracker]) -> None:
 
 
 def _make_supervise_task(app: Celery, settings: Settings) -> None:
-    @app.task(name=SUPERVISE_TASK, ignore_result=True, serializer="json")
+    @app.task(name=SUPERVISE_TASK, ignore_result=True, serializer="json", shared=False)
     def supervise() -> dict[str, int]:
         return sweep(settings)
 

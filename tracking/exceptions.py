@@ -52,7 +52,8 @@ class Fenced(TrackingError):
 class Done(Exception):
     """Raised by a tracker's ``tick`` to exit normally; the tracker is deregistered.
 
-    ``Done(state)`` checkpoints ``state`` as the final state before the exit is recorded.
+    ``Done(state)`` gives the final state: a permanent tracker, which is restarted after ``Done``,
+    starts again from it; for the others it is dropped with the registry entry.
     """
 
     def __init__(self, state: dict[str, Any] | None = None) -> None:

@@ -293,19 +293,18 @@ def _persist(inc: Incarnation, rt: WorkerRuntime, write: Callable[[], T]) -> T:
     ticking) until the write lands or the incarnation is fenced out. During a warm shutdown it
     gives up after a few seconds, so that the worker can exit.
     """
-    delay, waited = 0.1, 0.0
+    delay, began = 0.1, time.monotonic()
     while True:
         try:
             return write()
         except RegistryUnavailable as exc:
             if inc.interrupt == "fenced":
                 raise Fenced() from exc
-            if rt.shutting_down.is_set() and waited > SHUTDOWN_PATIENCE:
+            if rt.shutting_down.is_set() and time.monotonic() - began > SHUTDOWN_PATIENCE:
                 raise
-            if waited == 0:
+            if delay == 0.1:
                 log.warning("%s %s: registry unavailable, retrying: %s", inc.kind, inc.transaction_id, exc)
             time.sleep(delay)
-            waited += delay
             delay = min(delay * 2, 2.0)
 
 

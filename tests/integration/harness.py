@@ -107,10 +107,10 @@ class Cluster:
         self.stack = stack
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+    def _spawn(self, name: str, args: list[str], app: str = "tracking") -> subprocess.Popen[bytes]:
         log = open(self.stack.folder / f"{name}.log", "ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "tracking", *args],
+            [sys.executable, "-m", "celery", "-A", app, *args],
             cwd=self.stack.folder,
             env=self.stack.env(),
             stdout=log,
@@ -121,7 +121,7 @@ class Cluster:
         self.procs[name] = proc
         return proc
 
-    def worker(self, name: str, concurrency: int = 60) -> subprocess.Popen[bytes]:
+    def worker(self, name: str, concurrency: int = 60, app: str = "tracking") -> subprocess.Popen[bytes]:
         proc = self._spawn(
             name,
             [
@@ -139,6 +139,7 @@ class Cluster:
                 "--without-mingle",
                 "--without-gossip",
             ],
+            app=app,
         )
         self.wait_ready(name)
         return proc
