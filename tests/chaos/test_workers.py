@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.integration.harness import TIMINGS, Cluster, Stack, wait_for
-from tests.integration.trackers import TICKS_TABLE, Recorder
+from tests.integration.trackers import TICKS_TABLE, Recorder, SlowRecorder
 from tracking import registry
 from tracking.models import events
 from tracking.tracker import Status
@@ -18,15 +18,17 @@ from tracking.tracker import Status
 pytestmark = pytest.mark.chaos
 
 
-def start_many(n: int, prefix: str) -> list[str]:
+def start_many(n: int, prefix: str, tracker: type[Recorder] = Recorder) -> list[str]:
     ids = [f"{prefix}_{uuid.uuid4().hex[:10]}_{i}" for i in range(n)]
     for txid in ids:
-        Recorder.start(txid)
+        tracker.start(txid)
     return ids
 
 
-def all_running(ids: list[str], worker: str, epoch: int | None = None) -> bool:
-    refs = [Recorder.lookup(t) for t in ids]
+def all_running(
+    ids: list[str], worker: str, epoch: int | None = None, tracker: type[Recorder] = Recorder
+) -> bool:
+    refs = [tracker.lookup(t) for t in ids]
     return all(
         r is not None
         and r.status is Status.RUNNING
@@ -93,8 +95,6 @@ def test_a_killed_worker_s_trackers_all_run_on_a_new_worker_with_one_incarnation
     wait_for(lambda: all((Recorder.get_state(t) or {}).get("ticks", 0) >= 4 for t in ids), timeout=30)
     assert stale_ticks_accepted(cluster.stack, ids) == 0
     assert stale_registry_writes(cluster.stack, ids) == 0
-    for txid in ids:
-        Recorder.stop(txid)
 
 
 def test_a_paused_worker_s_stale_incarnations_write_nothing_after_they_are_replaced(cluster: Cluster) -> None:
@@ -116,15 +116,13 @@ def test_a_paused_worker_s_stale_incarnations_write_nothing_after_they_are_repla
     assert stale_ticks_accepted(cluster.stack, ids) == 0
     assert stale_registry_writes(cluster.stack, ids) == 0
     assert all_running(ids, "w2", epoch=2)
-    for txid in ids:
-        Recorder.stop(txid)
 
 
 def test_warm_shutdown_hands_every_tracker_off_at_once_without_counting_a_crash(cluster: Cluster) -> None:
-    n = 200
+    n = 500
     cluster.worker("w1", concurrency=n + 20)
-    ids = start_many(n, "handoff")
-    wait_for(lambda: all_running(ids, "w1"), timeout=120, what=f"{n} trackers running on w1")
+    ids = start_many(n, "handoff", SlowRecorder)
+    wait_for(lambda: all_running(ids, "w1", tracker=SlowRecorder), timeout=120, what=f"{n} running on w1")
     cluster.worker("w2", concurrency=n + 20)
 
     began = time.monotonic()
@@ -132,9 +130,7 @@ def test_warm_shutdown_hands_every_tracker_off_at_once_without_counting_a_crash(
     exited = time.monotonic() - began
     print(f"\nwarm shutdown of a worker with {n} trackers: exited in {exited:.1f} s (code {code})")
     assert exited < 10, "the worker waited for its trackers instead of handing them off"
-    wait_for(lambda: all_running(ids, "w2"), timeout=60, what=f"all {n} running on w2")
-    refs = [Recorder.lookup(t) for t in ids]
+    wait_for(lambda: all_running(ids, "w2", tracker=SlowRecorder), timeout=60, what=f"all {n} running on w2")
+    refs = [SlowRecorder.lookup(t) for t in ids]
     assert all(r is not None and r.restarts == 0 and r.epoch == 2 for r in refs), "a handoff is not a crash"
     assert stale_ticks_accepted(cluster.stack, ids) == 0
-    for txid in ids:
-        Recorder.stop(txid)

@@ -133,3 +133,10 @@ class Recorder(tracking.Tracker):
         if "until" in state and state["ticks"] >= state["until"]:
             raise tracking.Done(state)
         return state
+
+
+class SlowRecorder(Recorder):
+    """A Recorder at one tick every two seconds, for runs with hundreds of trackers."""
+
+    interval = 2.0
+    max_restarts, max_seconds = 20, 60

@@ -1,0 +1,116 @@
+"""The soak: hundreds of trackers on three workers, a random worker SIGKILLed every 10 to 20 s.
+
+Bounded: ``SOAK_SECONDS`` of faults (default 240), then the trackers settle. At the end: lost 0,
+finished twice 0, stale (overlapping) incarnations accepted 0; recovery times are printed.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import statistics
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from datetime import datetime
+
+import pytest
+import sqlalchemy as sa
+
+from tests.chaos.test_workers import stale_ticks_accepted
+from tests.integration.conftest import build_stack
+from tests.integration.harness import TIMINGS, Cluster, Stack, wait_for
+from tests.integration.trackers import TICKS_TABLE, SlowRecorder, create_ticks_table
+from tracking import registry
+from tracking.models import events
+
+pytestmark = [pytest.mark.chaos, pytest.mark.soak]
+
+TRACKERS = int(os.environ.get("SOAK_TRACKERS", "500"))
+SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "240"))
+WORKERS = ("w1", "w2", "w3")
+
+
+@pytest.fixture(scope="module")
+def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
+    for stack in build_stack(request, "postgres-redis"):
+        create_ticks_table(registry.engine(stack.settings()))
+        yield stack
+
+
+def _as_datetime(value: object) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+
+
+def recovery_seconds(stack: Stack, ids: list[str]) -> list[float]:
+    """Per worker loss: first tick of the new incarnation minus last tick of the lost one."""
+    with registry.engine(stack.settings()).connect() as conn:
+        lost = conn.execute(
+            sa.select(events.c.transaction_id, events.c.epoch).where(
+                events.c.event == "worker_lost", events.c.transaction_id.in_(ids)
+            )
+        ).all()
+        ticks = conn.execute(
+            sa.text(f"SELECT txid, epoch, min(at), max(at) FROM {TICKS_TABLE} GROUP BY txid, epoch")
+        ).all()
+    span = {(t, e): (_as_datetime(first), _as_datetime(last)) for t, e, first, last in ticks}
+    gaps = []
+    for txid, epoch in lost:
+        old, new = span.get((txid, epoch)), span.get((txid, epoch + 1))
+        if old and new:
+            gaps.append((new[0] - old[1]).total_seconds())
+    return gaps
+
+
+def test_a_random_worker_killed_every_ten_to_twenty_seconds_loses_nothing_and_runs_nothing_twice(
+    stack: Stack,
+) -> None:
+    rng = random.Random(int(os.environ.get("SOAK_SEED", "7")))
+    cluster = Cluster(stack)
+    try:
+        for name in WORKERS:
+            cluster.worker(name, concurrency=TRACKERS + 20)
+        cluster.beat()
+        # Each tracker finishes after 1 to 3.5 minutes of ticks, so that kills land throughout.
+        ids = [f"soak_{uuid.uuid4().hex[:10]}_{i}" for i in range(TRACKERS)]
+        for txid in ids:
+            SlowRecorder.start(txid, until=rng.randint(30, 105))
+
+        kills = 0
+        began = time.monotonic()
+        while time.monotonic() - began < SOAK_SECONDS:
+            time.sleep(rng.uniform(10, 20))  # the fault rate itself, not a wait for a condition
+            victim = rng.choice(WORKERS)
+            cluster.signal(victim, signal.SIGKILL)
+            cluster.kill(victim)
+            kills += 1
+            cluster.worker(victim, concurrency=TRACKERS + 20)
+
+        settle = TIMINGS["lease_seconds"] + TIMINGS["sweep_seconds"] + 240
+        wait_for(lambda: SlowRecorder.count() == 0, timeout=settle, interval=1.0, what="every tracker to finish")
+    finally:
+        cluster.close()
+
+    with registry.engine(stack.settings()).connect() as conn:
+        done = Counter(
+            conn.execute(
+                sa.select(events.c.transaction_id).where(events.c.event == "done", events.c.transaction_id.in_(ids))
+            ).scalars()
+        )
+    lost = [t for t in ids if done[t] == 0]
+    twice = [t for t in ids if done[t] > 1]
+    gaps = sorted(recovery_seconds(stack, ids))
+    p99 = gaps[min(len(gaps) - 1, int(len(gaps) * 0.99))] if gaps else float("nan")
+    print(
+        f"\nsoak: {TRACKERS} trackers, 3 workers, {kills} SIGKILLs in {SOAK_SECONDS:.0f} s; "
+        f"lost {len(lost)}, finished twice {len(twice)}, restarts after worker loss {len(gaps)}, "
+        f"recovery p50 {statistics.median(gaps) if gaps else float('nan'):.1f} s, p99 {p99:.1f} s, "
+        f"max {max(gaps, default=float('nan')):.1f} s "
+        f"(lease {TIMINGS['lease_seconds']} s, sweep {TIMINGS['sweep_seconds']} s)"
+    )
+    assert kills >= 1
+    assert lost == []
+    assert twice == []
+    assert stale_ticks_accepted(stack, ids) == 0
