@@ -89,14 +89,18 @@ def test_a_random_worker_killed_every_ten_to_twenty_seconds_loses_nothing_and_ru
             cluster.worker(victim, concurrency=TRACKERS + 20)
 
         settle = TIMINGS["lease_seconds"] + TIMINGS["sweep_seconds"] + 240
-        wait_for(lambda: SlowRecorder.count() == 0, timeout=settle, interval=1.0, what="every tracker to finish")
+        wait_for(
+            lambda: SlowRecorder.count() == 0, timeout=settle, interval=1.0, what="every tracker to finish"
+        )
     finally:
         cluster.close()
 
     with registry.engine(stack.settings()).connect() as conn:
         done = Counter(
             conn.execute(
-                sa.select(events.c.transaction_id).where(events.c.event == "done", events.c.transaction_id.in_(ids))
+                sa.select(events.c.transaction_id).where(
+                    events.c.event == "done", events.c.transaction_id.in_(ids)
+                )
             ).scalars()
         )
     lost = [t for t in ids if done[t] == 0]
