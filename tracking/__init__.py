@@ -17,6 +17,7 @@ from tracking.exceptions import (
     RegistryUnavailable,
     StateNotSerializable,
     Timeout,
+    TrackerCrashed,
     TrackingError,
 )
 from tracking.settings import Settings
@@ -39,6 +40,7 @@ __all__ = [
     "Status",
     "Timeout",
     "Tracker",
+    "TrackerCrashed",
     "TrackerRef",
     "TrackingError",
     "__version__",

@@ -25,6 +25,10 @@ class Timeout(TrackingError):
     """The tracker did not answer or exit in time."""
 
 
+class TrackerCrashed(TrackingError):
+    """The tracker crashed while handling the call; its restart policy applies."""
+
+
 class InvalidTransactionId(TrackingError, ValueError):
     """A transaction ID must be a non-empty str of at most 255 characters, without control characters."""
 

@@ -4,6 +4,7 @@
 ``tracking_workers``     one row per worker process start: the lease every tracker it runs shares
 ``tracking_events``      the recent history of each tracker: why it started, exited, restarted
 ``tracking_supervisors`` each supervisor's last sweep, so "nobody is supervising" is visible
+``tracking_messages``    each tracker's mailbox: casts and calls not yet handled, and call replies
 """
 
 from __future__ import annotations
@@ -53,8 +54,14 @@ trackers = sa.Table(
     sa.Column("checkpoint_at", Timestamp),
     # pending: when to publish the message again if nobody claims it; failed: when to restart
     sa.Column("due_at", Timestamp),
+    # the mailbox: the newest message queued, and the newest one handled (ids of tracking_messages)
+    sa.Column("last_message_id", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("handled_message_id", sa.BigInteger, nullable=False, server_default="0"),
     sa.UniqueConstraint("kind", "transaction_id"),
     sa.CheckConstraint("status IN ('pending', 'running', 'failed', 'dead')", name="status"),
+    # An ID is never reused (SQLite would reuse the highest after a delete): writes are fenced by
+    # (id, epoch), and a new entry must not inherit a departed one's identity.
+    sqlite_autoincrement=True,
 )
 sa.Index(None, trackers.c.status, trackers.c.due_at)
 sa.Index(None, trackers.c.worker_id)
@@ -83,6 +90,7 @@ events = sa.Table(
     sa.Column("event", sa.String(32), nullable=False),
     sa.Column("worker", sa.String(255)),
     sa.Column("detail", sa.Text),
+    sqlite_autoincrement=True,
 )
 sa.Index(None, events.c.kind, events.c.transaction_id, events.c.id)
 
@@ -93,3 +101,22 @@ supervisors = sa.Table(
     sa.Column("last_sweep_at", Timestamp, nullable=False),
     sa.Column("last_counts", Json, nullable=False),
 )
+
+messages = sa.Table(
+    "tracking_messages",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(255), nullable=False),
+    sa.Column("transaction_id", sa.String(255), nullable=False),
+    # cast | call
+    sa.Column("type", sa.String(8), nullable=False),
+    # queued | replied | failed (calls keep their row until the caller has read the reply)
+    sa.Column("status", sa.String(8), nullable=False),
+    sa.Column("body", Json, nullable=False),
+    sa.Column("reply", Json),
+    sa.Column("error", sa.Text),
+    sa.Column("created_at", Timestamp, nullable=False),
+    # never reused: an answer must not reach a later call that got a departed call's ID
+    sqlite_autoincrement=True,
+)
+sa.Index(None, messages.c.kind, messages.c.transaction_id, messages.c.id)

@@ -30,11 +30,12 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import FunctionElement
 
 from tracking.exceptions import Fenced, NotFound, RegistryUnavailable
-from tracking.models import events, supervisors, trackers, workers
+from tracking.models import events, messages, supervisors, trackers, workers
 from tracking.policy import Action, Decision, RestartPolicy, decide
 from tracking.redact import redact_url
 from tracking.settings import Settings
 
+log = logging.getLogger("tracking.registry")
 Row = dict[str, Any]
 T = TypeVar("T")
 
@@ -346,6 +347,7 @@ def start(
         )
         if result.rowcount != 1:  # pragma: no cover - the write lock makes this unreachable
             raise Fenced("the dead entry changed while it was being started afresh")
+        _forget_mail(conn, row)
         row = _one(conn, *key)
         assert row is not None
         _event(conn, row, "started", "started afresh after dead")
@@ -463,6 +465,7 @@ def exit_normally(settings: Settings, row_id: int, epoch: int, event: str, detai
         row = _one(conn, *_fence(row_id, epoch), lock=True)
         if row is None or conn.execute(trackers.delete().where(*_fence(row_id, epoch))).rowcount != 1:
             raise Fenced()
+        _forget_mail(conn, row)
         _event(conn, row, event, detail)
 
 
@@ -504,6 +507,7 @@ def _after_exit(
     _event(conn, row, event, detail)
     if decision.action is Action.DEREGISTER:
         write(trackers.delete())
+        _forget_mail(conn, row)
         return decision, None
     if decision.action is Action.DEAD:
         write(
@@ -558,16 +562,6 @@ def hand_off(settings: Settings, row_id: int, epoch: int, reason: str) -> Row | 
         return _one(conn, trackers.c.id == row_id)
 
 
-def stop_requests(settings: Settings, worker_id: str) -> list[tuple[int, int, str]]:
-    """``(row id, epoch, reason)`` of this worker process's trackers asked to stop."""
-    stmt = sa.select(trackers.c.id, trackers.c.epoch, trackers.c.stop_reason).where(
-        trackers.c.worker_id == worker_id,
-        trackers.c.status == "running",
-        trackers.c.stop_reason.is_not(None),
-    )
-    return _read(settings, lambda conn: [(r.id, r.epoch, r.stop_reason) for r in conn.execute(stmt)])
-
-
 # -- stop --------------------------------------------------------------------------------------
 
 
@@ -595,9 +589,11 @@ def request_stop(
         same = (trackers.c.id == row["id"], trackers.c.epoch == row["epoch"])
         if row["status"] == "running":
             conn.execute(trackers.update().where(*same).values(stop_reason=reason))
+            _wake(conn, row["id"])
             return "requested", row
         if normal or row["status"] == "dead":
             conn.execute(trackers.delete().where(*same))
+            _forget_mail(conn, row)
             _event(conn, row, "stopped", f"stop({reason!r}) while {row['status']}")
             return "removed", None
         if row["status"] == "failed":
@@ -606,6 +602,194 @@ def request_stop(
             settings, conn, row, "stopped", f"stop({reason!r}) while pending", normal=False
         )
         return ("restarting" if decision.action is Action.RESTART else "removed"), new
+
+
+# -- mailboxes -----------------------------------------------------------------------------------
+
+#: the PostgreSQL channel a cast, call or stop notifies, so that the tracker wakes at once
+WAKE_CHANNEL = "tracking_wakeup"
+
+
+def _wake(conn: sa.Connection, row_id: int) -> None:
+    """Wake the tracker of entry ``row_id`` when this transaction commits (PostgreSQL NOTIFY;
+    elsewhere its worker finds the message on its next control poll)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_notify(WAKE_CHANNEL, str(row_id))))
+
+
+def _forget_mail(conn: sa.Connection, row: Row) -> None:
+    """Drop the mailbox of an entry that leaves the registry (a waiting caller sees NotFound)."""
+    conn.execute(
+        messages.delete().where(
+            messages.c.kind == row["kind"], messages.c.transaction_id == row["transaction_id"]
+        )
+    )
+
+
+def enqueue(settings: Settings, kind: str, transaction_id: str, type_: str, body: Any) -> int:
+    """Queue a cast or call for a registered, not dead tracker; returns the message ID.
+
+    Atomicity: one transaction that locks the entry first, so that the messages of one tracker get
+    their IDs in the order they commit (the mailbox is read in ID order and never skips one).
+    """
+    with _write(settings) as conn:
+        row = _one(conn, trackers.c.kind == kind, trackers.c.transaction_id == transaction_id, lock=True)
+        if row is None or row["status"] == "dead":
+            raise NotFound(f"no live {kind} tracker for {transaction_id!r}")
+        message_id = conn.execute(
+            messages.insert()
+            .values(
+                kind=kind,
+                transaction_id=transaction_id,
+                type=type_,
+                status="queued",
+                body=body,
+                created_at=db_now(),
+            )
+            .returning(messages.c.id)
+        ).scalar_one()
+        conn.execute(trackers.update().where(trackers.c.id == row["id"]).values(last_message_id=message_id))
+        _wake(conn, row["id"])
+        return int(message_id)
+
+
+def mailbox(settings: Settings, kind: str, transaction_id: str, after: int, limit: int = 100) -> list[Row]:
+    """Queued messages of a tracker after message ``after``, oldest first."""
+    stmt = (
+        sa.select(messages.c.id, messages.c.type, messages.c.body)
+        .where(messages.c.kind == kind, messages.c.transaction_id == transaction_id)
+        .where(messages.c.id > after, messages.c.status == "queued")
+        .order_by(messages.c.id)
+        .limit(limit)
+    )
+    return _read(settings, lambda conn: _rows(conn, stmt))
+
+
+def handled(
+    settings: Settings,
+    row_id: int,
+    epoch: int,
+    message_id: int,
+    state: dict[str, Any] | None,
+    *,
+    reply: Any = None,
+    error: str | None = None,
+) -> None:
+    """Record that incarnation ``epoch`` handled a message: its new state (None: a handler that
+    crashed changes no state), the handled mark, and the reply or error of a call, or the removal of
+    a cast. Atomicity: one transaction, fenced by epoch, so each message is handled exactly once.
+    """
+    values: dict[str, Any] = {"handled_message_id": message_id}
+    if state is not None:
+        values.update(state=state, checkpoint_at=db_now())
+    with _write(settings) as conn:
+        result = conn.execute(
+            trackers.update()
+            .where(*_fence(row_id, epoch), trackers.c.handled_message_id < message_id)
+            .values(values)
+        )
+        if result.rowcount != 1:
+            raise Fenced()
+        message = messages.c.id == message_id
+        if conn.execute(sa.select(messages.c.type).where(message)).scalar_one_or_none() == "call":
+            status = "failed" if error is not None else "replied"
+            conn.execute(messages.update().where(message).values(status=status, reply=reply, error=error))
+        else:
+            conn.execute(messages.delete().where(message))
+
+
+def take_reply(settings: Settings, message_id: int) -> Row | None:
+    """The answer to a call once it has one, deleting it; ``{"status": "queued"}`` while it waits;
+    None if the message is gone (the tracker left the registry)."""
+    with _write(settings) as conn:
+        row = (
+            conn.execute(
+                sa.select(messages.c.status, messages.c.reply, messages.c.error).where(
+                    messages.c.id == message_id
+                )
+            )
+            .mappings()
+            .first()
+        )
+        if row is None:
+            return None
+        if row["status"] != "queued":
+            conn.execute(messages.delete().where(messages.c.id == message_id))
+        return dict(row)
+
+
+def reply_ready(settings: Settings, message_id: int) -> bool:
+    """Whether a call has been answered or is gone (a cheap read for the caller's wait)."""
+    stmt = sa.select(messages.c.status).where(messages.c.id == message_id)
+    return _read(settings, lambda conn: conn.execute(stmt).scalar_one_or_none()) != "queued"
+
+
+def withdraw(settings: Settings, message_id: int) -> bool:
+    """Take back a call nobody answered in time; False if it was handled meanwhile."""
+    with _write(settings) as conn:
+        deleted = conn.execute(
+            messages.delete().where(messages.c.id == message_id, messages.c.status == "queued")
+        ).rowcount
+        return deleted == 1
+
+
+def signals(settings: Settings, worker_id: str) -> list[tuple[int, int, str | None, bool]]:
+    """``(row id, epoch, stop reason, has mail)`` of this worker process's trackers that were asked
+    to stop or have messages waiting."""
+    stmt = sa.select(
+        trackers.c.id,
+        trackers.c.epoch,
+        trackers.c.stop_reason,
+        (trackers.c.last_message_id > trackers.c.handled_message_id).label("mail"),
+    ).where(
+        trackers.c.worker_id == worker_id,
+        trackers.c.status == "running",
+        sa.or_(
+            trackers.c.stop_reason.is_not(None), trackers.c.last_message_id > trackers.c.handled_message_id
+        ),
+    )
+    return _read(
+        settings, lambda conn: [(r.id, r.epoch, r.stop_reason, bool(r.mail)) for r in conn.execute(stmt)]
+    )
+
+
+def listen_for_wakeups(settings: Settings, on_wake: Callable[[int], None], stopped: threading.Event) -> None:
+    """Call ``on_wake(row id)`` for every wake-up notification until ``stopped`` (PostgreSQL with
+    psycopg 3 only: elsewhere it returns at once and control polling alone wakes trackers).
+    Reconnects after a failure; a notification missed meanwhile is found by the control poll."""
+    url = sa.make_url(settings.database_url)
+    if url.get_backend_name() != "postgresql":
+        return
+    listener = sa.create_engine(
+        url,
+        poolclass=sa.NullPool,
+        connect_args={"application_name": f"tracking-{os.getpid()}-listen", "connect_timeout": 5},
+    )
+    try:
+        while not stopped.is_set():
+            try:
+                raw = listener.raw_connection()
+            except sa_exc.DBAPIError as exc:
+                log.warning("wake-up listener cannot connect: %s", redact_url(str(exc.orig)))
+                stopped.wait(1.0)
+                continue
+            try:
+                driver: Any = raw.driver_connection
+                if not hasattr(driver, "notifies"):
+                    return  # not psycopg 3
+                driver.autocommit = True
+                driver.execute(f"LISTEN {WAKE_CHANNEL}")
+                while not stopped.is_set():
+                    for note in driver.notifies(timeout=1.0):
+                        if note.payload.isdigit():
+                            on_wake(int(note.payload))
+            except Exception as exc:  # the connection broke: reconnect
+                log.warning("wake-up listener lost its connection: %s", redact_url(str(exc)))
+                stopped.wait(1.0)
+            finally:
+                raw.close()
+    finally:
+        listener.dispose()
 
 
 # -- worker leases --------------------------------------------------------------------------------
@@ -707,6 +891,7 @@ def restart_orphan(settings: Settings, row: Row) -> tuple[Decision, Row | None] 
             return None
         if current["stop_reason"] in ("normal", "shutdown"):
             conn.execute(trackers.delete().where(*_fence(row["id"], row["epoch"])))
+            _forget_mail(conn, current)
             _event(conn, current, "stopped", f"stop({current['stop_reason']!r}); its worker was lost")
             return Decision(Action.DEREGISTER), None
         return _after_exit(

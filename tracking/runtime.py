@@ -25,8 +25,9 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from tracking import registry
+from tracking import mailbox, registry
 from tracking.exceptions import Done, Fenced, RegistryUnavailable
+from tracking.mailbox import Mailbox
 from tracking.policy import Action
 from tracking.redact import redact_url
 from tracking.settings import Settings
@@ -55,10 +56,16 @@ class Incarnation:
     wake: threading.Event = dataclasses.field(default_factory=threading.Event)
     #: why the incarnation must leave its loop: a stop reason, "handoff" or "fenced"
     interrupt: str | None = None
+    #: messages are waiting in its mailbox
+    mail: bool = True
 
     def interrupt_with(self, reason: str) -> None:
         if self.interrupt is None or reason == "fenced":
             self.interrupt = reason
+        self.wake.set()
+
+    def deliver_mail(self) -> None:
+        self.mail = True
         self.wake.set()
 
 
@@ -86,6 +93,7 @@ class WorkerRuntime:
         self._renewed = threading.Condition(self._lock)
         self.shutting_down = threading.Event()
         self._stopped = threading.Event()
+        self._poke = threading.Event()
         self._thread: threading.Thread | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -98,6 +106,13 @@ class WorkerRuntime:
             self._register()
             self._thread = threading.Thread(target=self._loop, name="tracking-runtime", daemon=True)
             self._thread.start()
+            listener = threading.Thread(
+                target=registry.listen_for_wakeups,
+                args=(self.settings, self._on_wakeup, self._stopped),
+                name="tracking-wakeups",
+                daemon=True,
+            )
+            listener.start()
 
     def _register(self) -> None:
         self.worker_id = f"{self.hostname}/{self.pid}/{uuid.uuid4().hex[:12]}"
@@ -118,6 +133,7 @@ class WorkerRuntime:
         while self._incarnations and time.monotonic() < deadline:
             time.sleep(0.05)
         self._stopped.set()
+        self._poke.set()
         if self._thread is not None:
             self._thread.join(timeout=max(0.0, deadline - time.monotonic()))
         if self.worker_id:
@@ -159,13 +175,18 @@ class WorkerRuntime:
     def _loop(self) -> None:
         next_beat = time.monotonic() + self.settings.heartbeat_seconds
         next_sweep = time.monotonic() + self.settings.sweep_seconds
-        while not self._stopped.wait(self.settings.control_poll_seconds):
+        while True:
+            # A wake-up notification (a cast, call or stop for one of ours) pokes an early round.
+            self._poke.wait(self.settings.control_poll_seconds)
+            self._poke.clear()
+            if self._stopped.is_set():
+                return
             now = time.monotonic()
             try:
                 if now >= next_beat or not self.lease_valid():
                     next_beat = now + self.settings.heartbeat_seconds
                     self._renew()
-                self._deliver_stop_requests()
+                self._deliver_signals()
                 if self._sweep is not None and now >= next_sweep:
                     next_sweep = now + self.settings.sweep_seconds
                     self._sweep()
@@ -173,6 +194,10 @@ class WorkerRuntime:
                 log.warning("registry unavailable in worker runtime: %s", exc)
             except Exception:  # keep the lease thread alive whatever one round does
                 log.exception("worker runtime round failed")
+
+    def _on_wakeup(self, row_id: int) -> None:
+        if row_id in self._incarnations:
+            self._poke.set()
 
     def _renew(self) -> None:
         sent = time.monotonic()
@@ -189,15 +214,20 @@ class WorkerRuntime:
             self._renewed.notify_all()
         self._register()
 
-    def _deliver_stop_requests(self) -> None:
+    def _deliver_signals(self) -> None:
+        """Hand stop requests and mail addressed to this process's trackers to them."""
         if not self._incarnations:
             return
-        requests = registry.stop_requests(self.settings, self.worker_id)
+        found = registry.signals(self.settings, self.worker_id)
         with self._lock:
-            for row_id, epoch, reason in requests:
+            for row_id, epoch, reason, mail in found:
                 inc = self._incarnations.get(row_id)
-                if inc is not None and inc.epoch == epoch:
+                if inc is None or inc.epoch != epoch:
+                    continue
+                if reason is not None:
                     inc.interrupt_with(reason)
+                if mail:
+                    inc.deliver_mail()
             for inc in self._incarnations.values():
                 if self._revoked(inc.task_id):
                     inc.interrupt_with("shutdown")
@@ -251,9 +281,14 @@ def _loop(tracker_cls: type[Tracker], row: registry.Row, inc: Incarnation, rt: W
     settings = rt.settings
     tracker = tracker_cls._incarnate(row)
     state: dict[str, Any] | None = row["state"]
+    box = Mailbox(tracker, row, settings, lambda write: _persist(inc, rt, write))
+    mailbox.current.set((inc.kind, inc.transaction_id))
 
     def checkpoint(new_state: dict[str, Any]) -> None:
         _persist(inc, rt, lambda: registry.checkpoint(settings, inc.row_id, inc.epoch, new_state))
+
+    def may_go_on() -> bool:
+        return inc.interrupt is None and rt.lease_valid()
 
     try:
         if state is None:  # init never completed: first start (or it crashed in init)
@@ -263,13 +298,22 @@ def _loop(tracker_cls: type[Tracker], row: registry.Row, inc: Incarnation, rt: W
                 tracker.init(inc.transaction_id, **row["args"]), "init's state", settings.max_state_bytes
             )
             checkpoint(state)
+        next_tick = time.monotonic()
         while True:
+            # Cleared before the flags are read: a wake-up set after this is never lost.
+            inc.wake.clear()
             if inc.interrupt is not None or not rt.wait_for_lease(inc):
                 return _interrupted(inc, rt)
-            state = json_object(tracker.tick(state), "tick's state", settings.max_state_bytes)
-            checkpoint(state)
-            if inc.interrupt is None:
-                inc.wake.wait(tracker_cls.interval)
+            if inc.mail:  # messages first: a call is answered now, not at the next tick
+                inc.mail = False
+                state = box.drain(state, may_go_on)
+                continue
+            if time.monotonic() >= next_tick:
+                state = json_object(tracker.tick(state), "tick's state", settings.max_state_bytes)
+                checkpoint(state)
+                next_tick = time.monotonic() + tracker_cls.interval
+                continue
+            inc.wake.wait(next_tick - time.monotonic())
     except Done as done:
         return _done(tracker_cls, done, inc, rt)
     except Fenced:

@@ -12,11 +12,11 @@ from datetime import datetime
 from typing import Any, ClassVar, Self
 
 from tracking import celery as glue
-from tracking import registry
-from tracking.exceptions import InvalidTracker, NotFound, Timeout
+from tracking import mailbox, registry
+from tracking.exceptions import InvalidTracker, NotFound, Timeout, TrackerCrashed, TrackingError
 from tracking.policy import RestartPolicy
 from tracking.redact import redact_url
-from tracking.validation import json_object
+from tracking.validation import json_object, json_value
 from tracking.validation import transaction_id as valid_transaction_id
 
 log = logging.getLogger("tracking")
@@ -141,6 +141,14 @@ class Tracker:
         """One poll of the source; return the new state, or raise ``tracking.Done`` when final."""
         raise NotImplementedError(f"{type(self).__name__} must define tick(self, state)")
 
+    def handle_call(self, message: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        """Answer ``call(message)``: return ``(reply, new state)``. Optional."""
+        raise NotImplementedError(f"{type(self).__name__} does not define handle_call")
+
+    def handle_cast(self, message: Any, state: dict[str, Any]) -> dict[str, Any]:
+        """Handle ``cast(message)``: return the new state. Optional."""
+        raise NotImplementedError(f"{type(self).__name__} does not define handle_cast")
+
     # -- the API ------------------------------------------------------------------------------------
 
     @classmethod
@@ -221,16 +229,71 @@ class Tracker:
         raise Timeout(f"{kind} {transaction_id!r} did not exit within {timeout} s; the stop stays requested")
 
     @classmethod
-    def list(cls, status: str | None = None) -> builtins.list[TrackerRef]:
-        """Registry entries of this kind (on ``tracking.Tracker``: every kind), dead ones included."""
-        kind = None if cls is Tracker else cls.kind
-        if status is not None:
-            status = Status(status).value
-        return [TrackerRef.from_row(r) for r in registry.select(glue.current_settings(), kind, status)]
+    def cast(cls, transaction_id: str, message: Any) -> None:
+        """Queue ``message`` (any JSON value) for the tracker and return at once.
+
+        Messages survive crashes, restarts and handoffs, and are handled in order, each once.
+        Raises NotFound if no live tracker has that ID, StateNotSerializable if it is not JSON.
+        """
+        cls._send(transaction_id, message, "cast")
 
     @classmethod
-    def count(cls, status: str | None = None) -> int:
-        kind = None if cls is Tracker else cls.kind
+    def call(cls, transaction_id: str, message: Any, timeout: float = 5.0) -> Any:
+        """Send ``message`` to the tracker and return its reply (``handle_call``'s).
+
+        Raises NotFound if no live tracker has that ID (or it exits before answering), Timeout if
+        no reply comes within ``timeout`` seconds (the message is then withdrawn), TrackerCrashed if
+        the tracker crashed handling it. A tracker calling itself gets an error at once.
+        """
+        if mailbox.current.get() == (cls._own_kind(), transaction_id):
+            raise TrackingError(f"{cls.kind} {transaction_id!r} called itself: it would wait forever")
+        settings = glue.current_settings()
+        message_id = cls._send(transaction_id, message, "call")
+        deadline = time.monotonic() + timeout
+        pause = 0.001
+        while not registry.reply_ready(settings, message_id):
+            if time.monotonic() >= deadline:
+                if registry.withdraw(settings, message_id):
+                    raise Timeout(f"{cls.kind} {transaction_id!r} did not answer within {timeout} s")
+                break  # answered just now
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 2, 0.02)
+        answer = registry.take_reply(settings, message_id)
+        if answer is None:
+            raise NotFound(f"{cls.kind} {transaction_id!r} left the registry before answering")
+        if answer["status"] == "failed":
+            raise TrackerCrashed(
+                f"{cls.kind} {transaction_id!r} crashed handling the call: {answer['error']}"
+            )
+        return answer["reply"]
+
+    @classmethod
+    def _send(cls, transaction_id: str, message: Any, type_: str) -> int:
+        kind = cls._own_kind()
+        valid_transaction_id(transaction_id)
+        handler = getattr(Tracker, f"handle_{type_}")
+        if getattr(cls, f"handle_{type_}") is handler:
+            raise TypeError(f"{cls.__name__} does not define handle_{type_}")
+        settings = glue.current_settings()
+        body = json_value(message, "a message", settings.max_state_bytes)
+        return registry.enqueue(settings, kind, transaction_id, type_, body)
+
+    @classmethod
+    def list(
+        cls, status: str | None = None, worker: str | None = None, kind: str | None = None
+    ) -> builtins.list[TrackerRef]:
+        """Registry entries of this kind (on ``tracking.Tracker``: every kind, or ``kind``), dead
+        ones included, narrowed by status and worker hostname."""
+        kind = kind if cls is Tracker else cls.kind
+        if status is not None:
+            status = Status(status).value
+        rows = registry.select(glue.current_settings(), kind, status, worker)
+        return [TrackerRef.from_row(r) for r in rows]
+
+    @classmethod
+    def count(cls, status: str | None = None, kind: str | None = None) -> int:
+        """How many registry entries ``list`` would return."""
+        kind = kind if cls is Tracker else cls.kind
         if status is not None:
             status = Status(status).value
         return registry.count(glue.current_settings(), kind, status)

@@ -31,6 +31,12 @@ def json_object(value: object, what: str, max_bytes: int) -> dict[str, Any]:
     """``value`` as it will come back from the registry (a JSON object), or StateNotSerializable."""
     if not isinstance(value, dict):
         raise StateNotSerializable(f"{what} must be a dict (a JSON object), not {type(value).__name__}")
+    decoded: dict[str, Any] = json_value(value, what, max_bytes)
+    return decoded
+
+
+def json_value(value: object, what: str, max_bytes: int) -> Any:
+    """``value`` as it will come back from the registry (any JSON value), or StateNotSerializable."""
     try:
         text = json.dumps(value, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError, RecursionError) as exc:
@@ -38,5 +44,4 @@ def json_object(value: object, what: str, max_bytes: int) -> dict[str, Any]:
     size = len(text.encode("utf-8"))
     if size > max_bytes:
         raise StateNotSerializable(f"{what} is {size} bytes of JSON, over the limit of {max_bytes}")
-    decoded: dict[str, Any] = json.loads(text)
-    return decoded
+    return json.loads(text)

@@ -64,3 +64,47 @@ def test_downgrade_and_upgrade_again_round_trips(database_url: str) -> None:
     assert {"tracking_trackers", "tracking_workers", "tracking_events", "tracking_supervisors"} <= tables(
         database_url
     )
+
+
+def test_ids_are_never_reused_after_a_delete(database_url: str) -> None:
+    # Writes are fenced by (id, epoch): a new entry must never take a departed entry's ID.
+    from tracking.models import messages, trackers
+
+    command.upgrade(alembic_config(database_url), "head")
+    engine = create_engine(database_url)
+    try:
+        for table, values in (
+            (
+                trackers,
+                {
+                    "kind": "k",
+                    "status": "pending",
+                    "epoch": 1,
+                    "task_id": "t",
+                    "args": {},
+                    "policy": {},
+                    "restart_times": [],
+                    "started_at": sa.func.now(),
+                },
+            ),
+            (
+                messages,
+                {
+                    "kind": "k",
+                    "transaction_id": "x",
+                    "type": "cast",
+                    "status": "queued",
+                    "body": {},
+                    "created_at": sa.func.now(),
+                },
+            ),
+        ):
+            ids = []
+            for n in range(2):
+                with engine.begin() as conn:
+                    row = {**values, "transaction_id": f"x{n}"}
+                    ids.append(conn.execute(table.insert().values(row).returning(table.c.id)).scalar_one())
+                    conn.execute(table.delete().where(table.c.id == ids[-1]))
+            assert ids[1] > ids[0], table.name
+    finally:
+        engine.dispose()

@@ -140,3 +140,35 @@ class SlowRecorder(Recorder):
 
     interval = 2.0
     max_restarts, max_seconds = 20, 60
+
+
+class Mailman(tracking.Tracker):
+    """Ticks once a minute; records the casts it handles and answers calls."""
+
+    interval = 60.0
+    max_restarts, max_seconds = 20, 60
+
+    def init(self, transaction_id: str, **args: Any) -> dict[str, Any]:
+        return {"seen": [], "ticks": 0}
+
+    def tick(self, state: dict[str, Any]) -> dict[str, Any]:
+        state["ticks"] += 1
+        return state
+
+    def handle_cast(self, message: Any, state: dict[str, Any]) -> dict[str, Any]:
+        state["seen"].append(message["n"])
+        return state
+
+    def handle_call(self, message: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        if message == "seen":
+            return state["seen"], state
+        if isinstance(message, dict) and "sleep" in message:
+            import time
+
+            time.sleep(message["sleep"])
+            return "slept", state
+        if message == "boom":
+            raise RuntimeError("the handler blew up")
+        if message == "self":
+            return type(self).call(self.transaction_id, "seen"), state
+        return {"echo": message}, state
