@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -37,3 +38,8 @@ def empty_registry(stack: Stack) -> None:
         for table in (trackers, workers, events, supervisors):
             conn.execute(table.delete())
         conn.exec_driver_sql(f"DELETE FROM {TICKS_TABLE}")
+
+
+@pytest.fixture
+def txid() -> str:
+    return f"txn_{uuid.uuid4().hex}"
