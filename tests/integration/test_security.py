@@ -1,0 +1,98 @@
+"""JSON only on the wire, and passwords never in logs or errors (real worker, PostgreSQL + Redis)."""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kombu import Connection, Exchange, Producer
+
+import tracking
+from tests.integration.conftest import build_stack
+from tests.integration.harness import Cluster, Stack, wait_for
+from tests.integration.trackers import Counter, Crasher
+from tracking import registry
+
+CANARY = "canary-5f0e1d"
+
+
+@pytest.fixture(scope="module")
+def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
+    for stack in build_stack(request, "postgres-redis"):
+        # PostgreSQL trusts loopback, so a password in the URL is accepted and ignored: the point is
+        # that it is there, everywhere the URL goes.
+        yield dataclasses.replace(
+            stack, database_url=stack.database_url.replace("://postgres@", f"://postgres:{CANARY}@")
+        )
+
+
+class Explode:
+    """Unpickling this runs code: it writes a marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return (Path.write_text, (str(self.marker), "pwned"))  # type: ignore[return-value]
+
+
+def test_a_pickled_tracker_message_is_refused_and_never_run(stack: Stack, tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    cluster = Cluster(stack)
+    try:
+        cluster.worker("w1")
+        body = pickle.dumps(([Explode(marker)], {"epoch": 1}, {}))
+        with Connection(stack.broker_url, transport_options=stack.transport_options()) as conn:
+            producer = Producer(conn)
+            producer.publish(
+                body,
+                routing_key=stack.queue,
+                exchange=Exchange(stack.queue, type="direct"),
+                declare=[],
+                content_type="application/x-python-serialize",
+                content_encoding="binary",
+                headers={
+                    "task": "tracking.Counter",
+                    "id": "pickled-1",
+                    "lang": "py",
+                    "argsrepr": "",
+                    "kwargsrepr": "",
+                },
+            )
+        wait_for(
+            lambda: "pickled-1" in cluster.log("w1") or "disallowed" in cluster.log("w1").lower(),
+            what="the worker to refuse the message",
+        )
+        assert not marker.exists()
+        assert "ContentDisallowed" in cluster.log("w1") or "disallowed" in cluster.log("w1").lower()
+    finally:
+        cluster.close()
+
+
+def test_no_password_reaches_worker_logs_errors_or_refs(stack: Stack, txid: str) -> None:
+    settings = stack.settings()
+    registry.migrate(settings)
+    app = stack.app()
+    cluster = Cluster(stack)
+    try:
+        cluster.worker("w1")
+        Crasher.start(txid)
+        wait_for(lambda: Crasher.lookup(txid) is None, timeout=60, what="the crasher to be dead")
+        Counter.start(txid)
+        wait_for(lambda: Counter.lookup(txid) is not None)
+        assert CANARY not in repr(settings) and CANARY not in repr(Counter.lookup(txid))
+        broken = tracking.Settings(
+            database_url=settings.database_url.replace("127.0.0.1:5432", "127.0.0.1:1")
+        )
+        with pytest.raises(tracking.RegistryUnavailable) as info:
+            registry.get(broken, "Counter", txid)
+        assert CANARY not in str(info.value) and CANARY not in repr(info.value)
+        Counter.stop(txid)
+    finally:
+        cluster.close()
+        registry.dispose(settings)
+        del app
+    assert CANARY not in cluster.log("w1"), "a password reached the worker's log"
