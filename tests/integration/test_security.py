@@ -62,12 +62,8 @@ def test_a_pickled_tracker_message_is_refused_and_never_run(stack: Stack, tmp_pa
                     "kwargsrepr": "",
                 },
             )
-        wait_for(
-            lambda: "pickled-1" in cluster.log("w1") or "disallowed" in cluster.log("w1").lower(),
-            what="the worker to refuse the message",
-        )
+        wait_for(lambda: "ContentDisallowed" in cluster.log("w1"), what="the worker to refuse the message")
         assert not marker.exists()
-        assert "ContentDisallowed" in cluster.log("w1") or "disallowed" in cluster.log("w1").lower()
     finally:
         cluster.close()
 
@@ -75,7 +71,7 @@ def test_a_pickled_tracker_message_is_refused_and_never_run(stack: Stack, tmp_pa
 def test_no_password_reaches_worker_logs_errors_or_refs(stack: Stack, txid: str) -> None:
     settings = stack.settings()
     registry.migrate(settings)
-    app = stack.app()
+    stack.app()
     cluster = Cluster(stack)
     try:
         cluster.worker("w1")
@@ -94,5 +90,4 @@ def test_no_password_reaches_worker_logs_errors_or_refs(stack: Stack, txid: str)
     finally:
         cluster.close()
         registry.dispose(settings)
-        del app
     assert CANARY not in cluster.log("w1"), "a password reached the worker's log"
