@@ -544,22 +544,50 @@ def _why_dead(policy: dict[str, Any]) -> str:
     return f"more than {policy['max_restarts']} restarts in {policy['max_seconds']} s"
 
 
-def hand_off(settings: Settings, row_id: int, epoch: int, reason: str) -> Row | None:
-    """Give incarnation ``epoch``'s entry back as pending under a new epoch (not a crash).
+def hand_off(settings: Settings, incarnations: Sequence[tuple[int, int]], reason: str) -> list[Row]:
+    """Give entries back as pending, each under a new epoch: a handoff, not a crash.
 
-    Returns the new row to publish, or None if the incarnation no longer owned the entry.
+    ``incarnations`` are ``(row id, epoch)`` pairs; an entry no longer held by that epoch is left
+    alone. Returns the new rows, to publish. Atomicity: one transaction for all of them (a worker
+    shutting down with thousands of trackers makes one round trip, not thousands).
     """
+    if not incarnations:
+        return []
+    wanted = dict(incarnations)
     with _write(settings) as conn:
-        row = _one(conn, *_fence(row_id, epoch), lock=True)
-        if row is None:
-            return None
-        result = conn.execute(
-            trackers.update().where(*_fence(row_id, epoch)).values(_fresh_incarnation(settings))
+        owned: list[Row] = []
+        ids = list(wanted)
+        for start in range(0, len(ids), 1000):
+            chunk = ids[start : start + 1000]
+            stmt = _tracker_with_lease.where(trackers.c.id.in_(chunk), trackers.c.status == "running")
+            owned += _rows(conn, stmt.with_for_update(of=trackers))
+        owned = [r for r in owned if wanted[r["id"]] == r["epoch"]]
+        if not owned:
+            return []
+        values = {**_fresh_incarnation(settings), "task_id": sa.bindparam("b_task")}
+        conn.execute(
+            trackers.update()
+            .where(trackers.c.id == sa.bindparam("b_id"), trackers.c.epoch == sa.bindparam("b_epoch"))
+            .values(values),
+            [{"b_id": r["id"], "b_epoch": r["epoch"], "b_task": new_task_id()} for r in owned],
         )
-        if result.rowcount != 1:
-            return None
-        _event(conn, row, "handoff", reason)
-        return _one(conn, trackers.c.id == row_id)
+        conn.execute(
+            events.insert().values(at=db_now(), event="handoff", detail=reason),
+            [
+                {
+                    "kind": r["kind"],
+                    "transaction_id": r["transaction_id"],
+                    "epoch": r["epoch"],
+                    "worker": r["worker"],
+                }
+                for r in owned
+            ],
+        )
+        new: list[Row] = []
+        for start in range(0, len(owned), 1000):
+            chunk = [r["id"] for r in owned[start : start + 1000]]
+            new += _rows(conn, _tracker_with_lease.where(trackers.c.id.in_(chunk)))
+        return new
 
 
 # -- stop --------------------------------------------------------------------------------------

@@ -60,7 +60,7 @@ class Incarnation:
     mail: bool = True
 
     def interrupt_with(self, reason: str) -> None:
-        if self.interrupt is None or reason == "fenced":
+        if self.interrupt is None or reason in ("fenced", "handed off"):
             self.interrupt = reason
         self.wake.set()
 
@@ -94,6 +94,7 @@ class WorkerRuntime:
         self.shutting_down = threading.Event()
         self._stopped = threading.Event()
         self._poke = threading.Event()
+        self._handed_off = False
         self._thread: threading.Thread | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -121,11 +122,37 @@ class WorkerRuntime:
         self._lease_deadline = sent + self.settings.lease_seconds - self.settings.heartbeat_seconds
 
     def begin_shutdown(self) -> None:
-        """Warm shutdown: every incarnation checkpoints and hands off at once."""
+        """Warm shutdown: every tracker is handed off at once (its state is checkpointed already).
+
+        This runs in a signal handler, so it only raises a flag and pokes the runtime thread, which
+        hands all trackers off in one transaction (``_hand_off_all``).
+        """
         self.shutting_down.set()
-        # No lock: this runs in a signal handler, possibly while the main thread holds it.
-        for inc in list(self._incarnations.values()):
-            inc.interrupt_with("handoff")
+        self._poke.set()
+
+    def _hand_off_all(self) -> None:
+        incarnations = list(self._incarnations.values())
+        for inc in incarnations:  # stop ticking now; they exit without writing anything more
+            inc.interrupt_with("handed off")
+        began = time.monotonic()
+        while True:
+            try:
+                rows = registry.hand_off(
+                    self.settings,
+                    [(inc.row_id, inc.epoch) for inc in incarnations],
+                    f"worker {self.hostname} shutting down",
+                )
+                break
+            except RegistryUnavailable as exc:
+                if time.monotonic() - began > SHUTDOWN_PATIENCE:
+                    log.error(
+                        "handoff failed, leaving %d trackers to the supervisor: %s", len(incarnations), exc
+                    )
+                    return
+                time.sleep(0.2)
+        for row in rows:
+            _publish(self, row)
+        log.info("handed off %d trackers", len(rows))
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop the background thread and give the lease up (after the incarnations left)."""
@@ -181,6 +208,9 @@ class WorkerRuntime:
             self._poke.clear()
             if self._stopped.is_set():
                 return
+            if self.shutting_down.is_set() and not self._handed_off:
+                self._handed_off = True
+                self._hand_off_all()
             now = time.monotonic()
             try:
                 if now >= next_beat or not self.lease_valid():
@@ -355,12 +385,12 @@ def _persist(inc: Incarnation, rt: WorkerRuntime, write: Callable[[], T]) -> T:
 def _interrupted(inc: Incarnation, rt: WorkerRuntime) -> str:
     reason = inc.interrupt or "fenced"
     settings = rt.settings
-    if reason == "fenced":
-        return "fenced"
-    if reason == "handoff":
+    if reason in ("fenced", "handed off"):  # someone else moved the entry on: write nothing
+        return reason
+    if reason == "handoff":  # claimed after the worker began shutting down: hand off alone
         reason_text = f"worker {rt.hostname} shutting down"
-        new = _persist(inc, rt, lambda: registry.hand_off(settings, inc.row_id, inc.epoch, reason_text))
-        if new is not None:
+        rows = _persist(inc, rt, lambda: registry.hand_off(settings, [(inc.row_id, inc.epoch)], reason_text))
+        for new in rows:
             _publish(rt, new)
         return "handed off"
     if reason in ("normal", "shutdown"):
