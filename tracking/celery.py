@@ -65,6 +65,10 @@ def recommended_config(settings: Settings) -> dict[str, Any]:
         "task_send_sent_event": True,
         "broker_connection_retry_on_startup": True,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # After a reconnect Celery restores the prefetch count with a basic.qos sent from the thread
+        # that acknowledges a task: a pool thread in the threads pool, racing the consumer for the
+        # AMQP socket. It hangs and every later task with it (docs/celery-settings.md).
+        "worker_enable_prefetch_count_reduction": False,
     }
     if is_embedded(settings.broker_url):
         conf["broker_transport_options"] = embedded_broker_options(settings.broker_folder)
@@ -212,6 +216,8 @@ def tracker_class(kind: str) -> type[Tracker] | None:
 
 def _make_task(app: Celery, cls: type[Tracker]) -> None:
     kind = cls.kind
+    if task_name(kind) in app.tasks:
+        return  # a class redefined under the same kind: the task looks the class up when it runs
 
     # shared=False: a task of this app only (Celery would otherwise add it to every app).
     @app.task(
@@ -322,6 +328,23 @@ def _on_worker_ready(sender: Any = None, **_kwargs: Any) -> None:
     if not _installed:
         return
     rt = process_runtime(sender.app, sender.hostname)
+    if rt.settings.metrics_port is not None:
+        try:
+            from tracking.contrib import prometheus
+
+            prometheus.serve(rt.settings)
+        except ImportError:
+            log.error(
+                "tracking: TRACKING_METRICS_PORT is set but prometheus_client is not installed "
+                '(pip install "tracking[prometheus]"); no metrics'
+            )
+        except OSError as exc:
+            log.error(
+                "tracking: cannot serve metrics on %s:%s: %s",
+                rt.settings.metrics_address,
+                rt.settings.metrics_port,
+                exc,
+            )
 
     def reconcile() -> None:
         try:

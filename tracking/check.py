@@ -28,4 +28,11 @@ def problems(app: Celery) -> list[str]:
             f"worker_pool is {pool!r}: use threads or gevent (prefork caps trackers at the "
             "process count and cannot hand off on warm shutdown; solo blocks broker heartbeats)"
         )
+    broker = str(conf.broker_url or "")
+    if pool == "threads" and broker.startswith("amqp") and conf.worker_enable_prefetch_count_reduction:
+        found.append(
+            "worker_enable_prefetch_count_reduction is on with the threads pool and RabbitMQ: after "
+            "a broker reconnect a pool thread hangs restoring the prefetch count, and the worker "
+            "runs nothing more; set it to False"
+        )
     return found

@@ -1,75 +1,183 @@
-"""``tracking explain``: why is this tracker (not) running, and what happens next."""
+"""``tracking explain``: why is this tracker (not) running, and what happens next.
+
+:func:`explanation` gathers the facts as a JSON-ready dict (``tracking explain --json``);
+:func:`explain` renders the same facts as a few lines for an operator.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 from tracking import registry
 from tracking.settings import Settings
 
+#: how many events of each kind's history an explanation shows
+HISTORY = 10
 
-def _ago(now: datetime, then: datetime | None) -> str:
-    if then is None:
+
+def _seconds(now: datetime, then: datetime | None) -> float | None:
+    """Seconds from ``then`` to ``now`` (negative: ``then`` is in the future)."""
+    return None if then is None else round((now - then).total_seconds(), 3)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _next(status: str) -> str:
+    return {
+        "pending": "waiting for a worker to claim it; published again if nobody does in time",
+        "running": "ticking; lost (and restarted) if its worker stops renewing its lease",
+        "failed": "restart once its backoff is over",
+        "dead": "not restarted (past its restart intensity, or temporary); `start` starts it "
+        "afresh, `stop` removes the entry",
+    }.get(status, "unknown")
+
+
+def explanation(
+    settings: Settings, kind: str | None, transaction_id: str, known_kinds: Iterable[str] = ()
+) -> dict[str, Any]:
+    """The facts about one transaction's tracker: its entries (one per kind), their recent history
+    and the supervisor's last sweep. Times are ISO 8601 by the database clock; ``*_ago`` are seconds
+    (negative: in the future).
+
+    Without ``kind`` every kind with an entry is shown; when there is none, the history of
+    ``known_kinds`` (the imported tracker kinds) is searched, so a finished tracker still says why.
+    """
+    now = registry.database_now(settings)
+    if kind is None:
+        rows = registry.entries_of(settings, transaction_id)
+    else:
+        rows = [r for r in [registry.get(settings, kind, transaction_id)] if r is not None]
+    entries: list[dict[str, Any]] = []
+    for row in rows:
+        running = row["status"] == "running"
+        entries.append(
+            {
+                "kind": row["kind"],
+                "status": row["status"],
+                "epoch": row["epoch"],
+                "task_id": row["task_id"],
+                "restarts": row["restarts"],
+                "worker": row["worker"] if running else None,
+                "lease_renewed_ago": _seconds(now, row["heartbeat_at"]) if running else None,
+                "lease_seconds": settings.lease_seconds,
+                "due_at": _iso(row["due_at"]),
+                "due_ago": _seconds(now, row["due_at"]),
+                "stop_requested": row["stop_reason"],
+                "last_error": row["last_error"],
+                "next": _next(row["status"]),
+            }
+        )
+    if rows:
+        kinds = [r["kind"] for r in rows]
+    elif kind is not None:
+        kinds = [kind]
+    else:
+        kinds = sorted(set(known_kinds))
+    history: list[dict[str, Any]] = []
+    for k in kinds:
+        for event in registry.history(settings, k, transaction_id, limit=HISTORY):
+            history.append(
+                {
+                    "kind": k,
+                    "at": _iso(event["at"]),
+                    "epoch": event["epoch"],
+                    "event": event["event"],
+                    "worker": event["worker"],
+                    "detail": event["detail"],
+                }
+            )
+    latest = max((s["last_sweep_at"] for s in registry.last_sweeps(settings)), default=None)
+    sweep_ago = _seconds(now, latest)
+    return {
+        "transaction_id": transaction_id,
+        "now": _iso(now),
+        "registered": bool(entries),
+        "entries": entries,
+        "history": history,
+        "supervisor": {
+            "last_sweep_at": _iso(latest),
+            "last_sweep_ago": sweep_ago,
+            "sweep_seconds": settings.sweep_seconds,
+            "healthy": sweep_ago is not None and sweep_ago <= 3 * settings.sweep_seconds,
+        },
+    }
+
+
+def _ago(seconds: float | None) -> str:
+    if seconds is None:
         return "never"
-    seconds = (now - then).total_seconds()
     return f"{seconds:.1f} s ago" if seconds >= 0 else f"in {-seconds:.1f} s"
 
 
-def explain(settings: Settings, kind: str | None, transaction_id: str) -> str:
-    """A few lines for an operator: the entry, what happens next, and its recent history."""
-    now = registry.database_now(settings)
-    rows = (
-        [r for r in registry.select(settings, kind) if r["transaction_id"] == transaction_id]
-        if kind is None
-        else [r for r in [registry.get(settings, kind, transaction_id)] if r is not None]
-    )
+def _last_line(text: str | None) -> str:
+    lines = (text or "").strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+def render(facts: dict[str, Any]) -> str:
+    """The lines ``tracking explain`` prints for an :func:`explanation`."""
+    txid = facts["transaction_id"]
     lines: list[str] = []
-    kinds = [r["kind"] for r in rows] or ([kind] if kind else [])
-    for row in rows:
+    for entry in facts["entries"]:
         lines.append(
-            f"{row['kind']} {transaction_id!r}: {row['status']} (epoch {row['epoch']}, "
-            f"task {row['task_id']}, restarts {row['restarts']})"
+            f"{entry['kind']} {txid!r}: {entry['status']} (epoch {entry['epoch']}, "
+            f"task {entry['task_id']}, restarts {entry['restarts']})"
         )
-        status = row["status"]
-        if status == "pending":
+        status = entry["status"]
+        due = entry["due_ago"]
+        if status == "pending" and due is not None and due > 0:
             lines.append(
-                f"  next: waiting for a worker to claim it; published again {_ago(now, row['due_at'])} "
-                "if nobody does"
+                f"  next: waiting for a worker to claim it; overdue by {due:.1f} s, so the next "
+                "supervisor sweep publishes it again"
+            )
+        elif status == "pending":
+            lines.append(
+                f"  next: waiting for a worker to claim it; published again {_ago(due)} if nobody does"
             )
         elif status == "running":
             lines.append(
-                f"  running on {row['worker']}, lease renewed {_ago(now, row['heartbeat_at'])} "
-                f"(lost after {settings.lease_seconds:g} s without renewal)"
+                f"  running on {entry['worker']}, lease renewed {_ago(entry['lease_renewed_ago'])} "
+                f"(lost after {entry['lease_seconds']:g} s without renewal)"
             )
-            if row["stop_reason"]:
-                lines.append(f"  stop requested: {row['stop_reason']!r}")
+            if entry["stop_requested"]:
+                lines.append(f"  stop requested: {entry['stop_requested']!r}")
+        elif status == "failed" and due is not None and due > 0:
+            lines.append(f"  next: restart overdue by {due:.1f} s: the next supervisor sweep restarts it")
         elif status == "failed":
-            lines.append(f"  next: restart {_ago(now, row['due_at'])} (backoff)")
+            lines.append(f"  next: restart {_ago(due)} (backoff)")
         else:
-            lines.append(
-                "  dead: past its restart intensity, or temporary; `start` starts it afresh, "
-                "`stop` removes the entry"
-            )
-        if row["last_error"]:
-            lines.append(f"  last error: {row['last_error'].strip().splitlines()[-1]}")
-    if not rows:
-        lines.append(f"{transaction_id!r}: not registered (never started, finished, or stopped)")
-    for k in kinds:
-        events = registry.history(settings, k, transaction_id, limit=10)
-        if events:
-            lines.append(f"  history of {k} {transaction_id!r} (newest last):")
-        for event in events:
-            detail = (event["detail"] or "").strip().splitlines()
-            lines.append(
-                f"    {event['at']:%Y-%m-%d %H:%M:%S} epoch {event['epoch']:<3} {event['event']:<12} "
-                f"{event['worker'] or ''} {detail[-1] if detail else ''}".rstrip()
-            )
-    sweeps = registry.last_sweeps(settings)
-    latest = max((s["last_sweep_at"] for s in sweeps), default=None)
-    if latest is None or (now - latest).total_seconds() > 3 * settings.sweep_seconds:
+            lines.append(f"  {status}: {entry['next']}")
+        if entry["last_error"]:
+            lines.append(f"  last error: {_last_line(entry['last_error'])}")
+    if not facts["entries"]:
+        lines.append(f"{txid!r}: not registered (never started, finished, or stopped)")
+    shown: str | None = None
+    for event in facts["history"]:
+        if event["kind"] != shown:
+            shown = event["kind"]
+            lines.append(f"  history of {shown} {txid!r} (newest last):")
+        at = datetime.fromisoformat(event["at"]) if event["at"] else None
         lines.append(
-            f"warning: no supervisor has swept since {_ago(now, latest)}: is beat (or a worker) running?"
+            f"    {at:%Y-%m-%d %H:%M:%S} epoch {event['epoch']:<3} {event['event']:<12} "
+            f"{event['worker'] or ''} {_last_line(event['detail'])}".rstrip()
+        )
+    supervisor = facts["supervisor"]
+    if not supervisor["healthy"]:
+        lines.append(
+            f"warning: no supervisor has swept since {_ago(supervisor['last_sweep_ago'])}: "
+            "is beat (or a worker) running?"
         )
     else:
-        lines.append(f"last supervisor sweep {_ago(now, latest)}")
+        lines.append(f"last supervisor sweep {_ago(supervisor['last_sweep_ago'])}")
     return "\n".join(lines)
+
+
+def explain(
+    settings: Settings, kind: str | None, transaction_id: str, known_kinds: Iterable[str] = ()
+) -> str:
+    """A few lines for an operator: the entry, what happens next, and its recent history."""
+    return render(explanation(settings, kind, transaction_id, known_kinds))

@@ -617,7 +617,7 @@ def request_stop(
         same = (trackers.c.id == row["id"], trackers.c.epoch == row["epoch"])
         if row["status"] == "running":
             conn.execute(trackers.update().where(*same).values(stop_reason=reason))
-            _wake(conn, row["id"])
+            _wake(conn, row["id"], "stop")
             return "requested", row
         if normal or row["status"] == "dead":
             conn.execute(trackers.delete().where(*same))
@@ -638,11 +638,11 @@ def request_stop(
 WAKE_CHANNEL = "tracking_wakeup"
 
 
-def _wake(conn: sa.Connection, row_id: int) -> None:
-    """Wake the tracker of entry ``row_id`` when this transaction commits (PostgreSQL NOTIFY;
-    elsewhere its worker finds the message on its next control poll)."""
+def _wake(conn: sa.Connection, row_id: int, why: str) -> None:
+    """Wake the tracker of entry ``row_id`` (``why``: "mail" or "stop") when this transaction
+    commits (PostgreSQL NOTIFY; elsewhere its worker finds out on its next control poll)."""
     if conn.dialect.name == "postgresql":
-        conn.execute(sa.select(sa.func.pg_notify(WAKE_CHANNEL, str(row_id))))
+        conn.execute(sa.select(sa.func.pg_notify(WAKE_CHANNEL, f"{row_id}:{why}")))
 
 
 def _forget_mail(conn: sa.Connection, row: Row) -> None:
@@ -677,7 +677,7 @@ def enqueue(settings: Settings, kind: str, transaction_id: str, type_: str, body
             .returning(messages.c.id)
         ).scalar_one()
         conn.execute(trackers.update().where(trackers.c.id == row["id"]).values(last_message_id=message_id))
-        _wake(conn, row["id"])
+        _wake(conn, row["id"], "mail")
         return int(message_id)
 
 
@@ -781,8 +781,10 @@ def signals(settings: Settings, worker_id: str) -> list[tuple[int, int, str | No
     )
 
 
-def listen_for_wakeups(settings: Settings, on_wake: Callable[[int], None], stopped: threading.Event) -> None:
-    """Call ``on_wake(row id)`` for every wake-up notification until ``stopped`` (PostgreSQL with
+def listen_for_wakeups(
+    settings: Settings, on_wake: Callable[[int, str], None], stopped: threading.Event
+) -> None:
+    """Call ``on_wake(row id, why)`` for every wake-up notification until ``stopped`` (PostgreSQL with
     psycopg 3 only: elsewhere it returns at once and control polling alone wakes trackers).
     Reconnects after a failure; a notification missed meanwhile is found by the control poll."""
     url = sa.make_url(settings.database_url)
@@ -797,8 +799,9 @@ def listen_for_wakeups(settings: Settings, on_wake: Callable[[int], None], stopp
         while not stopped.is_set():
             try:
                 raw = listener.raw_connection()
-            except sa_exc.DBAPIError as exc:
-                log.warning("wake-up listener cannot connect: %s", redact_url(str(exc.orig)))
+            except (sa_exc.DBAPIError, listener.dialect.loaded_dbapi.Error) as exc:
+                # raw_connection() raises the driver's own error, not wrapped in DBAPIError.
+                log.warning("wake-up listener cannot connect: %s", redact_url(str(getattr(exc, "orig", exc))))
                 stopped.wait(1.0)
                 continue
             try:
@@ -809,8 +812,9 @@ def listen_for_wakeups(settings: Settings, on_wake: Callable[[int], None], stopp
                 driver.execute(f"LISTEN {WAKE_CHANNEL}")
                 while not stopped.is_set():
                     for note in driver.notifies(timeout=1.0):
-                        if note.payload.isdigit():
-                            on_wake(int(note.payload))
+                        row_id, _, why = note.payload.partition(":")
+                        if row_id.isdigit():
+                            on_wake(int(row_id), why)
             except Exception as exc:  # the connection broke: reconnect
                 log.warning("wake-up listener lost its connection: %s", redact_url(str(exc)))
                 stopped.wait(1.0)
@@ -997,3 +1001,155 @@ def last_sweeps(settings: Settings) -> list[Row]:
 
 def database_now(settings: Settings) -> datetime:
     return _read(settings, _now)
+
+
+# -- metrics (tracking.contrib.prometheus) ----------------------------------------------------------
+#
+# Counters come from tracking_events, which only grows: a scrape reads the events after the last one
+# it counted (a range of the primary key), never the whole table again.
+
+
+def census(settings: Settings) -> list[tuple[str, str, int]]:
+    """``(kind, status, entries)`` for every kind and status present in the registry.
+
+    One aggregate over the registry (its live entries, not its history).
+    """
+    stmt = sa.select(trackers.c.kind, trackers.c.status, sa.func.count()).group_by(
+        trackers.c.kind, trackers.c.status
+    )
+    return _read(settings, lambda conn: [(r[0], r[1], int(r[2])) for r in conn.execute(stmt)])
+
+
+def settled_event_id(settings: Settings, after: int, settle_seconds: float) -> int:
+    """The highest event ID up to which the events after ``after`` can be counted once and for all.
+
+    Event IDs are taken when an event is written but become visible when its transaction commits, so
+    a recent event may still be hidden behind a lower ID. Settled are the events older than
+    ``settle_seconds`` (by the database clock) below the first recent one: a registry transaction
+    that stays open longer than that could still be missed. Returns ``after`` when there is nothing
+    new. One statement over the new events (primary key range).
+    """
+    recent = (
+        sa.select(sa.func.min(events.c.id))
+        .where(events.c.id > after, events.c.at > db_now(-settle_seconds))
+        .scalar_subquery()
+    )
+    stmt = sa.select(sa.func.max(events.c.id)).where(
+        events.c.id > after, events.c.id < sa.func.coalesce(recent, 2**62)
+    )
+    return _read(settings, lambda conn: int(conn.execute(stmt).scalar_one_or_none() or after))
+
+
+def count_events(
+    settings: Settings, after: int, upto: int, names: Sequence[str]
+) -> list[tuple[str, str, int]]:
+    """``(kind, event, count)`` of the events named ``names`` with ``after < id <= upto``.
+
+    One statement over that primary key range.
+    """
+    stmt = (
+        sa.select(events.c.kind, events.c.event, sa.func.count())
+        .where(events.c.id > after, events.c.id <= upto, events.c.event.in_(list(names)))
+        .group_by(events.c.kind, events.c.event)
+    )
+    return _read(settings, lambda conn: [(r[0], r[1], int(r[2])) for r in conn.execute(stmt)])
+
+
+def count_restarts(settings: Settings, after: int, upto: int) -> list[tuple[str, int]]:
+    """``(kind, restarts)`` decided by the events with ``after < id <= upto``.
+
+    A restart is recorded as ``restarting`` (at once) or ``backoff`` (after a delay); when the delay
+    is over the supervisor records ``restarting`` again for the same restart, which is not counted:
+    a ``restarting`` event right after the tracker's ``backoff`` event. One statement over that
+    primary key range, with one index lookup (kind, transaction ID) per ``restarting`` event.
+    """
+    previous = events.alias("previous")
+    previous_event = (
+        sa.select(previous.c.event)
+        .where(
+            previous.c.kind == events.c.kind,
+            previous.c.transaction_id == events.c.transaction_id,
+            previous.c.id < events.c.id,
+        )
+        .order_by(previous.c.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    is_restart = sa.or_(
+        events.c.event == "backoff",
+        sa.and_(events.c.event == "restarting", sa.func.coalesce(previous_event, "") != "backoff"),
+    )
+    stmt = (
+        sa.select(events.c.kind, sa.func.count())
+        .where(events.c.id > after, events.c.id <= upto, events.c.event.in_(["restarting", "backoff"]))
+        .where(is_restart)
+        .group_by(events.c.kind)
+    )
+    return _read(settings, lambda conn: [(r[0], int(r[1])) for r in conn.execute(stmt)])
+
+
+def recoveries(settings: Settings, after: int, upto: int) -> list[tuple[str, float]]:
+    """``(kind, seconds)`` from a lost worker to the restarted incarnation running, for each
+    ``running`` event with ``after < id <= upto`` of epoch e + 1 whose tracker's epoch e ended with
+    ``worker_lost`` (in the same life of the entry: no ``started`` event between the two).
+
+    One statement over that primary key range, with index lookups (kind, transaction ID) per
+    ``running`` event of a restarted incarnation.
+    """
+    lost = events.alias("lost")
+    started = events.alias("started")
+    restarted_since = (
+        sa.exists()
+        .where(
+            started.c.kind == events.c.kind,
+            started.c.transaction_id == events.c.transaction_id,
+            started.c.event == "started",
+            started.c.id > lost.c.id,
+            started.c.id < events.c.id,
+        )
+        .correlate(events, lost)
+    )
+    lost_at = (
+        sa.select(lost.c.at)
+        .where(
+            lost.c.kind == events.c.kind,
+            lost.c.transaction_id == events.c.transaction_id,
+            lost.c.id < events.c.id,
+            lost.c.epoch == events.c.epoch - 1,
+            lost.c.event == "worker_lost",
+            ~restarted_since,
+        )
+        .order_by(lost.c.id.desc())
+        .limit(1)
+        .correlate(events)
+        .scalar_subquery()
+    )
+    running = (
+        sa.select(events.c.kind, lost_at.label("lost_at"), events.c.at.label("running_at"))
+        .where(events.c.id > after, events.c.id <= upto)
+        .where(events.c.event == "running", events.c.epoch > 1)
+        .subquery()
+    )
+    stmt = sa.select(running.c.kind, running.c.lost_at, running.c.running_at).where(
+        running.c.lost_at.is_not(None)
+    )
+
+    def query(conn: sa.Connection) -> list[tuple[str, float]]:
+        found: list[tuple[str, float]] = []
+        for kind, lost_at_, running_at in conn.execute(stmt):
+            began, ended = _aware(lost_at_), _aware(running_at)
+            assert began is not None and ended is not None
+            found.append((kind, max(0.0, (ended - began).total_seconds())))
+        return found
+
+    return _read(settings, query)
+
+
+def entries_of(settings: Settings, transaction_id: str) -> list[Row]:
+    """Every kind's entry for a transaction ID (``tracking explain`` without ``--kind``).
+
+    The unique key leads with the kind, so this reads the whole registry on databases that cannot
+    skip-scan an index: an operator's query, not one for hot paths (pass the kind there).
+    """
+    stmt = _tracker_with_lease.where(trackers.c.transaction_id == transaction_id).order_by(trackers.c.kind)
+    return _read(settings, lambda conn: _rows(conn, stmt))

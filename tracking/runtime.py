@@ -197,6 +197,20 @@ class WorkerRuntime:
                 self._renewed.wait(timeout=self.settings.control_poll_seconds)
         return inc.interrupt is None
 
+    def wait_for_lease_to_claim(self) -> bool:
+        """Block while the lease is not known to be valid; False if the process began shutting down.
+
+        An entry claimed under a lease that has run out would be found an orphan of a lost worker
+        at once and restarted a second time; the wait ends when the lease is renewed, or when this
+        process, declared lost, registers a fresh one.
+        """
+        with self._renewed:
+            while not self.lease_valid():
+                if self.shutting_down.is_set():
+                    return False
+                self._renewed.wait(timeout=self.settings.control_poll_seconds)
+        return not self.shutting_down.is_set()
+
     # -- the background thread --------------------------------------------------------------------
 
     def _loop(self) -> None:
@@ -225,9 +239,14 @@ class WorkerRuntime:
             except Exception:  # keep the lease thread alive whatever one round does
                 log.exception("worker runtime round failed")
 
-    def _on_wakeup(self, row_id: int) -> None:
-        if row_id in self._incarnations:
-            self._poke.set()
+    def _on_wakeup(self, row_id: int, why: str) -> None:
+        inc = self._incarnations.get(row_id)
+        if inc is None:
+            return
+        if why == "mail":
+            inc.deliver_mail()  # straight to the tracker: a call is answered without a poll
+        else:
+            self._poke.set()  # a stop: the runtime thread reads the reason
 
     def _renew(self) -> None:
         sent = time.monotonic()
@@ -274,6 +293,9 @@ def run(tracker_cls: type[Tracker], transaction_id: str, epoch: int, task_id: st
         rt.publish(_message(tracker_cls.kind, transaction_id, epoch, task_id))
         return "handed off before claim"
     rt.start()
+    if not rt.wait_for_lease_to_claim():
+        rt.publish(_message(tracker_cls.kind, transaction_id, epoch, task_id))
+        return "handed off before claim"
     row = registry.claim(
         settings,
         tracker_cls.kind,

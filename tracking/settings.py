@@ -41,11 +41,16 @@ class Settings:
     #: a tracker recorded but not picked up within this is published again
     start_grace_seconds: float = 30.0
     #: how often a worker process looks for stop requests addressed to its trackers
-    control_poll_seconds: float = 0.25
+    control_poll_seconds: float = 0.1
     #: the largest state (JSON, UTF-8) a tracker may checkpoint
     max_state_bytes: int = 64 * 1024
     #: create the registry table on first use (only for SQLite; use `tracking migrate` elsewhere)
     auto_migrate: bool | None = None
+    #: the port each worker serves Prometheus metrics on (None: no metrics; needs the
+    #: ``prometheus`` extra)
+    metrics_port: int | None = None
+    #: the address the metrics endpoint binds to (loopback unless told)
+    metrics_address: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         for name in (
@@ -64,6 +69,8 @@ class Settings:
             )
         if self.max_state_bytes <= 0:
             raise ValueError("TRACKING_MAX_STATE_BYTES must be positive")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ValueError("TRACKING_METRICS_PORT must be a TCP port (0 to 65535)")
 
     @property
     def migrates_itself(self) -> bool:
@@ -139,6 +146,8 @@ def _coerce(name: str, default: Any, raw: Any) -> Any:
         return raw.strip().lower() in {"1", "true", "yes", "on"}
     if name == "queue":
         return raw or None
+    if name == "metrics_port":
+        return int(raw) if raw.strip() else None
     if isinstance(default, bool):
         return raw.strip().lower() in {"1", "true", "yes", "on"}
     if isinstance(default, int):

@@ -249,15 +249,16 @@ class Tracker:
             raise TrackingError(f"{cls.kind} {transaction_id!r} called itself: it would wait forever")
         settings = glue.current_settings()
         message_id = cls._send(transaction_id, message, "call")
-        deadline = time.monotonic() + timeout
-        pause = 0.001
+        began = time.monotonic()
+        deadline = began + timeout
         while not registry.reply_ready(settings, message_id):
-            if time.monotonic() >= deadline:
+            now = time.monotonic()
+            if now >= deadline:
                 if registry.withdraw(settings, message_id):
                     raise Timeout(f"{cls.kind} {transaction_id!r} did not answer within {timeout} s")
                 break  # answered just now
-            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-            pause = min(pause * 2, 0.02)
+            # Poll closely while a prompt answer is likely, then back off.
+            time.sleep(min(0.002 if now - began < 0.1 else 0.02, deadline - now))
         answer = registry.take_reply(settings, message_id)
         if answer is None:
             raise NotFound(f"{cls.kind} {transaction_id!r} left the registry before answering")

@@ -1,0 +1,1 @@
+"""Transactions followed by trackers: the views and the tracker."""

@@ -1,0 +1,1 @@
+"""A Flask app that starts and looks up trackers (see README.md)."""

@@ -1,0 +1,300 @@
+"""The Django app, driven through the example project with Django's test client (pytest-django)
+against a real worker on PostgreSQL + Redis.
+
+Django is set up here, not when pytest starts: the example's settings read the stack's database
+from the environment, and the stack exists only once the session's fixtures have made it. The
+registry's URL is derived from the project's ``DATABASES`` (the example sets no
+``TRACKING_DATABASE_URL``), so the admin and the workers share one database.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from celery import Celery
+
+from tests.contrib.conftest import ExampleStack, example_stack
+from tests.integration.harness import ROOT, Cluster, wait_for
+from tracking import celery as glue
+from tracking import registry
+
+EXAMPLE = ROOT / "examples" / "django_project"
+FOREVER = 1_000_000  # confirmations no test waits for
+CHANGELIST = "/admin/tracking/tracker/"
+
+
+@pytest.fixture(scope="session")
+def django_stack(request: pytest.FixtureRequest) -> Iterator[ExampleStack]:
+    yield from example_stack(request, "transactions.trackers", pythonpath=(str(EXAMPLE),))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def django_project(django_stack: ExampleStack) -> Iterator[None]:
+    """Django set up with the example's settings, its database the stack's."""
+    import django
+    from django.apps import apps
+    from django.db import connections
+
+    database = sa.make_url(django_stack.database_url)
+    env = {
+        **django_stack.web_env(),
+        "DJANGO_SETTINGS_MODULE": "project.settings",
+        "POSTGRES_DB": database.database or "",
+        "POSTGRES_USER": database.username or "",
+        "POSTGRES_HOST": database.host or "",
+        "POSTGRES_PORT": str(database.port or ""),
+    }
+    del env["TRACKING_DATABASE_URL"]  # derived from DATABASES["default"]
+    with pytest.MonkeyPatch.context() as path:
+        path.syspath_prepend(str(EXAMPLE))  # as manage.py runs: the project's folder first
+        with pytest.MonkeyPatch.context() as environment:
+            for key, value in env.items():  # read once, when Django is ready
+                environment.setenv(key, value)
+            django.setup()
+        config = apps.get_app_config("tracking")
+        assert config.settings.database_url == django_stack.database_url
+        # The session's Redis key prefix: test isolation, not the example's concern.
+        config.celery.conf.broker_transport_options = django_stack.transport_options()
+        try:
+            yield
+        finally:
+            connections.close_all()
+
+
+# pytest-django evaluates its session-wide fixtures at the session's first test, before Django is
+# set up here: these two replace them for this module, once it is. (The test environment is torn
+# down with the module: pytest-django sets it up again for later modules, now that Django is.)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def django_test_environment(django_project: None) -> Iterator[None]:
+    from django.test.utils import setup_test_environment, teardown_test_environment
+
+    setup_test_environment(debug=False)
+    yield
+    teardown_test_environment()
+
+
+@pytest.fixture(scope="session")
+def django_db_blocker(request: pytest.FixtureRequest, django_project: None) -> Any:
+    from pytest_django.plugin import blocking_manager_key
+
+    return request.config.stash[blocking_manager_key]
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_project: None) -> None:
+    """The session's database is a fresh one already: Django's tables go into it, no test copy."""
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+@pytest.fixture(scope="module")
+def cluster(django_stack: ExampleStack) -> Iterator[Cluster]:
+    cluster = Cluster(django_stack)
+    try:
+        cluster.worker("w1")
+        cluster.beat()
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture(autouse=True)
+def _project_is_current() -> None:
+    from django.apps import apps
+
+    apps.get_app_config("tracking").make_current()
+
+
+def tracker(client: Any, txid: str) -> tuple[int, dict[str, Any]]:
+    response = client.get(f"/transactions/{txid}/tracker")
+    return response.status_code, response.json()
+
+
+def running(client: Any, txid: str, other_than: str | None = None) -> dict[str, Any] | None:
+    status, body = tracker(client, txid)
+    ok = status == 200 and body["status"] == "running" and body["task_id"] != other_than
+    return body if ok and body["state"] is not None else None  # running, and checkpointed
+
+
+def track(client: Any, txid: str, confirmations: int) -> Any:
+    return client.post(
+        f"/transactions/{txid}/track", {"confirmations": confirmations}, content_type="application/json"
+    )
+
+
+def test_a_tracker_started_from_a_view_is_found_restarted_after_a_crash_and_gone_once_stopped(
+    client: Any, cluster: Cluster, txid: str
+) -> None:
+    from transactions.trackers import TransactionTracker
+
+    response = track(client, txid, FOREVER)
+    assert response.status_code == 202 and response["Location"] == f"/transactions/{txid}/tracker"
+    started = response.json()
+    assert started["transaction_id"] == txid and started["already_started"] is False
+
+    first = wait_for(lambda: running(client, txid), what="the tracker to run")
+    assert first["task_id"] == started["task_id"] and first["restarts"] == 0
+    assert first["worker"].startswith("w1@") and first["state"]["required"] == FOREVER
+    assert track(client, txid, 3).json()["already_started"] is True
+
+    TransactionTracker.stop(txid, reason="crash")
+    second = wait_for(lambda: running(client, txid, other_than=first["task_id"]), what="the restart")
+    assert second["restarts"] == 1 and second["state"]["required"] == FOREVER
+
+    TransactionTracker.stop(txid)
+    assert tracker(client, txid) == (404, {"error": "not found"})
+
+
+def test_a_tracker_that_reaches_its_confirmations_leaves_and_its_lookup_answers_404(
+    client: Any, cluster: Cluster, txid: str
+) -> None:
+    assert track(client, txid, 2).status_code == 202
+    wait_for(lambda: tracker(client, txid)[0] == 404, what="the tracker to finish")
+    assert tracker(client, txid) == (404, {"error": "not found"})
+
+
+def test_bad_input_to_the_track_view_is_a_400(client: Any) -> None:
+    assert track(client, "x" * 300, 3).status_code == 400
+    assert track(client, "txn_bad", 0).status_code == 400
+    response = client.post("/transactions/txn_bad/track", "{", content_type="application/json")
+    assert response.status_code == 400 and response.json() == {"error": "the body must be JSON"}
+    assert tracker(client, "txn_bad") == (404, {"error": "not found"})
+
+
+def test_the_admin_lists_trackers_read_only_filtered_by_status_and_kind_and_searched_by_id(
+    client: Any, cluster: Cluster, db: None, django_user_model: Any
+) -> None:
+    from transactions.trackers import TransactionTracker
+
+    django_user_model.objects.create_superuser("admin", "admin@example.com", "a-long-password")
+    assert client.login(username="admin", password="a-long-password")
+    ours, other = "txn_admin_ours", "txn_admin_other"
+    for txid in (ours, other):
+        track(client, txid, FOREVER)
+        wait_for(lambda txid=txid: running(client, txid), what="the tracker to run")
+    try:
+        page = client.get(CHANGELIST)
+        assert page.status_code == 200
+        assert ours in page.text and other in page.text
+
+        page = client.get(CHANGELIST, {"status__exact": "running", "kind": "transaction"})
+        assert ours in page.text and other in page.text
+        assert client.get(CHANGELIST, {"status__exact": "dead"}).text.count("txn_admin_") == 0
+
+        page = client.get(CHANGELIST, {"q": ours})
+        assert ours in page.text and other not in page.text
+
+        from tracking.contrib.django.models import Tracker
+
+        entry = Tracker.objects.get(transaction_id=ours)
+        detail = client.get(f"{CHANGELIST}{entry.pk}/change/")
+        assert detail.status_code == 200
+        assert "Why (tracking explain)" in detail.text and "running on w1@" in detail.text
+        assert "Save" not in detail.text  # read-only: no form to submit
+
+        assert client.get(f"{CHANGELIST}add/").status_code == 403
+        assert client.post(f"{CHANGELIST}{entry.pk}/delete/", {"post": "yes"}).status_code == 403
+        assert TransactionTracker.lookup(ours) is not None
+    finally:
+        for txid in (ours, other):
+            TransactionTracker.stop(txid)
+
+
+def test_the_admin_list_needs_a_logged_in_user(client: Any, db: None) -> None:
+    response = client.get(CHANGELIST)
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+def test_tracking_migrate_creates_the_registry_table_in_a_database_of_the_project(
+    monkeypatch: pytest.MonkeyPatch, pg_databases: Callable[[], str], tmp_path: Path
+) -> None:
+    from django.conf import settings
+    from django.core.management import call_command
+
+    fresh = sa.make_url(pg_databases())
+    databases = {
+        "fresh": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": fresh.database,
+            "USER": fresh.username,
+            "PASSWORD": "not-shown",
+            "HOST": fresh.host,
+            "PORT": fresh.port,
+        },
+        "file": {"ENGINE": "django.db.backends.sqlite3", "NAME": tmp_path / "fresh.sqlite3"},
+    }
+    for alias, database in databases.items():  # not override_settings: Django warns about DATABASES
+        monkeypatch.setitem(settings.DATABASES, alias, database)
+    for alias, url in [
+        ("fresh", fresh.set(password=None).render_as_string(hide_password=False)),
+        ("file", f"sqlite:///{tmp_path}/fresh.sqlite3"),
+    ]:
+        out = io.StringIO()
+        call_command("tracking_migrate", "--database", alias, stdout=out)
+        assert "migrated to head" in out.getvalue() and "not-shown" not in out.getvalue()
+        engine = sa.create_engine(url)
+        try:
+            assert "tracking_trackers" in sa.inspect(engine).get_table_names()
+        finally:
+            engine.dispose()
+
+
+def test_tracking_migrate_without_options_migrates_the_configured_registry() -> None:
+    from django.apps import apps
+    from django.core.management import call_command
+
+    out = io.StringIO()
+    call_command("tracking_migrate", stdout=out)
+    settings = apps.get_app_config("tracking").settings
+    assert f"registry at {settings.database_url} migrated to head" in out.getvalue()
+
+
+def test_manage_py_tracking_runs_the_tracking_command_with_the_project_s_settings(
+    client: Any, cluster: Cluster, txid: str
+) -> None:
+    from django.core.management import call_command
+    from transactions.trackers import TransactionTracker
+
+    track(client, txid, FOREVER)
+    ref = wait_for(lambda: running(client, txid), what="the tracker to run")
+    out = io.StringIO()
+    call_command("tracking", "lookup", txid, "--kind", "transaction", "--json", stdout=out)
+    assert json.loads(out.getvalue())["task_id"] == ref["task_id"]
+
+    out = io.StringIO()
+    call_command("tracking", "ls", "--kind", "transaction", "--status", "running", stdout=out)
+    assert txid in out.getvalue()
+
+    TransactionTracker.stop(txid)
+    err = io.StringIO()
+    with pytest.raises(SystemExit) as exited:
+        call_command("tracking", "lookup", txid, "--kind", "transaction", stderr=err)
+    assert exited.value.code == 1 and "no live transaction tracker" in err.getvalue()
+
+
+OWN_CELERY = Celery("the-project", set_as_current=False)
+OWN_CELERY.conf.update(beat_schedule={"nightly": {"task": "project.nightly", "schedule": 86400.0}})
+
+
+def test_tracking_celery_app_names_the_project_s_own_celery_app_which_gets_the_tracker_tasks(
+    settings: Any,
+) -> None:
+    from django.apps import AppConfig
+
+    settings.TRACKING_CELERY_APP = f"{__name__}.OWN_CELERY"
+    config = AppConfig.create("tracking.contrib.django")
+    config.ready()
+
+    assert config.celery is OWN_CELERY and glue.current_app() is OWN_CELERY
+    assert "tracking.transaction" in OWN_CELERY.tasks and "tracking.supervise" in OWN_CELERY.tasks
+    assert set(OWN_CELERY.conf.beat_schedule) == {"nightly", "tracking-supervisor"}
+    registry.dispose(config.settings)

@@ -1,0 +1,170 @@
+"""The Flask extension: settings from ``app.config``, a Celery app to publish trackers with, and the
+``flask tracking ...`` commands.
+
+::
+
+    from tracking.contrib.flask import Tracking
+
+    tracking_ext = Tracking()                  # or Tracking(app), or Tracking(app, celery=celery_app)
+
+    def create_app():
+        app = Flask(__name__)
+        app.config["TRACKING_DATABASE_URL"] = "postgresql+psycopg://app@db/app"
+        tracking_ext.init_app(app)
+        return app
+
+``init_app`` reads the configuration once: ``TRACKING_*`` keys and ``CELERY_BROKER_URL`` (or the
+``broker_url`` of ``app.config["CELERY"]``); the ``TRACKING_*`` environment variables win over
+them, as they win over ``celeryconfig.py``. It installs `tracking` onto the application's own
+Celery app when one is given, or else onto a Celery app built with the recommended settings and the
+Celery settings of ``app.config["CELERY"]``, the mapping Flask's Celery pattern uses. Views then
+call ``MyTracker.start(...)`` and ``MyTracker.lookup(...)`` as anywhere else.
+
+`tracking` keeps one registry per process: the settings of the app initialised last are the ones
+``start`` and ``lookup`` use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import weakref
+
+import click
+from celery import Celery
+from flask import Flask, current_app, has_app_context
+from flask.cli import AppGroup, with_appcontext
+
+from tracking import celery as glue
+from tracking import cli
+from tracking.contrib.framework import build_celery, celery_values, settings_from_config
+from tracking.settings import Settings
+
+EXTENSION_KEY = "tracking"
+
+
+@dataclasses.dataclass(frozen=True)
+class _AppState:
+    settings: Settings
+    celery: Celery
+
+
+class Tracking:
+    """`tracking` for one or more Flask apps.
+
+    ``celery``: the application's own Celery app, which keeps its configuration and beat schedule
+    and gets the tracker tasks; without it the extension builds one (``Tracking.celery``), which
+    workers can run when the settings live in ``app.config`` rather than the environment (a module
+    with ``celery_app = create_app().extensions["tracking"].celery``, then
+    ``celery -A thatmodule worker -P threads``).
+    """
+
+    def __init__(self, app: Flask | None = None, *, celery: Celery | None = None) -> None:
+        self._celery = celery
+        self._apps: weakref.WeakKeyDictionary[Flask, _AppState] = weakref.WeakKeyDictionary()
+        self._last: _AppState | None = None
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Read ``app``'s configuration, install `tracking` onto its Celery app, register the
+        ``flask tracking`` commands, and store the extension in ``app.extensions["tracking"]``."""
+        if EXTENSION_KEY in app.extensions:
+            raise RuntimeError(
+                "A 'Tracking' instance has already been registered on this Flask app. "
+                "Import and use that instance instead."
+            )
+        celery_conf = app.config.get("CELERY") or {}
+        base = celery_values(self._celery) if self._celery is not None else {}
+        if celery_conf.get("broker_url"):
+            base.setdefault("broker_url", celery_conf["broker_url"])
+        settings = settings_from_config(app.config, base)
+        celery = self._celery or build_celery(app.import_name, settings, celery_conf)
+        glue.install(celery, settings)
+        self._apps[app] = self._last = _AppState(settings, celery)
+        app.extensions[EXTENSION_KEY] = self
+        app.cli.add_command(tracking_command)
+
+    @property
+    def settings(self) -> Settings:
+        """The settings read from the current app's configuration (outside an app context: from the
+        app initialised last)."""
+        return self._state().settings
+
+    @property
+    def celery(self) -> Celery:
+        """The Celery app trackers of the current app are published with (outside an app context:
+        the app initialised last)."""
+        return self._state().celery
+
+    def make_current(self) -> None:
+        """Make the current app's settings and Celery app the ones ``start`` and ``lookup`` use
+        (they are after ``init_app``, until another app is initialised)."""
+        state = self._state()
+        glue.install(state.celery, state.settings)
+
+    def _state(self) -> _AppState:
+        if has_app_context():
+            app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+            try:
+                return self._apps[app]
+            except KeyError:
+                raise RuntimeError(
+                    "The current Flask app is not registered with this 'Tracking' instance. "
+                    "Did you forget to call 'init_app'?"
+                ) from None
+        if self._last is None:
+            raise RuntimeError("This 'Tracking' instance has not been initialised on any Flask app.")
+        # Outside an app context (a worker module, a script): the app initialised last, the one
+        # `start` and `lookup` use. Not found through the app, which may be gone already.
+        return self._last
+
+
+# -- flask tracking ... -----------------------------------------------------------------------------
+
+tracking_command = AppGroup(
+    "tracking",
+    help="The tracking command line, with this app's settings (`flask tracking COMMAND --help`).",
+)
+
+#: commands of ``tracking`` that make no sense inside an application
+_LEFT_OUT = frozenset({"demo"})
+
+
+def _subcommands() -> dict[str, str]:
+    """The ``tracking`` command's subcommands and their help, as its own parser declares them."""
+    for action in cli.parser()._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return {
+                choice.dest: choice.help or ""
+                for choice in action._choices_actions
+                if choice.dest not in _LEFT_OUT
+            }
+    return {}
+
+
+def _passthrough(name: str, help_: str) -> click.Command:
+    """``flask tracking NAME ARGS...``: ``tracking NAME ARGS...`` with the current app's settings;
+    its arguments, help, output and exit code are those of the ``tracking`` command."""
+
+    @click.command(
+        name,
+        help=help_,
+        add_help_option=False,  # --help goes to the tracking command, which knows the arguments
+        context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+    )
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    @with_appcontext
+    def command(args: tuple[str, ...]) -> None:
+        extension = current_app.extensions[EXTENSION_KEY]
+        assert isinstance(extension, Tracking)
+        extension.make_current()
+        code = cli.main([name, *args])
+        if code:
+            click.get_current_context().exit(code)
+
+    return command
+
+
+for _name, _help in _subcommands().items():
+    tracking_command.add_command(_passthrough(_name, _help))
