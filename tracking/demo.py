@@ -181,7 +181,13 @@ def _summary(settings: tracking.Settings, ids: list[str]) -> dict[str, int]:
     for txid in ids:
         events = registry.history(settings, DemoTracker.kind, txid, limit=200)
         dones = sum(1 for e in events if e["event"] == "done")
-        restarts += sum(1 for e in events if e["event"] in ("restarting", "backoff"))
+        names = [e["event"] for e in events]
+        # A delayed restart records "backoff", then "restarting" when it is due: count it once.
+        restarts += sum(
+            1
+            for i, name in enumerate(names)
+            if name == "backoff" or (name == "restarting" and (i == 0 or names[i - 1] != "backoff"))
+        )
         row = registry.get(settings, DemoTracker.kind, txid)
         confirmed += dones >= 1
         duplicates += max(0, dones - 1)
