@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 import threading
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 NOISY_LOAD = 3.0
@@ -41,6 +43,26 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
+def _git_revision() -> str:
+    """The commit the package was measured at, and whether ``tracking/`` differed from it."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=False
+        )
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD")
+        changed = git("status", "--porcelain", "--", "tracking")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if not commit:
+        return "unknown"
+    return f"{commit}" + (" with uncommitted changes in tracking/" if changed else "")
+
+
 def describe(servers: dict[str, str]) -> dict[str, Any]:
     """The machine, the libraries and the servers, as recorded next to the figures."""
     return {
@@ -50,6 +72,7 @@ def describe(servers: dict[str, str]) -> dict[str, Any]:
         "os": f"{platform.system()} {platform.release()} ({platform.machine()})",
         "python": platform.python_version(),
         "tracking": _version("tracking"),
+        "revision": _git_revision(),
         "celery": _version("celery"),
         "kombu": _version("kombu"),
         "sqlalchemy": _version("sqlalchemy"),

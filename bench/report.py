@@ -9,11 +9,14 @@ from typing import Any
 from bench.measure import Series
 
 CRASH_GOAL_P50_S = 1.0
+SWEEP_GOAL_MS, SWEEP_GOAL_ROWS = 100.0, 1_000_000
 
 
 def _ms(value: float) -> str:
     if value != value:  # NaN: nothing measured
         return "-"
+    if value >= 1000:
+        return f"{value / 1000:.2f} s"
     return f"{value:.1f} ms" if value >= 10 else f"{value:.2f} ms"
 
 
@@ -23,6 +26,32 @@ def _rate(value: float) -> str:
 
 def _lat(series: Series) -> str:
     return f"p50 {_ms(series.p50_ms)}, p99 {_ms(series.p99_ms)}"
+
+
+def _met(sweep_ms: float) -> str:
+    return "met" if sweep_ms < SWEEP_GOAL_MS else "NOT met"
+
+
+def _s(seconds: float) -> str:
+    return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:.1f} s"
+
+
+def _celery(res: dict[str, Any] | None) -> str:
+    """One plain-Celery redelivery figure."""
+    if res is None:
+        return "FAILED"
+    if res["recovered_s"] is None:
+        return f"not running again within {res['bound_s']:g} s"
+    if "visibility_timeout" in res.get("options", {}):  # due a visibility timeout after delivery
+        since_delivery = res["recovered_s"] + res["ran_before_kill_s"]
+        return f"{_s(res['recovered_s'])} ({_s(since_delivery)} after its delivery)"
+    return _s(res["recovered_s"])
+
+
+def _visibility(res: dict[str, Any] | None, default: str = "3600 s, the default") -> str:
+    if res is None or "visibility_timeout" not in res.get("options", {}):
+        return default
+    return f"{res['options']['visibility_timeout']:g} s"
 
 
 @dataclasses.dataclass
@@ -109,6 +138,92 @@ class Report:
                 f"{fs.p50_ms / sqla.p50_ms:.2f}x at p50" if fs and sqla else "",
             )
         )
+        out += self._lost_rows()
+        out += self._sweep_rows()
+        out += self._write_rows()
+        return out
+
+    def _lost_rows(self) -> list[tuple[str, str, str, str]]:
+        r, p = self.results, self.profile
+        redis, short, amqp = r.get("e_celery_redis"), r.get("e_celery_redis_short"), r.get("e_celery_amqp")
+        baseline = (
+            f"plain Celery, late ack: RabbitMQ {_celery(amqp)}; "
+            f"Redis (visibility_timeout {_visibility(short, '?')}) {_celery(short)}; "
+            f"Redis (visibility_timeout {_visibility(redis)}) {_celery(redis)}"
+        )
+        out = []
+        for i, (heartbeat, lease, sweep) in enumerate(p["lost_timing"], 1):
+            res = r.get(f"e_tracking_{i}")
+            name = (
+                f"e. lost worker (SIGKILL) -> running on the other worker, lease {lease:g} s / "
+                f"sweep {sweep:g} s / heartbeat {heartbeat:g} s, "
+                f"N={p['lost_trackers']} x {p['lost_kills']} kill(s)"
+            )
+            if res is None:
+                out.append((name, "FAILED", baseline, ""))
+                continue
+            rec, det = res["recovered"], res["detected"]
+            figure = (
+                f"p50 {_s(rec.p50_ms / 1000)}, p99 {_s(rec.p99_ms / 1000)}, max {_s(rec.max_ms / 1000)} "
+                f"(lost declared: p50 {_s(det.p50_ms / 1000)}; first to last restart of one sweep: "
+                f"p50 {_ms(res['spread'].p50_ms)})"
+            )
+            ratio = ""
+            if short is not None and short["recovered_s"]:
+                ratio = f"{rec.p50_ms / 1000 / short['recovered_s']:.2f}x Redis {_visibility(short)} at p50"
+            out.append((name, figure, baseline, ratio))
+        return out
+
+    def _sweep_rows(self) -> list[tuple[str, str, str, str]]:
+        res = self.results.get("f")
+        if res is None:
+            return [("f. supervisor sweep against registry size", "FAILED", "", "")]
+        out = []
+        for entry in res["sizes"]:
+            rows = entry["rows"]
+            name = f"f. sweep, {rows:,} rows, rescuing {res['lost']} lost + {res['due']} due entries"
+            figure = f"p50 {_ms(entry['sweep'].p50_ms)} (nothing to rescue: p50 {_ms(entry['idle'].p50_ms)})"
+            if rows >= SWEEP_GOAL_ROWS:
+                figure += (
+                    f"; goal < {SWEEP_GOAL_MS:g} ms: {_met(entry['sweep'].p50_ms)} rescuing, "
+                    f"{_met(entry['idle'].p50_ms)} idle"
+                )
+            queries = entry["due_index"].p50_ms + entry["orphans_index"].p50_ms
+            seq = entry["due_seq"].p50_ms + entry["orphans_seq"].p50_ms
+            baseline = (
+                f"SELECT count(*) p50 {_ms(entry['count'].p50_ms)}; due + orphans queries p50 "
+                f"{_ms(queries)} indexed, {_ms(seq)} with index scans off"
+            )
+            ratio = f"idle sweep {entry['idle'].p50_ms / entry['count'].p50_ms:.2f}x count(*)"
+            out.append((name, figure, baseline, ratio))
+        return out
+
+    def _write_rows(self) -> list[tuple[str, str, str, str]]:
+        res = self.results.get("g")
+        if res is None:
+            return [("g. registry writes per second", "FAILED", "", "")]
+        out = []
+        h = res["heartbeat"]
+        for step in res["steps"]:
+            n, rates = step["trackers"], step["rates"]
+            lease = rates["tracking_workers"]["upd"]
+            checkpoints = rates["tracking_trackers"]["upd"]
+            total = sum(sum(ops.values()) for ops in rates.values())
+            goal = "met" if abs(lease * h - 1) <= 0.25 else "NOT met"
+            name = (
+                f"g. registry writes/s, {n:,} trackers (interval {res['interval']:g} s) on 1 worker "
+                f"process, heartbeat {h:g} s, {step['seconds']:.0f} s window"
+            )
+            figure = (
+                f"lease renewals {lease:.2f}/s per worker process (goal about 1/heartbeat = "
+                f"{1 / h:g}/s: {goal}); checkpoints {checkpoints:,.1f}/s; all writes {total:,.1f}/s"
+            )
+            baseline = (
+                f"one heartbeat per tracker would be {n / h:,.0f}/s; bare psycopg checkpoint UPDATE "
+                f"on 1 connection {res['raw_checkpoint_per_s']:,.0f}/s"
+            )
+            ratio = f"all writes = {total / res['raw_checkpoint_per_s']:.1%} of 1 connection's rate"
+            out.append((name, figure, baseline, ratio))
         return out
 
     # -- terminal ---------------------------------------------------------------------------------
@@ -134,6 +249,129 @@ class Report:
         if load["cpu_busy_mean"] is not None:
             line += f"; host CPU busy {load['cpu_busy_mean']:.0f}% on average"
         return f"{line}; {verdict}"
+
+    # -- docs/benchmarks.md: the supervisor's figures in detail ----------------------------------
+
+    def _sweep_markdown(self) -> list[str]:
+        res = self.results.get("f")
+        if res is None:
+            return []
+        lines = [
+            "",
+            "### f. The sweep against the size of the registry (PostgreSQL)",
+            "",
+            f"Each sweep rescues {res['lost']} running entries of a lost worker and {res['due']} pending",
+            f"entries past due; p50 of {res['runs']} sweeps per size. Per rescued entry: the p50 of a",
+            "rescuing sweep minus the p50 of an idle one, divided by the entries rescued. Queries: the",
+            "sweep's own statements (captured from it) run through psycopg, rows fetched; index scans",
+            "off: `enable_indexscan`, `enable_indexonlyscan` and `enable_bitmapscan` set off for them.",
+            "",
+            "| rows | sweep, rescuing | per rescued entry | sweep, nothing to rescue | statements per"
+            " rescuing sweep | due query: indexed / index scans off | orphans query: indexed / index"
+            " scans off | SELECT count(*) | bulk insert + VACUUM ANALYZE |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for e in res["sizes"]:
+            per = (e["sweep"].p50_ms - e["idle"].p50_ms) / (res["lost"] + res["due"])
+            lines.append(
+                f"| {e['rows']:,} | {_ms(e['sweep'].p50_ms)} | {_ms(per)} | {_ms(e['idle'].p50_ms)} | "
+                f"{e['statements']} | {_ms(e['due_index'].p50_ms)} / {_ms(e['due_seq'].p50_ms)} | "
+                f"{_ms(e['orphans_index'].p50_ms)} / {_ms(e['orphans_seq'].p50_ms)} | "
+                f"{_ms(e['count'].p50_ms)} | {e['grow_s']:.1f} s |"
+            )
+        plans = res.get("explain")
+        if plans:
+            for name, title in (("due", "due query"), ("orphans", "orphans query")):
+                lines += [
+                    "",
+                    f"EXPLAIN (ANALYZE, BUFFERS) of the {title} at {plans['rows']:,} rows, in the state a",
+                    "rescuing sweep meets (parameters written in):",
+                    "",
+                    "```sql",
+                    plans[name]["sql"],
+                    "```",
+                    "",
+                    "```",
+                    plans[name]["plan"],
+                    "```",
+                ]
+        return lines
+
+    def _writes_markdown(self) -> list[str]:
+        res = self.results.get("g")
+        if res is None:
+            return []
+        lines = [
+            "",
+            "### g. Registry writes per second, by table (`pg_stat_user_tables`)",
+            "",
+            "| live trackers | window | table | inserts/s | updates/s | deletes/s |",
+            "| ---: | ---: | --- | ---: | ---: | ---: |",
+        ]
+        for step in res["steps"]:
+            for table, ops in sorted(step["rates"].items()):
+                lines.append(
+                    f"| {step['trackers']:,} | {step['seconds']:.1f} s | {table} | {ops['ins']:.2f} | "
+                    f"{ops['upd']:.2f} | {ops['del']:.2f} |"
+                )
+        return lines
+
+    def _supervision_description(self) -> list[str]:
+        p, r = self.profile, self.results
+        short = r.get("e_celery_redis_short")
+        vt = _visibility(short, f"{p['short_visibility']:g} s")
+        load = r.get("g") or {}
+        return [
+            f"- **e. lost worker**: {p['lost_trackers']} trackers (interval 0.5 s) run on one worker",
+            "  subprocess, `celery -A tracking worker -P threads -c 50` on PostgreSQL + Redis, started",
+            "  in a session of its own; a second one is started and has registered its lease. Then",
+            "  `os.killpg(pgid, SIGKILL)` on the first, and per tracker the time from the kill until",
+            "  `lookup(id)` (all of them polled in turn, about every 20 ms) shows it running on the",
+            "  second worker under a higher epoch. Supervision is the surviving worker's own periodic",
+            "  sweep (every sweep interval; no beat process runs): it declares the killed process lost",
+            "  once its lease has expired by the database clock and restarts its trackers at once.",
+            '  Expected: between lease - heartbeat and lease + sweep, plus dispatch. "lost declared"',
+            "  is the time from the kill (database clock) to the `worker_lost` event the sweep wrote;",
+            "  the sweep restarts the lost worker's trackers one transaction each, in the surviving",
+            "  worker's runtime thread, and the time from its first such event to its last is given too.",
+            f"  {p['lost_kills']} kill(s) per setting: each time a fresh worker is started first, and the",
+            "  trackers hop to it; every incarnation runs past its restart-intensity window",
+            "  (`max_seconds` = 2 s) before the next kill, so every restart is a first, immediate one.",
+            "  The baseline is plain Celery (`bench/plainapp.py`, no `tracking`): one long task with",
+            "  `acks_late=True` and `reject_on_worker_lost=True` runs on worker X",
+            "  (`-P prefork -c 1`, prefetch multiplier 1); worker Y has started and run a task; X's",
+            "  process group is SIGKILLed, and the time until the task runs again (on Y) is measured,",
+            f"  waiting at most {p['redelivery_bound']:g} s on Redis with its default visibility_timeout",
+            "  (3600 s: the message stays in Redis' unacked set until then), on Redis with",
+            f"  visibility_timeout {vt} and the restore sweep every second (`unacked_restore_interval=1`,",
+            "  `unacked_restore_throttle=1`; with kombu's defaults it runs only about every 100 s), and on",
+            "  RabbitMQ, which requeues the unacknowledged message as soon as the dead worker's",
+            "  connection closes. One task per broker. `reject_on_worker_lost` itself plays no part",
+            "  here: the pool's parent process dies too, so nobody is left to reject the message.",
+            f"- **f. sweep against registry size**: sizes {', '.join(f'{n:,}' for n in p['sweep_sizes'])}",
+            "  rows in `tracking_trackers` on PostgreSQL, loaded with `INSERT ... SELECT generate_series`",
+            "  (97.5% running spread over 50 live worker leases, 1% pending and 0.5% failed not yet due,",
+            "  1% dead; realistic 66-character IDs, JSON args, state and policy), then `VACUUM ANALYZE`.",
+            "  `tracking.supervisor.sweep(settings, publish)` with a publish that only counts, run in",
+            "  the benchmark's process; before each rescuing sweep the live leases are renewed and the",
+            f"  lost worker's lease (an hour old), its {p['sweep_lost']} running entries and the",
+            f"  {p['sweep_due']} pending entries a minute past due are put back; each rescuing sweep is",
+            "  followed by one with nothing to rescue. Baseline: `SELECT count(*) FROM tracking_trackers`",
+            "  through psycopg, and the sweep's two main queries with index scans off.",
+            f"- **g. writes per second**: {', '.join(f'{n:,}' for n in p['load_trackers'])} live trackers",
+            f"  (interval {load.get('interval', 5.0):g} s, added in steps) on one worker process",
+            f"  (`-P threads -c {load.get('concurrency', max(p['load_trackers']) + 100)}`) on PostgreSQL",
+            "  and Redis; after every tracker has ticked, rows inserted, updated and deleted per table",
+            f"  are read from `pg_stat_user_tables` before and after a {p['load_window']:g} s window. Lease",
+            "  renewals are the updates of `tracking_workers`, checkpoints those of `tracking_trackers`.",
+            "  PostgreSQL flushes a busy backend's counters about once a second (an idle one's up to",
+            "  10 s late: the window starts at least 11 s after the last start), so a window is exact",
+            "  to about one second of writes. The baseline is the same single-row checkpoint `UPDATE` (new",
+            "  state, by id and epoch) through psycopg on one connection, one per transaction,",
+            "  back to back for 3 s: what one connection of this machine sustains, each commit waiting",
+            "  for its WAL flush. A design with one heartbeat per tracker would write trackers /",
+            "  heartbeat rows per second on top of the checkpoints.",
+        ]
 
     # -- docs/benchmarks.md -----------------------------------------------------------------------
 
@@ -164,6 +402,8 @@ class Report:
         ]
         for row in self.rows():
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
+        lines += self._sweep_markdown()
+        lines += self._writes_markdown()
         lines += [
             "",
             "## Machine",
@@ -175,7 +415,7 @@ class Report:
             f"| memory (`/proc/meminfo` MemTotal) | {m['memory']} |",
             f"| OS | {m['os']} |",
             f"| Python | {m['python']} |",
-            f"| tracking | {m['tracking']} |",
+            f"| tracking | {m['tracking']}, git {m.get('revision', 'unknown')} |",
             f"| Celery / kombu | {m['celery']} / {m['kombu']} |",
             f"| SQLAlchemy | {m['sqlalchemy']} |",
             f"| psycopg / redis-py | {m['psycopg']} / {m['redis-py']} |",
@@ -184,9 +424,9 @@ class Report:
             "",
             "## What each figure is",
             "",
-            f"Settings of every configuration: heartbeat {t['heartbeat']:g} s, lease {t['lease']:g} s, "
+            f"Settings of a. to d. and g.: heartbeat {t['heartbeat']:g} s, lease {t['lease']:g} s, "
             f"sweep {t['sweep']:g} s, start grace {t['grace']:g} s; Celery configured with "
-            "`tracking.celery.recommended_config`.",
+            "`tracking.celery.recommended_config`. e. states its own.",
             "",
             f"- **a. `start()`**: {p['starts']} distinct transaction IDs started one after another from one",
             "  process (after 10 warm-up calls), against `app.send_task` of a no-op task with the same",
@@ -216,6 +456,7 @@ class Report:
             "  SQLAlchemy transport on SQLite (`sqla+sqlite:///<temp folder>/kombu.sqlite3`), both",
             f"  polling every {t['polling_interval']:g} s; a random pause up to one polling interval between",
             "  messages keeps them out of phase with the polling.",
+            *self._supervision_description(),
             "",
             "Percentiles are interpolated between ranks; with a few dozen samples p99 is close to the",
             "maximum. A run is marked noisy when the 1-minute load average is above 3 at its start or",
@@ -224,16 +465,17 @@ class Report:
             "## Running it",
             "",
             "```",
-            "python -m bench            # full run, writes docs/benchmarks.md (one to two minutes)",
-            "python -m bench --smoke    # tiny counts, for CI: checks that it runs, writes nothing",
+            "python -m bench            # full run, writes docs/benchmarks.md (about seven minutes)",
+            "python -m bench --smoke    # tiny counts, for CI: checks that it runs (under two minutes)",
             "python bench/run.py        # the same as python -m bench",
             "```",
             "",
             "Options: `--output PATH` writes the results elsewhere (also with `--smoke`); `--no-write`",
             "only prints them. PostgreSQL, Redis and RabbitMQ must listen on 127.0.0.1 (the",
             "`docker-compose.yml` services). The run creates a database `tracking_bench_<id>`, a Redis",
-            "key prefix `tracking-bench-<id>:` and RabbitMQ queue `tracking-bench-<id>-idle` of its own",
-            "and removes them at the end, whatever happens; workers are stopped with SIGTERM, then",
+            "key prefix `tracking-bench-<id>:` (every queue on Redis lives under it) and RabbitMQ queues",
+            "`tracking-bench-<id>-idle` and `tracking-bench-<id>-celery-amqp` of its own and removes",
+            "them at the end, whatever happens; workers still running are stopped with SIGTERM, then",
             "SIGKILL, on their process group.",
             "",
         ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import json
 import shlex
 import sqlite3
 import sys
@@ -31,7 +32,7 @@ import redis
 from celery import Celery
 
 import tracking
-from bench import machine, measure, report, services
+from bench import machine, measure, report, services, supervision
 from tracking import registry
 from tracking.celery import embedded_broker_options, recommended_config
 
@@ -46,12 +47,61 @@ class Profile:
     echoes: int  # c. bare Celery round trips
     messages: int  # d. messages per transport
     workers: int
+    lost_trackers: int  # e. trackers on the worker that is killed
+    lost_kills: int  # e. kills per settings pair
+    lost_timing: tuple[tuple[float, float, float], ...]  # e. (heartbeat, lease, sweep) pairs
+    redelivery_bound: float  # e. how long to wait for Celery's own redelivery
+    short_visibility: float  # e. the short Redis visibility_timeout of the second baseline
+    sweep_sizes: tuple[int, ...]  # f. registry sizes
+    sweep_runs: int  # f. timed sweeps per size
+    sweep_lost: int  # f. running entries of a lost worker, rescued by each sweep
+    sweep_due: int  # f. pending entries past due, rescued by each sweep
+    load_trackers: tuple[int, ...]  # g. live trackers on one worker process, in steps
+    load_window: float  # g. seconds of counting per step
 
 
 FULL = Profile(
-    "full", starts=500, lookup_ids=1000, lookups=2000, crashes=30, echoes=30, messages=200, workers=2
+    "full",
+    starts=500,
+    lookup_ids=1000,
+    lookups=2000,
+    crashes=30,
+    echoes=30,
+    messages=200,
+    workers=2,
+    lost_trackers=30,
+    lost_kills=3,
+    lost_timing=((0.5, 3.0, 1.0), (1.0, 6.0, 2.0)),
+    redelivery_bound=60.0,
+    short_visibility=10.0,
+    sweep_sizes=(10_000, 100_000, 1_000_000),
+    sweep_runs=5,
+    sweep_lost=100,
+    sweep_due=20,
+    load_trackers=(100, 1000),
+    load_window=20.0,
 )
-SMOKE = Profile("smoke", starts=20, lookup_ids=20, lookups=50, crashes=3, echoes=3, messages=10, workers=1)
+SMOKE = Profile(
+    "smoke",
+    starts=20,
+    lookup_ids=20,
+    lookups=50,
+    crashes=3,
+    echoes=3,
+    messages=10,
+    workers=1,
+    lost_trackers=3,
+    lost_kills=1,
+    lost_timing=((0.5, 3.0, 1.0),),
+    redelivery_bound=3.0,
+    short_visibility=3.0,
+    sweep_sizes=(1_000, 3_000),
+    sweep_runs=3,
+    sweep_lost=100,
+    sweep_due=20,
+    load_trackers=(20,),
+    load_window=4.0,
+)
 
 HEARTBEAT, LEASE, SWEEP, GRACE = 0.5, 3.0, 1.0, 3.0
 POLLING_INTERVAL = 0.1  # the embedded broker's, from tracking.celery.embedded_broker_options
@@ -112,7 +162,7 @@ class Run:
     # -- the run ----------------------------------------------------------------------------------
 
     def execute(self) -> None:
-        from bench.trackers import CrashBench, LookupBench, StartBench
+        from bench.trackers import CrashBench, LoadBench, LookupBench, LostBench, StartBench
 
         p = self.profile
         self.pg.create()
@@ -195,28 +245,45 @@ class Run:
             ),
         )
 
+        # e. a lost worker (SIGKILL of its process group): tracking at each lease/sweep setting,
+        # then plain Celery's own redelivery of a late-acknowledged task on Redis and RabbitMQ
+        for i, (heartbeat, lease, sweep) in enumerate(p.lost_timing, 1):
+            self.section(
+                f"e_tracking_{i}",
+                lambda i=i, h=heartbeat, le=lease, sw=sweep: self.lost_worker(LostBench, i, h, le, sw),
+            )
+        self.section(
+            "e_celery_redis",
+            lambda: self.celery_redelivery("redis", services.REDIS_URL, {}, p.redelivery_bound),
+        )
+        vt = p.short_visibility
+        self.section(
+            "e_celery_redis_short",
+            lambda: self.celery_redelivery(
+                "redis-short",
+                services.REDIS_URL,
+                # Celery's best case on Redis: the restore sweep every second, not every 100 s
+                {"visibility_timeout": vt, "unacked_restore_interval": 1, "unacked_restore_throttle": 1},
+                max(p.redelivery_bound, 2 * vt + 10),
+            ),
+        )
+        self.section(
+            "e_celery_amqp",
+            lambda: self.celery_redelivery("amqp", services.AMQP_URL, {}, max(p.redelivery_bound, 10)),
+        )
+
+        # f. the supervisor's sweep against the size of the registry
+        self.section("f", self.sweep_scaling)
+
+        # g. registry writes per second with many live trackers on one worker process
+        self.section("g", lambda: self.write_rate(LoadBench))
+
     def crash_restart(self, tracker: Any) -> dict[str, Any]:
         p = self.profile
         work = f"{self.base}-work"
         settings = self.settings(self.pg.url, services.REDIS_URL, work)
         app = self.app("pg-redis-work", settings)
-        env = services.worker_env(
-            {
-                "TRACKING_DATABASE_URL": settings.database_url,
-                "CELERY_BROKER_URL": settings.broker_url,
-                "TRACKING_QUEUE": work,
-                "TRACKING_IMPORTS": "bench.trackers",
-                "TRACKING_HEARTBEAT_SECONDS": str(HEARTBEAT),
-                "TRACKING_LEASE_SECONDS": str(LEASE),
-                "TRACKING_SWEEP_SECONDS": str(SWEEP),
-                "TRACKING_START_GRACE_SECONDS": str(GRACE),
-            },
-            {
-                "CELERY_CONFIG_MODULE": "bench.workerconfig",
-                "BENCH_REDIS_URL": services.REDIS_URL,
-                "BENCH_REDIS_PREFIX": self.redis_prefix,
-            },
-        )
+        env = self.tracking_env(settings)
         names = [f"bench{i + 1}" for i in range(p.workers)]
         client = redis.Redis.from_url(services.REDIS_URL)
         ids = [f"crash-{i}" for i in range(p.crashes)]
@@ -239,6 +306,187 @@ class Run:
         for line in result["worker_log_problems"]:
             print(f"  worker log: {line}", file=sys.stderr)
         return result
+
+    def tracking_env(self, settings: tracking.Settings) -> dict[str, str]:
+        """The environment of a ``celery -A tracking worker`` with these settings."""
+        assert settings.queue is not None
+        return services.worker_env(
+            {
+                "TRACKING_DATABASE_URL": settings.database_url,
+                "CELERY_BROKER_URL": settings.broker_url,
+                "TRACKING_QUEUE": settings.queue,
+                "TRACKING_IMPORTS": "bench.trackers",
+                "TRACKING_HEARTBEAT_SECONDS": str(settings.heartbeat_seconds),
+                "TRACKING_LEASE_SECONDS": str(settings.lease_seconds),
+                "TRACKING_SWEEP_SECONDS": str(settings.sweep_seconds),
+                "TRACKING_START_GRACE_SECONDS": str(settings.start_grace_seconds),
+            },
+            {
+                "CELERY_CONFIG_MODULE": "bench.workerconfig",
+                "BENCH_REDIS_URL": services.REDIS_URL,
+                "BENCH_REDIS_PREFIX": self.redis_prefix,
+            },
+        )
+
+    def lost_worker(
+        self, tracker: Any, index: int, heartbeat: float, lease: float, sweep: float
+    ) -> dict[str, Any]:
+        """e. SIGKILL the worker process group running the trackers, another worker running."""
+        p = self.profile
+        queue = f"{self.base}-lost{index}"
+        settings = tracking.Settings(
+            database_url=self.pg.url,
+            broker_url=services.REDIS_URL,
+            queue=queue,
+            heartbeat_seconds=heartbeat,
+            lease_seconds=lease,
+            sweep_seconds=sweep,
+            start_grace_seconds=lease,
+            imports=("bench.trackers",),
+        )
+        self.app(f"lost{index}", settings)
+        env = self.tracking_env(settings)
+        names = [f"lost{index}{chr(ord('a') + k)}" for k in range(p.lost_kills + 1)]
+        ids = [f"lost{index}-{i}" for i in range(p.lost_trackers)]
+        self.pg.truncate()
+        with services.Fleet(self.tmp) as fleet:
+            try:
+                result = supervision.lost_worker_series(
+                    tracker,
+                    ids,
+                    fleet,
+                    lambda name: fleet.start(name, queue, env),
+                    names,
+                    self.pg.conninfo,
+                    p.lost_kills,
+                    timeout=lease + sweep + 30,
+                )
+            except Exception:
+                print(fleet.logs(), file=sys.stderr)
+                raise
+        self.pg.truncate()  # the survivor handed its trackers off on its way out
+        result.update(heartbeat=heartbeat, lease=lease, sweep=sweep)
+        return result
+
+    def celery_redelivery(
+        self, label: str, broker_url: str, options: dict[str, Any], bound: float
+    ) -> dict[str, Any]:
+        """e. baseline: plain Celery (``bench.plainapp``), prefork pool with one process."""
+        queue = f"{self.base}-celery-{label}"
+        transport = dict(options)
+        if broker_url.startswith("redis:"):
+            transport["global_keyprefix"] = self.redis_prefix
+        else:
+            self._cleanups.append(lambda: services.delete_rabbitmq_queue(queue))
+        app = Celery(f"bench-plain-{label}", set_as_current=False)
+        app.conf.update(
+            broker_url=broker_url,
+            broker_transport_options=transport,
+            task_serializer="json",
+            accept_content=["json"],
+        )
+        self._cleanups.append(lambda: app.pool.force_close_all())
+        env = services.worker_env(
+            {},
+            {
+                "BENCH_BROKER_URL": broker_url,
+                "BENCH_TRANSPORT_OPTIONS": json.dumps(transport),
+                "BENCH_REDIS_URL": services.REDIS_URL,
+            },
+        )
+        client = redis.Redis.from_url(services.REDIS_URL)
+        with contextlib.closing(client), services.Fleet(self.tmp) as fleet:
+
+            def spawn(name: str) -> services.Worker:
+                return fleet.start(
+                    name,
+                    queue,
+                    env,
+                    app="bench.plainapp",
+                    pool="prefork",
+                    concurrency=1,
+                    extra_args=("--without-mingle", "--without-gossip", "--without-heartbeat"),
+                )
+
+            try:
+                result = supervision.celery_redelivery(
+                    app,
+                    fleet,
+                    spawn,
+                    (f"plain-{label}-x", f"plain-{label}-y"),
+                    client,
+                    self.redis_prefix,
+                    queue,
+                    bound,
+                )
+            except Exception:
+                print(fleet.logs(), file=sys.stderr)
+                raise
+        result["broker"] = "RabbitMQ" if broker_url.startswith("amqp") else "Redis"
+        result["options"] = options
+        return result
+
+    def sweep_scaling(self) -> dict[str, Any]:
+        """f. Sweeps of a registry of growing size, nothing else running on it."""
+        p = self.profile
+        settings = tracking.Settings(
+            database_url=self.pg.url,
+            broker_url=services.REDIS_URL,
+            queue=f"{self.base}-sweep",
+            heartbeat_seconds=5.0,
+            lease_seconds=30.0,
+            sweep_seconds=10.0,
+            start_grace_seconds=30.0,
+        )
+        self.pg.truncate()
+        try:
+            return supervision.sweep_scaling(
+                self.pg.conninfo, settings, p.sweep_sizes, p.sweep_runs, p.sweep_lost, p.sweep_due
+            )
+        finally:
+            self.pg.truncate()
+
+    def write_rate(self, tracker: Any) -> dict[str, Any]:
+        """g. Live trackers on one worker process (threads pool), in steps; writes counted."""
+        p = self.profile
+        queue = f"{self.base}-load"
+        settings = self.settings(self.pg.url, services.REDIS_URL, queue)
+        self.app("load", settings)
+        env = self.tracking_env(settings)
+        concurrency = max(p.load_trackers) + 100
+        self.pg.truncate()
+        steps = []
+        with services.Fleet(self.tmp) as fleet:
+            try:
+                worker = fleet.start("load1", queue, env, concurrency=concurrency)
+                supervision.wait_worker_registered(self.pg.conninfo, worker)
+                started = 0
+                for count in p.load_trackers:
+                    for i in range(started, count):
+                        tracker.start(f"load-{i}")
+                    started = count
+                    supervision.wait_running(self.pg.conninfo, tracker.kind, count, timeout=120)
+                    # Every one has ticked since, and the starts' counters have reached
+                    # pg_stat_user_tables (an idle backend flushes them up to 10 s late).
+                    time.sleep(max(tracker.interval + 1, supervision.STATS_LAG))
+                    window = supervision.write_window(self.pg.conninfo, p.load_window)
+                    window["trackers"] = count
+                    steps.append(window)
+                    print(f"    {count} trackers: {window['rates']}", flush=True)
+            except Exception:
+                print(fleet.logs(), file=sys.stderr)
+                raise
+            problems = fleet.problems()
+        raw = supervision.raw_checkpoint_rate(self.pg.conninfo, tracker.kind, seconds=3.0)
+        self.pg.truncate()
+        return {
+            "steps": steps,
+            "raw_checkpoint_per_s": raw,
+            "heartbeat": settings.heartbeat_seconds,
+            "interval": tracker.interval,
+            "concurrency": concurrency,
+            "worker_log_problems": problems,
+        }
 
     def _wait_for_workers(self, procs: list[services.Worker], client: Any, app: Celery, queue: str) -> None:
         def ready() -> bool:

@@ -67,7 +67,8 @@ class PostgresDatabase:
         """Empty the registry between benchmarks (the database is this run's own)."""
         with psycopg.connect(self.conninfo, autocommit=True) as conn:
             conn.execute(
-                "TRUNCATE tracking_trackers, tracking_events, tracking_workers, tracking_supervisors"
+                "TRUNCATE tracking_trackers, tracking_events, tracking_workers, tracking_supervisors,"
+                " tracking_messages"
             )
 
     def drop(self) -> None:
@@ -131,13 +132,29 @@ def delete_rabbitmq_queue(name: str) -> None:
 
 
 class Worker:
-    """One ``celery -A tracking worker`` subprocess, in a process group of its own."""
+    """One ``celery -A <app> worker`` subprocess (``tracking`` unless told), in a process group of
+    its own, so that a fault hits the whole group (``os.killpg``)."""
 
-    def __init__(self, name: str, queue: str, env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        queue: str,
+        env: dict[str, str],
+        log_path: Path,
+        *,
+        app: str = "tracking",
+        pool: str = "threads",
+        concurrency: int = 50,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.name = name
         self.queue = queue
         self.env = env
         self.log_path = log_path
+        self.app = app
+        self.pool = pool
+        self.concurrency = concurrency
+        self.extra_args = extra_args
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -149,18 +166,19 @@ class Worker:
                 "-m",
                 "celery",
                 "-A",
-                "tracking",
+                self.app,
                 "worker",
                 "-P",
-                "threads",
+                self.pool,
                 "-c",
-                "50",
+                str(self.concurrency),
                 "-Q",
                 self.queue,
                 "--hostname",
                 f"{self.name}@%h",
                 "-l",
                 "warning",
+                *self.extra_args,
             ],
             env=self.env,
             cwd=REPO_ROOT,
@@ -171,6 +189,14 @@ class Worker:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def kill(self, timeout: float = 10.0) -> None:
+        """SIGKILL the whole process group at once (a lost machine), and reap the leader."""
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            raise RuntimeError(f"worker {self.name} is not running")
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=timeout)
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM the whole group (warm shutdown), then SIGKILL if it has not exited in time."""
@@ -234,6 +260,34 @@ def workers(names: list[str], queue: str, env: dict[str, str], log_dir: Path) ->
         yield started
     finally:
         for worker in started:
+            worker.stop()
+
+
+class Fleet:
+    """Workers started one at a time while a benchmark runs; every one still running is stopped
+    at the end (SIGTERM on its group, then SIGKILL), whatever happens."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.started: list[Worker] = []
+
+    def start(self, name: str, queue: str, env: dict[str, str], **options: Any) -> Worker:
+        worker = Worker(name, queue, env, self.log_dir / f"{name}.log", **options)
+        self.started.append(worker)
+        worker.start()
+        return worker
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {w.name} log (tail) ---\n{w.log_tail()}" for w in self.started)
+
+    def problems(self) -> list[str]:
+        return [f"{w.name}: {line}" for w in self.started for line in w.log_problems()]
+
+    def __enter__(self) -> Fleet:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for worker in self.started:
             worker.stop()
 
 

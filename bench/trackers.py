@@ -49,6 +49,39 @@ class CrashBench(tracking.Tracker):
         return state
 
 
+class LostBench(tracking.Tracker):
+    """The lost-worker benchmark's tracker: ticks every 0.5 s on a worker that gets SIGKILLed.
+
+    ``max_seconds`` 2: an incarnation that ran longer than that restarts at once, without backoff,
+    and the benchmark lets each one run that long before the next kill.
+    """
+
+    kind = "bench_lost"
+    interval = 0.5
+    max_restarts, max_seconds = 3, 2.0
+
+    def init(self, transaction_id: str, **args: Any) -> dict[str, Any]:
+        return {"transaction_id": transaction_id, "ticks": 0}
+
+    def tick(self, state: dict[str, Any]) -> dict[str, Any]:
+        state["ticks"] += 1
+        return state
+
+
+class LoadBench(tracking.Tracker):
+    """The write-rate benchmark's tracker: a poll every 5 s, checkpointing a changed state."""
+
+    kind = "bench_load"
+    interval = 5.0
+
+    def init(self, transaction_id: str, **args: Any) -> dict[str, Any]:
+        return {"transaction_id": transaction_id, "confirmations": 0}
+
+    def tick(self, state: dict[str, Any]) -> dict[str, Any]:
+        state["confirmations"] += 1
+        return state
+
+
 @shared_task(name="bench.noop", ignore_result=True)
 def noop() -> None:
     """The bare Celery baseline of ``start()``: published, never consumed."""
