@@ -3,14 +3,16 @@
 A worker process that runs trackers has one :class:`WorkerRuntime`: a row in ``tracking_workers``
 that is the lease of every tracker in the process, renewed by one background thread (one write per
 heartbeat interval, whatever the number of trackers). The same thread polls for stop requests
-addressed to this process's trackers and wakes them, and runs a supervisor sweep now and then.
+addressed to this process's trackers and wakes them, and starts a supervisor sweep now and then
+(on a thread of its own: a sweep publishes to the broker, which must never hold up the lease).
 
 The lease is also this process's own fence: a tracker ticks only while the last successful renewal
 is younger than the lease minus one heartbeat, measured from *before* that renewal was sent. A
 supervisor declares the process lost only once the lease has expired by the database clock, so a
 process cut off from the database (or paused) stops ticking before anyone else can start its
 trackers. A renewal refused because the process was declared lost fences all its incarnations:
-they exit without writing anything more.
+they exit without writing anything more. Nor does the process claim an entry while its lease is
+not known to be valid: a claim under a lease already declared lost would be restarted at once.
 """
 
 from __future__ import annotations
@@ -96,6 +98,7 @@ class WorkerRuntime:
         self._poke = threading.Event()
         self._handed_off = False
         self._thread: threading.Thread | None = None
+        self._sweeper: threading.Thread | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -233,11 +236,31 @@ class WorkerRuntime:
                 self._deliver_signals()
                 if self._sweep is not None and now >= next_sweep:
                     next_sweep = now + self.settings.sweep_seconds
-                    self._sweep()
+                    self._sweep_aside()
             except RegistryUnavailable as exc:
                 log.warning("registry unavailable in worker runtime: %s", exc)
             except Exception:  # keep the lease thread alive whatever one round does
                 log.exception("worker runtime round failed")
+
+    def _sweep_aside(self) -> None:
+        """Start a sweep on a thread of its own, unless the last one is still running.
+
+        A sweep publishes to the broker, and every publish fails slowly while the broker is down:
+        run in this thread it would hold up the lease renewal, and the trackers with it.
+        """
+        if self._sweeper is not None and self._sweeper.is_alive():
+            return
+        self._sweeper = threading.Thread(target=self._sweep_once, name="tracking-sweep", daemon=True)
+        self._sweeper.start()
+
+    def _sweep_once(self) -> None:
+        assert self._sweep is not None
+        try:
+            self._sweep()
+        except RegistryUnavailable as exc:
+            log.warning("registry unavailable in worker sweep: %s", exc)
+        except Exception:
+            log.exception("worker sweep failed")
 
     def _on_wakeup(self, row_id: int, why: str) -> None:
         inc = self._incarnations.get(row_id)

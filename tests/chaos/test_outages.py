@@ -1,0 +1,441 @@
+"""Broker and database outages mid-run: every tracker reaches Done, none lost, none done twice.
+
+Each test runs two workers and beat, starts trackers that finish after some ticks, breaks a server
+while they run, and waits (bounded) for all of them to finish. The servers it breaks are its own
+(tests/chaos/servers.py: a Redis, a RabbitMQ node, a PostgreSQL cluster), except for killed
+database connections, which only hit this test's database on the shared PostgreSQL.
+
+After settling, per transaction ID: exactly one "done" event and no registry entry left (none lost,
+none finished twice), and no tick of an older incarnation recorded after a newer one's (stale
+effects accepted: 0). Trackers started while the broker is down are recorded as pending at once and
+run once the broker is back (the supervisor publishes them again after the start grace period); a
+tracker started after the broker returns runs at once (the workers consume again, celery#9054); and
+no worker's lease renewal waits on the broker. A database restart restarts each tracker at most once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections import Counter as Tally
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+
+from tests.chaos.servers import PostgresCluster, RabbitNode, RedisServer
+from tests.chaos.test_workers import stale_ticks_accepted
+from tests.conftest import REDIS_URL
+from tests.integration.harness import TIMINGS, Cluster, Stack, wait_for
+from tests.integration.trackers import Counter, Recorder, create_ticks_table
+from tracking import registry
+from tracking.exceptions import RegistryUnavailable
+from tracking.models import events, trackers, workers
+from tracking.tracker import Status
+
+pytestmark = pytest.mark.chaos
+
+TRACKERS = 30
+#: ticks of 0.1 s before a Recorder finishes: long enough that the fault lands mid-run
+UNTIL = 150
+#: how long a broker stays down (at least: the starts in the outage take half a second each)
+BROKER_DOWN = 15.0
+#: ticks before a Recorder finishes when the broker goes down: it runs through the whole outage
+UNTIL_BROKER = UNTIL + int(BROKER_DOWN * 10)
+#: how long the database stays down
+DATABASE_DOWN = 6.0
+#: trackers started while the broker is down: enough that the sweeps that publish them again keep
+#: failing for seconds on end, which must not hold up the lease renewal of any worker
+STARTED_IN_OUTAGE = 30
+#: the longest a start() may take while the broker is down (it must not hang on the broker)
+START_BUDGET = 3.0
+#: after the fault is over, how long every tracker may take to finish
+SETTLE = UNTIL * 0.1 + TIMINGS["lease_seconds"] + TIMINGS["start_grace_seconds"] + 30
+
+
+# -- a stack on servers of the test's choosing ----------------------------------------------------
+
+
+def make_stack(
+    folder: Path, name: str, database_url: str, broker_url: str, redis_prefix: str | None = None
+) -> Stack:
+    """A migrated registry (with the Recorder's side table) and a broker, installed in this process."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stack = Stack(
+        name,
+        database_url,
+        broker_url,
+        folder,
+        redis_prefix=redis_prefix,
+        queue=f"chaos-{uuid.uuid4().hex[:8]}",
+    )
+    settings = stack.settings()
+    registry.migrate(settings)
+    create_ticks_table(registry.engine(settings))
+    stack.app()
+    return stack
+
+
+@contextlib.contextmanager
+def running(stack: Stack) -> Iterator[Cluster]:
+    """Two workers and beat on the stack; stopped afterwards, and this process's pool closed."""
+    cluster = Cluster(stack)
+    try:
+        cluster.worker("w1")
+        cluster.worker("w2")
+        cluster.beat()
+        yield cluster
+    finally:
+        cluster.close()
+        registry.dispose(stack.settings())
+
+
+# -- what the tests start and check ---------------------------------------------------------------
+
+
+def start_many(prefix: str, n: int = TRACKERS, until: int = UNTIL) -> list[str]:
+    ids = [f"{prefix}_{uuid.uuid4().hex[:10]}_{i}" for i in range(n)]
+    for txid in ids:
+        Recorder.start(txid, until=until)
+    return ids
+
+
+def ticking(ids: list[str], ticks: int = 3) -> bool:
+    """Every tracker runs and has checkpointed a few ticks."""
+    for txid in ids:
+        ref = Recorder.lookup(txid)
+        if ref is None or ref.status is not Status.RUNNING:
+            return False
+        if (Recorder.get_state(txid) or {}).get("ticks", 0) < ticks:
+            return False
+    return True
+
+
+def oldest_lease(stack: Stack) -> float:
+    """Seconds since the least recently renewed worker lease was renewed, by the database clock."""
+    with registry.engine(stack.settings()).connect() as conn:
+        age = conn.execute(
+            sa.select(sa.func.max(sa.func.now() - workers.c.heartbeat_at)).where(workers.c.status == "alive")
+        ).scalar_one()
+    return age.total_seconds() if age is not None else 0.0
+
+
+def broker_outage(
+    stack: Stack, prefix: str, down_at: float, n: int = STARTED_IN_OUTAGE
+) -> tuple[list[str], float]:
+    """While the broker is down: ``Counter.start`` of ``n`` new IDs (each returns at once, recorded
+    as pending), and the workers' leases watched until the outage has lasted ``BROKER_DOWN``.
+    Returns the new IDs and the oldest lease seen: renewal must not wait on the broker."""
+    ids = [f"{prefix}_{uuid.uuid4().hex[:10]}_{i}" for i in range(n)]
+    oldest = 0.0
+    for txid in ids:
+        began = time.monotonic()
+        ref = Counter.start(txid, until=10)
+        took = time.monotonic() - began
+        assert took < START_BUDGET, f"start() took {took:.1f} s with the broker down"
+        assert ref.status is Status.PENDING and not ref.already_started
+        recorded = Counter.lookup(txid)
+        assert recorded is not None and recorded.status is Status.PENDING
+        oldest = max(oldest, oldest_lease(stack))
+    while time.monotonic() < down_at + BROKER_DOWN:  # the outage's deliberate length
+        oldest = max(oldest, oldest_lease(stack))
+        time.sleep(0.1)
+    return ids, oldest
+
+
+def keep_down(since: float, seconds: float) -> None:
+    """The deliberate length of an outage (the fault itself, not a wait for a condition)."""
+    time.sleep(max(0.0, since + seconds - time.monotonic()))
+
+
+def canary_round_trip(stack: Stack, prefix: str, timeout: float = 30.0) -> float:
+    """Start a short tracker and return how long it took to finish: the workers consume again."""
+    txid = f"{prefix}_canary_{uuid.uuid4().hex[:10]}"
+    settings = stack.settings()
+    began = time.monotonic()
+    Counter.start(txid, until=1)
+    wait_for(
+        lambda: _quietly(lambda: registry.get(settings, Counter.kind, txid) is None),
+        timeout=timeout,
+        interval=0.05,
+        what=f"canary {txid} to run to Done",
+    )
+    return time.monotonic() - began
+
+
+def _quietly(check: Callable[[], bool]) -> bool:
+    """A poll that counts a registry blip (the database is coming back) as "not yet"."""
+    try:
+        return check()
+    except (RegistryUnavailable, sa.exc.DBAPIError):
+        return False
+
+
+def outcome(stack: Stack, ids: list[str]) -> dict[str, list[str]]:
+    """Per ID: finished once, finished twice, never finished, or still registered."""
+    with registry.engine(stack.settings()).connect() as conn:
+        done = Tally(
+            conn.execute(
+                sa.select(events.c.transaction_id).where(
+                    events.c.event == "done", events.c.transaction_id.in_(ids)
+                )
+            ).scalars()
+        )
+        registered = set(
+            conn.execute(
+                sa.select(trackers.c.transaction_id).where(trackers.c.transaction_id.in_(ids))
+            ).scalars()
+        )
+    return {
+        "once": [t for t in ids if done[t] == 1],
+        "twice": [t for t in ids if done[t] > 1],
+        "lost": [t for t in ids if done[t] == 0 and t not in registered],
+        "registered": sorted(registered),
+    }
+
+
+def settled(stack: Stack, ids: list[str]) -> bool:
+    return _quietly(
+        lambda: (
+            (o := outcome(stack, ids))["registered"] == [] and len(o["once"]) + len(o["twice"]) == len(ids)
+        )
+    )
+
+
+def abnormal_exits(stack: Stack, ids: list[str]) -> Tally[str]:
+    """Abnormal exits of the trackers, by cause (worker lost, crashed, stopped)."""
+    with registry.engine(stack.settings()).connect() as conn:
+        rows = conn.execute(
+            sa.select(events.c.event).where(
+                events.c.transaction_id.in_(ids), events.c.event.in_(["worker_lost", "crashed", "stopped"])
+            )
+        ).scalars()
+        return Tally(rows)
+
+
+def restarted_twice(stack: Stack, ids: list[str]) -> str:
+    """The event history of every tracker that exited abnormally more than once."""
+    with registry.engine(stack.settings()).connect() as conn:
+        rows = conn.execute(
+            sa.select(events.c.transaction_id, events.c.epoch, events.c.at, events.c.event, events.c.worker)
+            .where(events.c.transaction_id.in_(ids))
+            .order_by(events.c.id)
+        ).all()
+    abnormal = Tally(r.transaction_id for r in rows if r.event in ("worker_lost", "crashed", "stopped"))
+    return "\n".join(
+        f"{r.transaction_id} epoch {r.epoch} {r.at:%H:%M:%S.%f} {r.event} {r.worker}"
+        for r in rows
+        if abnormal[r.transaction_id] > 1
+    )
+
+
+def settle_and_check(stack: Stack, ids: list[str], what: str, fault_over: float) -> Tally[str]:
+    """Wait for every tracker to finish; assert none lost, none finished twice, no stale effect."""
+    wait_for(lambda: settled(stack, ids), timeout=SETTLE, interval=0.25, what=f"{what}: every tracker Done")
+    settle_seconds = time.monotonic() - fault_over
+    result = outcome(stack, ids)
+    causes = abnormal_exits(stack, ids)
+    print(
+        f"\n{what}: {len(ids)} trackers, all Done {settle_seconds:.1f} s after the fault; "
+        f"finished once {len(result['once'])}, twice {len(result['twice'])}, lost {len(result['lost'])}; "
+        f"abnormal exits {dict(causes) or 0}"
+    )
+    assert result["lost"] == []
+    assert result["twice"] == []
+    assert len(result["once"]) == len(ids)
+    assert stale_ticks_accepted(stack, ids) == 0
+    return causes
+
+
+def admin_connection(stack: Stack) -> psycopg.Connection[tuple[Any, ...]]:
+    """A connection to the stack's PostgreSQL server that is not one of `tracking`'s."""
+    url = sa.make_url(stack.database_url).set(drivername="postgresql", database="postgres")
+    return psycopg.connect(url.render_as_string(hide_password=False), autocommit=True)
+
+
+def listeners(stack: Stack) -> int:
+    """Workers' wake-up listeners on the stack's database (application ``tracking-<pid>-listen``)."""
+    with admin_connection(stack) as admin:
+        row = admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND application_name LIKE %s",
+            (sa.make_url(stack.database_url).database, "tracking-%-listen"),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def start_retrying(txid: str, attempts: int = 3) -> int:
+    """``Counter.start``, tried again on ``RegistryUnavailable`` (documented as retryable; start
+    is idempotent, so a retry after a commit whose answer was lost returns the same entry).
+    Returns how many attempts failed."""
+    for attempt in range(attempts):
+        try:
+            Counter.start(txid, until=5)
+            return attempt
+        except RegistryUnavailable:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def check_leases_held(oldest: float, causes: Tally[str]) -> None:
+    """A broker outage costs no worker its lease: renewal never waits on the broker. Leases are
+    renewed every heartbeat; one older than three heartbeats was held up (at the lease less one
+    heartbeat its trackers stop ticking, at the lease they are restarted elsewhere)."""
+    bound = 3 * TIMINGS["heartbeat_seconds"]
+    print(f"\noldest worker lease during the broker outage: {oldest:.1f} s (bound {bound} s)")
+    assert causes["worker_lost"] == 0, "a broker outage cost a worker its lease"
+    assert oldest < bound, "lease renewal waited on the broker"
+
+
+# -- Redis ----------------------------------------------------------------------------------------
+
+
+def test_trackers_ride_out_a_redis_restart_and_those_started_while_it_is_down_run_once_it_is_back(
+    pg_databases: Callable[[], str], tmp_path: Path
+) -> None:
+    redis = RedisServer(tmp_path)
+    try:
+        redis.start()
+        stack = make_stack(tmp_path / "stack", "redis-restart", pg_databases(), redis.url)
+        with running(stack):
+            ids = start_many("redis", until=UNTIL_BROKER)
+            wait_for(lambda: ticking(ids), timeout=30, what="trackers ticking before the fault")
+
+            redis.shutdown()  # SHUTDOWN NOSAVE: every queued message and binding is gone too
+            down_at = time.monotonic()
+            late, oldest = broker_outage(stack, "redis_late", down_at)
+            redis.start()
+            back_at = time.monotonic()
+
+            canary = canary_round_trip(stack, "redis")
+            print(f"\nredis back: a new tracker ran to Done {canary:.1f} s after the broker returned")
+            causes = settle_and_check(stack, ids + late, "redis restart", back_at)
+            check_leases_held(oldest, causes)
+    finally:
+        redis.close()
+
+
+# -- RabbitMQ -------------------------------------------------------------------------------------
+
+
+def test_trackers_ride_out_closed_rabbitmq_connections_and_an_app_restart_and_starts_in_the_outage_run(
+    pg_databases: Callable[[], str], tmp_path: Path
+) -> None:
+    node = RabbitNode()
+    try:
+        node.start()
+        stack = make_stack(tmp_path / "stack", "rabbitmq-restart", pg_databases(), node.url)
+        with running(stack):
+            ids = start_many("rabbit", until=UNTIL_BROKER + 50)
+            wait_for(lambda: ticking(ids), timeout=30, what="trackers ticking before the fault")
+
+            for _ in range(3):
+                node.ctl("close_all_connections", "-p", "/", "chaos")
+                canary = canary_round_trip(stack, "rabbit")
+                print(f"\nrabbitmq connections closed: a new tracker ran to Done in {canary:.1f} s")
+
+            node.ctl("stop_app")
+            down_at = time.monotonic()
+            try:
+                late, oldest = broker_outage(stack, "rabbit_late", down_at)
+            finally:
+                node.ctl("start_app")
+                node.await_startup()
+            back_at = time.monotonic()
+
+            canary = canary_round_trip(stack, "rabbit")
+            print(f"\nrabbitmq back: a new tracker ran to Done {canary:.1f} s after the app restarted")
+            causes = settle_and_check(stack, ids + late, "rabbitmq restart", back_at)
+            check_leases_held(oldest, causes)
+    finally:
+        node.close()
+
+
+# -- PostgreSQL -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pg_cluster() -> Iterator[PostgresCluster]:
+    """A PostgreSQL cluster this module may restart; stopped and removed afterwards."""
+    cluster = PostgresCluster()
+    try:
+        cluster.init()
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.remove()
+
+
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+def test_trackers_ride_out_a_postgresql_restart_and_no_tracker_runs_twice(
+    mode: str, pg_cluster: PostgresCluster, redis_prefix: str, tmp_path: Path
+) -> None:
+    stack = make_stack(
+        tmp_path / "stack", f"postgres-{mode}", pg_cluster.create_database(), REDIS_URL, redis_prefix
+    )
+    with running(stack):
+        ids = start_many(f"pg_{mode}")
+        wait_for(lambda: ticking(ids), timeout=30, what="trackers ticking before the fault")
+
+        pg_cluster.stop(mode)
+        down_at = time.monotonic()
+        try:
+            keep_down(down_at, DATABASE_DOWN)
+        finally:
+            pg_cluster.start()
+        back_at = time.monotonic()
+
+        causes = settle_and_check(stack, ids, f"postgresql -m {mode} restart", back_at)
+        # Each tracker is restarted at most once for the outage: no restart storm.
+        assert sum(causes.values()) <= len(ids), restarted_twice(stack, ids)
+        # Each worker's wake-up listener (LISTEN for casts, calls and stops) is connected again.
+        wait_for(lambda: listeners(stack) == 2, timeout=15, what="both wake-up listeners back")
+
+
+def test_trackers_ride_out_their_database_connections_being_killed_again_and_again(
+    pg_databases: Callable[[], str], redis_prefix: str, tmp_path: Path
+) -> None:
+    stack = make_stack(
+        tmp_path / "stack", "postgres-kill-connections", pg_databases(), REDIS_URL, redis_prefix
+    )
+    name = sa.make_url(stack.database_url).database
+    with running(stack), admin_connection(stack) as admin:
+        ids = start_many("pg_kill")
+        wait_for(lambda: ticking(ids), timeout=30, what="trackers ticking before the fault")
+
+        killed, lookups, errors = 0, 0, Tally[str]()
+        started: list[str] = []
+        for _ in range(5):
+            killed += len(
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = %s AND application_name LIKE %s AND pid <> pg_backend_pid()",
+                    (name, "tracking-%"),
+                ).fetchall()
+            )
+            # Right after the kill, callers start and look up trackers: they get answers, or a
+            # documented error (RegistryUnavailable), never anything else.
+            txid = f"pg_kill_started_{uuid.uuid4().hex[:10]}"
+            errors["start: RegistryUnavailable"] += start_retrying(txid)
+            started.append(txid)
+            until = time.monotonic() + 2.0  # the time between two kills: part of the fault
+            while time.monotonic() < until:
+                for txid in ids[:5]:
+                    lookups += 1
+                    try:
+                        Recorder.lookup(txid)
+                    except RegistryUnavailable:
+                        errors["lookup: RegistryUnavailable"] += 1
+                time.sleep(0.05)
+        fault_over = time.monotonic()
+        print(
+            f"\npg_terminate_backend: {killed} connections killed in 5 rounds; "
+            f"{len(started)} starts and {lookups} lookups meanwhile, errors {dict(+errors) or 0}"
+        )
+        assert killed >= 5
+        settle_and_check(stack, ids + started, "killed database connections", fault_over)
+        wait_for(lambda: listeners(stack) == 2, timeout=15, what="both wake-up listeners back")
