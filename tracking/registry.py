@@ -130,7 +130,14 @@ def create_engine(url: str) -> sa.Engine:
         return eng
     connect_args: dict[str, Any] = {}
     if sa_url.get_backend_name() == "postgresql":
-        connect_args = {"application_name": f"tracking-{os.getpid()}", "connect_timeout": 5}
+        connect_args = {
+            "application_name": f"tracking-{os.getpid()}",
+            "connect_timeout": 5,
+            # A process paused (or cut off) inside a transaction must not hold its row locks, and
+            # so the takeover of its trackers, for ever: the server ends such a session, and a
+            # statement waits at most this long for a lock (then the caller retries).
+            "options": "-c idle_in_transaction_session_timeout=10000 -c lock_timeout=10000",
+        }
     return sa.create_engine(
         # No pre-ping (a round trip per checkout): reads retry once on a dead connection, and a
         # failed write is retried by its caller.
