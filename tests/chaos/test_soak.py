@@ -64,6 +64,7 @@ def recovery_seconds(stack: Stack, ids: list[str]) -> list[float]:
     return gaps
 
 
+@pytest.mark.timeout(SOAK_SECONDS + 600)  # the faults, then up to 4 minutes for the trackers to finish
 def test_a_random_worker_killed_every_ten_to_twenty_seconds_loses_nothing_and_runs_nothing_twice(
     stack: Stack,
 ) -> None:
