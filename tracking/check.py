@@ -12,8 +12,8 @@ def problems(app: Celery) -> list[str]:
     accept = set(conf.accept_content or [])
     if accept - {"json", "application/json"}:
         found.append(
-            f"accept_content {sorted(accept)} accepts more than JSON: pickle from the broker "
-            "means code execution (CELERYSA-0003)"
+            f"accept_content {sorted(accept)} accepts more than JSON: "
+            "a pickled message from the broker means code execution (CELERYSA-0003)"
         )
     if conf.task_serializer != "json":
         found.append(f"task_serializer is {conf.task_serializer!r}: trackers send JSON only")
