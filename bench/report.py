@@ -65,6 +65,12 @@ class Report:
     errors: dict[str, str]
     started: float
     duration: float
+    #: the sections run (None: all of them)
+    only: list[str] | None = None
+    #: the plots drawn: {what: path relative to the Markdown file}
+    plots: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: why no plots were drawn, if none were
+    plots_note: str | None = None
 
     # -- the rows both renderings share -----------------------------------------------------------
 
@@ -141,6 +147,11 @@ class Report:
         out += self._lost_rows()
         out += self._sweep_rows()
         out += self._write_rows()
+        out += self._capacity_rows()
+        out += self._message_rows()
+        out += self._ray_rows()
+        if self.only is not None:
+            out = [row for row in out if row[0].split(".", 1)[0] in self.only]
         return out
 
     def _lost_rows(self) -> list[tuple[str, str, str, str]]:
@@ -225,6 +236,178 @@ class Report:
             ratio = f"all writes = {total / res['raw_checkpoint_per_s']:.1%} of 1 connection's rate"
             out.append((name, figure, baseline, ratio))
         return out
+
+    def _capacity_rows(self) -> list[tuple[str, str, str, str]]:
+        out = []
+        drv = self.results.get("h_driver")
+        if drv is None:
+            out.append(("h. psycopg under gevent", "FAILED", "", ""))
+        else:
+            ours, first = drv["celery"], drv["psycopg-first"]
+            out.append(
+                (
+                    "h. psycopg under gevent: 100 greenlets sleeping 20 ms while one waits in"
+                    " SELECT pg_sleep(1) on the registry's engine",
+                    f"gevent patched first, as Celery does: psycopg waits with {ours['wait_function']};"
+                    f" other greenlets late by max {_ms(ours['during_pg_sleep']['max_ms'])}"
+                    f" (idle: max {_ms(ours['idle']['max_ms'])})",
+                    f"psycopg imported before the patch: {first['wait_function']}; late by max"
+                    f" {_ms(first['during_pg_sleep']['max_ms'])}",
+                    "",
+                )
+            )
+            c, f = ours["concurrent"], first["concurrent"]
+            out.append(
+                (
+                    f"h. registry pool under gevent: {c['greenlets']} greenlets each SELECT"
+                    f" pg_sleep({c['sleep_s']:g}) at once",
+                    f"{c['wall_s']:.2f} s; peak {c['peak_connections']} connections (pool"
+                    f" {ours['pool']['size']} + overflow {ours['pool']['overflow']}); checkout wait p50"
+                    f" {_ms(c['checkout_wait_p50_ms'])}, max {_ms(c['checkout_wait_max_ms'])};"
+                    f" {c['failures']} failed",
+                    f"psycopg imported before the patch: {f['wall_s']:.2f} s, peak"
+                    f" {f['peak_connections']} connection(s)",
+                    f"{f['wall_s'] / c['wall_s']:.0f}x faster" if c["wall_s"] else "",
+                )
+            )
+        res = self.results.get("h")
+        if res is None:
+            return [*out, ("h. capacity: live trackers in one gevent worker process", "FAILED", "", "")]
+        for step in res["steps"]:
+            n = step["trackers"]
+            rates = step["writes"]["rates"]
+            lease = rates["tracking_workers"]["upd"]
+            checkpoints = rates["tracking_trackers"]["upd"]
+            total = sum(sum(ops.values()) for ops in rates.values())
+            per_kb = step["rss_per_tracker_kib"] * 1.024
+            goals = ""
+            if n >= 10_000:
+                goals = (
+                    f" (goals at 10,000: within 60 s {'met' if step['to_running_s'] <= 60 else 'NOT met'},"
+                    f" under 50 KB {'met' if per_kb < 50 else 'NOT met'})"
+                )
+            out.append(
+                (
+                    f"h. capacity: {n:,} live trackers (interval {res['interval']:g} s) in 1 worker process,"
+                    f" -P gevent -c {step['concurrency']:,}, PostgreSQL + Redis",
+                    f"all running {_s(step['to_running_s'])} after the first start(); RSS {per_kb:.1f} KB"
+                    f" per tracker{goals}; registry connections peak {step['peak_connections']}",
+                    f"the {n:,} start() calls alone (8 threads) {_s(step['starts_s'])}; idle worker RSS"
+                    f" {step['rss_idle_kib'] / 1024:.0f} MiB, with {n:,} trackers"
+                    f" {step['rss_live_kib'] / 1024:.0f} MiB",
+                    f"{n / step['to_running_s']:,.0f} trackers/s to running",
+                )
+            )
+            if step["writes"]["seconds"] >= 5 * res["heartbeat"]:
+                goal = "met" if abs(lease * res["heartbeat"] - 1) <= 0.25 else "NOT met"
+            else:
+                goal = "window too short to judge"
+            age = step["checkpoint_age"]
+            out.append(
+                (
+                    f"h. ... registry writes/s with {n:,} trackers, {step['writes']['seconds']:.0f} s window",
+                    f"lease renewals {lease:.2f}/s per worker process (goal about 1/heartbeat ="
+                    f" {1 / res['heartbeat']:g}/s: {goal}); checkpoints {checkpoints:,.1f}/s; all writes"
+                    f" {total:,.1f}/s; oldest checkpoint {age['max_s']:.1f} s old (p99 {age['p99_s']:.1f} s)",
+                    f"one checkpoint per tracker per interval: {n / res['interval']:,.1f}/s; one heartbeat"
+                    f" per tracker would add {n / res['heartbeat']:,.0f}/s",
+                    f"checkpoints {checkpoints / (n / res['interval']):.0%} of one per interval",
+                )
+            )
+        return out
+
+    def _message_rows(self) -> list[tuple[str, str, str, str]]:
+        out = []
+        for key, label, raw in (
+            ("i_pg_redis", "PostgreSQL + Redis (LISTEN/NOTIFY wake-up)", "psycopg"),
+            ("i_embedded", "SQLite + embedded broker (control polling)", "sqlite3"),
+        ):
+            res = self.results.get(key)
+            if res is None:
+                out.append((f"i. call and cast, {label}", "FAILED", "", ""))
+                continue
+            out.append(
+                (
+                    f"i. call() round trip, {label}, {res['calls']} calls to one tracker",
+                    _lat(res["call"]),
+                    f"bare Celery send_task -> task ran {_lat(res['celery'])}; {raw} INSERT + SELECT"
+                    f" {_lat(res['raw'])}",
+                    f"{res['call'].p50_ms / res['celery'].p50_ms:.1f}x Celery at p50",
+                )
+            )
+            cast = res["cast"]
+            out.append(
+                (
+                    f"i. cast(), {label}, {cast['casts']} casts to one tracker from one thread",
+                    f"accepted {_rate(cast['accepted_per_s'])}; handled by the tracker"
+                    f" {_rate(cast['handled_per_s'])} (all {cast['casts']} within {_s(cast['handled_s'])}"
+                    " of the first cast)",
+                    f"{raw} INSERT, one transaction each, {_rate(cast['raw_insert_per_s'])}",
+                    f"{cast['accepted_per_s'] / cast['raw_insert_per_s']:.2f}x the raw INSERT rate",
+                )
+            )
+        return out
+
+    def _ray_rows(self) -> list[tuple[str, str, str, str]]:
+        res = self.results.get("j_ray")
+        if res is None:
+            return [("j. Ray peer", "FAILED", "", "")]
+        if "skipped" in res:
+            return [("j. Ray peer", f"NOT RUN: {res['skipped']}", "", "")]
+        r = self.results
+        n = res["actors"]
+        gets, calls, rec = Series(res["get_actor"]), Series(res["call"]), Series(res["recovered"])
+        cap = (r.get("h") or {}).get("steps") or []
+        first = cap[0] if cap else None
+        last = cap[-1] if cap else None
+        pg, msg, crash, lost = r.get("b_pg"), r.get("i_pg_redis"), r.get("c"), r.get("e_tracking_1")
+        mem = res["memory"]
+        return [
+            (
+                f"j. Ray {res['ray']}: create {n} named detached actors (max_restarts=-1)",
+                f"all answering {_s(res['create_s'])} after the first ({n / res['create_s']:,.1f}/s);"
+                f" ray.init {_s(res['init_s'])}",
+                f"tracking, h.: {first['trackers']:,} trackers running {_s(first['to_running_s'])} after"
+                f" the first start() ({first['trackers'] / first['to_running_s']:,.0f}/s)"
+                if first
+                else "tracking: h. not run",
+                "",
+            ),
+            (
+                "j. Ray: ray.get_actor(name)",
+                _lat(gets),
+                f"tracking lookup(), PostgreSQL: {_lat(pg['lookup'])}" if pg else "b. not run",
+                f"lookup() {pg['lookup'].p50_ms / gets.p50_ms:.0f}x at p50" if pg else "",
+            ),
+            (
+                "j. Ray: actor method call round trip",
+                _lat(calls),
+                f"tracking call(), PostgreSQL + Redis: {_lat(msg['call'])}" if msg else "i. not run",
+                f"call() {msg['call'].p50_ms / calls.p50_ms:.1f}x at p50" if msg else "",
+            ),
+            (
+                f"j. Ray: SIGKILL of an actor's process -> it answers again, {rec.n} kill(s)",
+                f"p50 {_s(rec.p50_ms / 1000)}, max {_s(rec.max_ms / 1000)}",
+                "tracking: crash -> running "
+                + (f"p50 {_ms(crash['running'].p50_ms)}" if crash else "not run")
+                + "; lost worker (SIGKILL, lease 3 s) "
+                + (f"p50 {_s(lost['recovered'].p50_ms / 1000)}" if lost else "not run"),
+                "",
+            ),
+            (
+                "j. Ray: memory per actor",
+                f"RSS {mem['actor_rss_kib'] / 1024:.1f} MiB, PSS {mem['actor_pss_kib'] / 1024:.1f} MiB per"
+                f" actor (one process each); Ray's own {mem['ray_processes']} processes"
+                f" {mem['ray_rss_kib'] / 1024:.0f} MiB RSS",
+                f"tracking, h.: {last['rss_per_tracker_kib'] * 1.024:.1f} KB RSS per tracker at"
+                f" {last['trackers']:,}"
+                if last
+                else "tracking: h. not run",
+                f"{mem['actor_rss_kib'] / last['rss_per_tracker_kib']:,.0f}x"
+                if last and last["rss_per_tracker_kib"] > 0
+                else "",
+            ),
+        ]
 
     # -- terminal ---------------------------------------------------------------------------------
 
@@ -373,6 +556,180 @@ class Report:
             "  heartbeat rows per second on top of the checkpoints.",
         ]
 
+    def _capacity_markdown(self) -> list[str]:
+        lines: list[str] = []
+        drv = self.results.get("h_driver")
+        if drv is not None:
+            lines += [
+                "",
+                "### h. psycopg under gevent (`bench/geventprobe.py`)",
+                "",
+                "Each probe is a fresh interpreter patched with `celery.maybe_patch_concurrency` for",
+                "`-P gevent`, as the `celery` command does before it imports the app; `psycopg first`",
+                "imported psycopg before that. Lateness: how late 100 greenlets that sleep 20 ms in a",
+                "loop wake up, over 1 s idle and over 1.5 s while another greenlet waits in",
+                "`SELECT pg_sleep(1)` on an engine made by `tracking.registry.create_engine`. Pool: 100",
+                "greenlets each check a connection out of that engine and run `SELECT pg_sleep(0.05)`.",
+                "",
+                "| import order | wait function | lateness idle: p99 / max | lateness during pg_sleep(1):"
+                " p99 / max | 100 x pg_sleep(0.05): wall | peak connections | checkout wait p50 / max |",
+                "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+            ]
+            for order, label in (("celery", "patch first (Celery)"), ("psycopg-first", "psycopg first")):
+                d = drv[order]
+                c = d["concurrent"]
+                lines.append(
+                    f"| {label} | `{d['wait_function']}` | {_ms(d['idle']['p99_ms'])} /"
+                    f" {_ms(d['idle']['max_ms'])} | {_ms(d['during_pg_sleep']['p99_ms'])} /"
+                    f" {_ms(d['during_pg_sleep']['max_ms'])} | {c['wall_s']:.2f} s |"
+                    f" {c['peak_connections']} |"
+                    f" {_ms(c['checkout_wait_p50_ms'])} / {_ms(c['checkout_wait_max_ms'])} |"
+                )
+        res = self.results.get("h")
+        if res is None:
+            return lines
+        lines += [
+            "",
+            "### h. Capacity: live trackers in one gevent worker process (PostgreSQL + Redis)",
+            "",
+            f"Heartbeat {res['heartbeat']:g} s, lease {res['lease']:g} s, sweep {res['sweep']:g} s, start"
+            f" grace {res['grace']:g} s; tracker interval {res['interval']:g} s. psycopg's wait function in"
+            " the worker (asked by a task): "
+            + ", ".join(sorted({f"`{st['driver']['wait_function']}`" for st in res["steps"]}))
+            + ".",
+            "",
+            "| trackers | start() calls | all running | RSS idle | RSS live | RSS per tracker |"
+            " connections peak / steady | lease renewals/s | checkpoints/s (one per interval) |"
+            " all writes/s | checkpoint age p99 / max | other events |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        ]
+        for st in res["steps"]:
+            n, rates = st["trackers"], st["writes"]["rates"]
+            total = sum(sum(ops.values()) for ops in rates.values())
+            events = ", ".join(f"{k} {v}" for k, v in sorted(st["other_events"].items())) or "none"
+            lines.append(
+                f"| {n:,} | {_s(st['starts_s'])} | {_s(st['to_running_s'])} |"
+                f" {st['rss_idle_kib'] / 1024:.0f} MiB | {st['rss_live_kib'] / 1024:.0f} MiB |"
+                f" {st['rss_per_tracker_kib'] * 1.024:.1f} KB | {st['peak_connections']} /"
+                f" {st['steady_connections']} | {rates['tracking_workers']['upd']:.2f} |"
+                f" {rates['tracking_trackers']['upd']:,.1f} ({n / res['interval']:,.1f}) | {total:,.1f} |"
+                f" {st['checkpoint_age']['p99_s']:.1f} s / {st['checkpoint_age']['max_s']:.1f} s | {events} |"
+            )
+        return lines
+
+    def _messages_markdown(self) -> list[str]:
+        stacks = [
+            (label, self.results.get(key))
+            for key, label in (
+                ("i_pg_redis", "PostgreSQL + Redis"),
+                ("i_embedded", "SQLite + embedded broker"),
+            )
+        ]
+        stacks = [(label, res) for label, res in stacks if res is not None]
+        if not stacks:
+            return []
+        lines = [
+            "",
+            "### i. call and cast",
+            "",
+            "| stack | call() p50 / p99 / max | bare Celery round trip p50 / p99 |"
+            " raw INSERT + SELECT p50 / p99 | casts accepted/s | casts handled/s | raw INSERTs/s |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for label, res in stacks:
+            c, cast = res["call"], res["cast"]
+            lines.append(
+                f"| {label} | {_ms(c.p50_ms)} / {_ms(c.p99_ms)} / {_ms(c.max_ms)} |"
+                f" {_ms(res['celery'].p50_ms)} / {_ms(res['celery'].p99_ms)} |"
+                f" {_ms(res['raw'].p50_ms)} / {_ms(res['raw'].p99_ms)} | {_rate(cast['accepted_per_s'])} |"
+                f" {_rate(cast['handled_per_s'])} | {_rate(cast['raw_insert_per_s'])} |"
+            )
+        return lines
+
+    def _ray_markdown(self) -> list[str]:
+        res = self.results.get("j_ray")
+        if res is None or "skipped" in res:
+            return []
+        mem = res["memory"]
+        gets, calls, rec = Series(res["get_actor"]), Series(res["call"]), Series(res["recovered"])
+        return [
+            "",
+            f"### j. Ray {res['ray']} named detached actors",
+            "",
+            "| actors | ray.init | create, all answering | get_actor p50 / p99 | method call p50 / p99 |"
+            " SIGKILL -> answering again (each) | RSS / PSS per actor | Ray's own processes (RSS) |",
+            "| ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
+            f"| {res['actors']} | {_s(res['init_s'])} | {_s(res['create_s'])} | {_ms(gets.p50_ms)} /"
+            f" {_ms(gets.p99_ms)} | {_ms(calls.p50_ms)} / {_ms(calls.p99_ms)} |"
+            f" {', '.join(_s(v) for v in rec.values)} | {mem['actor_rss_kib'] / 1024:.1f} MiB /"
+            f" {mem['actor_pss_kib'] / 1024:.1f} MiB | {mem['ray_processes']} processes,"
+            f" {mem['ray_rss_kib'] / 1024:.0f} MiB |",
+        ]
+
+    def _plots_markdown(self) -> list[str]:
+        if not self.plots:
+            return ["", "## Plots", "", self.plots_note or "No plots were drawn."] if self.plots_note else []
+        titles = {
+            "lookup": "b. lookup() latency against a raw SELECT",
+            "sweep": "f. sweep time against registry size",
+            "capacity": "h. capacity: time to running, RSS per tracker, running over time",
+            "lost_worker": "e. lost-worker recovery against lease settings",
+            "messages": "i. call round trip against its baselines",
+            "ray": "j. Ray actors next to trackers",
+        }
+        lines = ["", "## Plots", ""]
+        for what, path in self.plots.items():
+            lines += [f"![{titles.get(what, what)}]({path})", ""]
+        return lines[:-1]
+
+    def _new_descriptions(self) -> list[str]:
+        p = self.profile
+        cap = self.results.get("h") or {}
+        return [
+            "- **h. psycopg under gevent**: `bench/geventprobe.py` in two fresh interpreters, one",
+            "  patched as `celery -A tracking worker -P gevent` patches (before anything imports",
+            "  psycopg), one that imported psycopg first. psycopg 3 picks its wait function when",
+            "  `psycopg.waiting` is imported: its C `wait_c` (a `poll()` that blocks the whole process)",
+            "  unless gevent has patched `select` by then, in which case `wait_poll` (Python, through",
+            "  the patched `select.poll`, which yields to other greenlets).",
+            f"- **h. capacity**: {', '.join(f'{n:,}' for n in p['capacity_sizes'])} trackers (interval"
+            f" {cap.get('interval', 30.0):g} s), each size on a fresh",
+            "  `celery -A tracking worker -P gevent -c <N+100>` process on a queue of its own. Idle RSS:",
+            "  after it registered its lease and ran one task, and 1 s of rest. Then `start()` of N IDs",
+            "  from 8 threads of the benchmark's process; every 0.5 s the registry is counted (`running`",
+            "  with a checkpoint) and the worker's connections (`pg_stat_activity`, by the application",
+            "  name tracking gives them). Once all run, 11 s for the table counters to settle, then",
+            "  writes per second over the window (`pg_stat_user_tables`, as in g.) and RSS (the max of",
+            "  a reading before and after it): VmRSS of every process in the worker's process group, from",
+            "  `/proc/<pid>/status`. RSS per tracker = (RSS live - RSS idle) / N; KB = 1000 bytes. The",
+            "  worker is SIGKILLed afterwards (a warm shutdown would hand every tracker off), and the",
+            "  registry emptied. Checkpoint age: now minus each running tracker's last checkpoint at the",
+            "  end of the window; a worker that keeps up has none much older than one interval.",
+            f"- **i. call and cast**: one tracker (interval 30 s) on a `-P threads -c 20` worker;"
+            f" {p['calls']} calls",
+            '  (`call(id, {"n": i})`, answered with the message) in blocks of 20, alternating with',
+            "  blocks of the bare Celery round trip (`send_task` of a task that pushes to a Redis list",
+            "  the benchmark waits on with BLPOP, through the same broker and worker) and of the raw",
+            "  SQL round trip (an INSERT of a message row into a table shaped like `tracking_messages`,",
+            "  then a SELECT of it by id, through psycopg or sqlite3 in autocommit). On PostgreSQL the",
+            "  queuing transaction sends NOTIFY and the worker's listening connection wakes the tracker;",
+            "  on SQLite the worker's control poll (every 0.1 s) finds the mail.",
+            f"  Then {p['casts']} casts back to back from one thread (accepted/s), and the time from the",
+            "  first until the tracker's checkpointed state counts all of them (handled/s); the",
+            "  baseline is the same number of raw INSERTs of that row, one transaction each.",
+            f"- **j. Ray**: `bench/raypeer.py` in a subprocess: {p['ray_actors']} named detached actors",
+            '  (`lifetime="detached"`, `max_restarts=-1`, `num_cpus=0`), created one after another;',
+            f"  {p['ray_lookups']} `ray.get_actor` of random names; {p['ray_calls']} method calls to one"
+            " actor;",
+            f"  {p['ray_kills']} SIGKILL(s) of an actor's worker process, each timed until the actor answers",
+            "  from a new process. Memory: VmRSS and Pss (`/proc/<pid>/smaps_rollup`, shared pages split",
+            "  among the processes sharing them) of the actors' processes, per actor. Ray runs with",
+            '  `ray.init(address="local", include_dashboard=False)` on 127.0.0.1, usage statistics',
+            "  off, an 80 MiB object store, its session folder in the run's temporary folder; it is",
+            "  shut down and the folder removed afterwards. It is compared with the figures of b., c.,",
+            "  e., h. and i. of the same run.",
+        ]
+
     # -- docs/benchmarks.md -----------------------------------------------------------------------
 
     def markdown(self) -> str:
@@ -404,6 +761,10 @@ class Report:
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
         lines += self._sweep_markdown()
         lines += self._writes_markdown()
+        lines += self._capacity_markdown()
+        lines += self._messages_markdown()
+        lines += self._ray_markdown()
+        lines += self._plots_markdown()
         lines += [
             "",
             "## Machine",
@@ -424,9 +785,9 @@ class Report:
             "",
             "## What each figure is",
             "",
-            f"Settings of a. to d. and g.: heartbeat {t['heartbeat']:g} s, lease {t['lease']:g} s, "
+            f"Settings of a. to d., g. and i.: heartbeat {t['heartbeat']:g} s, lease {t['lease']:g} s, "
             f"sweep {t['sweep']:g} s, start grace {t['grace']:g} s; Celery configured with "
-            "`tracking.celery.recommended_config`. e. states its own.",
+            "`tracking.celery.recommended_config`. e. and h. state their own.",
             "",
             f"- **a. `start()`**: {p['starts']} distinct transaction IDs started one after another from one",
             "  process (after 10 warm-up calls), against `app.send_task` of a no-op task with the same",
@@ -457,6 +818,7 @@ class Report:
             f"  polling every {t['polling_interval']:g} s; a random pause up to one polling interval between",
             "  messages keeps them out of phase with the polling.",
             *self._supervision_description(),
+            *self._new_descriptions(),
             "",
             "Percentiles are interpolated between ranks; with a few dozen samples p99 is close to the",
             "maximum. A run is marked noisy when the 1-minute load average is above 3 at its start or",
@@ -465,18 +827,24 @@ class Report:
             "## Running it",
             "",
             "```",
-            "python -m bench            # full run, writes docs/benchmarks.md (about seven minutes)",
-            "python -m bench --smoke    # tiny counts, for CI: checks that it runs (under two minutes)",
+            "bash scripts/bench         # set up .venv with the dev, bench and ray extras, then run it all",
+            "python -m bench            # full run, writes docs/benchmarks.md and docs/bench/*.png",
+            "python -m bench --smoke    # tiny counts, for CI: checks that it runs (about two minutes)",
             "python bench/run.py        # the same as python -m bench",
             "```",
             "",
-            "Options: `--output PATH` writes the results elsewhere (also with `--smoke`); `--no-write`",
-            "only prints them. PostgreSQL, Redis and RabbitMQ must listen on 127.0.0.1 (the",
-            "`docker-compose.yml` services). The run creates a database `tracking_bench_<id>`, a Redis",
-            "key prefix `tracking-bench-<id>:` (every queue on Redis lives under it) and RabbitMQ queues",
-            "`tracking-bench-<id>-idle` and `tracking-bench-<id>-celery-amqp` of its own and removes",
-            "them at the end, whatever happens; workers still running are stopped with SIGTERM, then",
-            "SIGKILL, on their process group.",
+            "Options: `--output PATH` writes the results elsewhere (also with `--smoke`; the plots go to",
+            "`bench/` beside it); `--no-write` only prints them (the plots are drawn and discarded);",
+            "`--only h,i` runs only those sections (and writes nothing unless `--output` is given);",
+            "`--json PATH` also writes the raw results. The gevent pool needs `gevent` (the `dev` and",
+            "`bench` extras), the plots `matplotlib` (the `bench` extra); the Ray peer needs the `ray`",
+            "extra, and without it is reported as not run. PostgreSQL, Redis and RabbitMQ must listen on",
+            "127.0.0.1 (the `docker-compose.yml` services). The run creates a database",
+            "`tracking_bench_<id>`, a Redis key prefix `tracking-bench-<id>:` (every queue on Redis lives",
+            "under it) and RabbitMQ queues `tracking-bench-<id>-idle` and `tracking-bench-<id>-celery-amqp`",
+            "of its own and removes them at the end, whatever happens; workers still running are stopped",
+            "with SIGTERM, then SIGKILL, on their process group; Ray's processes are shut down and its",
+            "session folder (in the run's temporary folder) removed.",
             "",
         ]
         return "\n".join(lines)

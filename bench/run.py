@@ -4,7 +4,12 @@
     python -m bench --smoke    tiny counts, to check in CI that it runs (writes nothing)
 
 Options: ``--output PATH`` writes the results there instead (also with ``--smoke``);
-``--no-write`` only prints them. Needs PostgreSQL, Redis and RabbitMQ on 127.0.0.1.
+``--no-write`` only prints them; ``--only h,i`` runs only those sections; ``--json PATH`` also
+writes the raw results. Needs PostgreSQL, Redis and RabbitMQ on 127.0.0.1.
+
+Sections: a. start(), b. lookup(), c. crash -> restart, d. the embedded broker, e. lost worker,
+f. sweep against registry size, g. registry writes, h. capacity of one gevent worker process (and
+psycopg under gevent), i. call and cast, j. the Ray peer. Plots: ``bench/plots.py``.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import redis
 from celery import Celery
 
 import tracking
-from bench import machine, measure, report, services, supervision
+from bench import capacity, machine, measure, messages, plots, report, services, supervision
 from tracking import registry
 from tracking.celery import embedded_broker_options, recommended_config
 
@@ -58,6 +63,14 @@ class Profile:
     sweep_due: int  # f. pending entries past due, rescued by each sweep
     load_trackers: tuple[int, ...]  # g. live trackers on one worker process, in steps
     load_window: float  # g. seconds of counting per step
+    capacity_sizes: tuple[int, ...]  # h. live trackers in one gevent worker process, one size at a time
+    capacity_window: float  # h. seconds of counting writes per size
+    calls: int  # i. call round trips per stack
+    casts: int  # i. casts per stack
+    ray_actors: int  # j. named detached Ray actors
+    ray_lookups: int  # j. get_actor calls
+    ray_calls: int  # j. actor method round trips
+    ray_kills: int  # j. actor processes SIGKILLed, one after another
 
 
 FULL = Profile(
@@ -80,6 +93,14 @@ FULL = Profile(
     sweep_due=20,
     load_trackers=(100, 1000),
     load_window=20.0,
+    capacity_sizes=(1000, 5000, 10_000),
+    capacity_window=30.0,
+    calls=300,
+    casts=1000,
+    ray_actors=100,
+    ray_lookups=2000,
+    ray_calls=300,
+    ray_kills=5,
 )
 SMOKE = Profile(
     "smoke",
@@ -101,17 +122,28 @@ SMOKE = Profile(
     sweep_due=20,
     load_trackers=(20,),
     load_window=4.0,
+    capacity_sizes=(50,),
+    capacity_window=4.0,
+    calls=20,
+    casts=50,
+    ray_actors=3,
+    ray_lookups=50,
+    ray_calls=20,
+    ray_kills=1,
 )
 
 HEARTBEAT, LEASE, SWEEP, GRACE = 0.5, 3.0, 1.0, 3.0
+#: h. the capacity run's: a 10,000-tracker start-up must not outlast a 3 s lease or grace
+CAPACITY_TIMING = {"heartbeat": 2.0, "lease": 10.0, "sweep": 5.0, "grace": 60.0}
 POLLING_INTERVAL = 0.1  # the embedded broker's, from tracking.celery.embedded_broker_options
 
 
 class Run:
     """One benchmark run: its isolated resources, its settings, and what it measured."""
 
-    def __init__(self, profile: Profile, tmp: Path) -> None:
+    def __init__(self, profile: Profile, tmp: Path, only: frozenset[str] | None = None) -> None:
         self.profile = profile
+        self.only = only
         self.tmp = tmp
         self.id = uuid.uuid4().hex[:8]
         self.base = f"tracking-bench-{self.id}"
@@ -150,6 +182,8 @@ class Run:
         return app
 
     def section(self, key: str, fn: Callable[[], Any]) -> None:
+        if self.only is not None and key.split("_", 1)[0] not in self.only:
+            return
         print(f"  {key} ...", flush=True)
         began = time.monotonic()
         try:
@@ -162,7 +196,15 @@ class Run:
     # -- the run ----------------------------------------------------------------------------------
 
     def execute(self) -> None:
-        from bench.trackers import CrashBench, LoadBench, LookupBench, LostBench, StartBench
+        from bench.trackers import (
+            CapacityBench,
+            CrashBench,
+            LoadBench,
+            LookupBench,
+            LostBench,
+            MessageBench,
+            StartBench,
+        )
 
         p = self.profile
         self.pg.create()
@@ -278,6 +320,17 @@ class Run:
         # g. registry writes per second with many live trackers on one worker process
         self.section("g", lambda: self.write_rate(LoadBench))
 
+        # h. capacity: many trackers in one gevent worker process; psycopg under gevent
+        self.section("h_driver", self.gevent_driver)
+        self.section("h", lambda: self.capacity(CapacityBench))
+
+        # i. call and cast, on PostgreSQL + Redis and on the embedded default
+        self.section("i_pg_redis", lambda: self.messages_pg(MessageBench))
+        self.section("i_embedded", lambda: self.messages_embedded(MessageBench))
+
+        # j. the Ray peer: named detached actors
+        self.section("j_ray", self.ray_peer)
+
     def crash_restart(self, tracker: Any) -> dict[str, Any]:
         p = self.profile
         work = f"{self.base}-work"
@@ -307,9 +360,16 @@ class Run:
             print(f"  worker log: {line}", file=sys.stderr)
         return result
 
-    def tracking_env(self, settings: tracking.Settings) -> dict[str, str]:
-        """The environment of a ``celery -A tracking worker`` with these settings."""
+    def tracking_env(self, settings: tracking.Settings, redis_prefix: bool = True) -> dict[str, str]:
+        """The environment of a ``celery -A tracking worker`` with these settings (the run's Redis
+        key prefix for the broker unless told: the embedded broker has transport options of its own)."""
         assert settings.queue is not None
+        extra = {
+            "CELERY_CONFIG_MODULE": "bench.workerconfig",
+            "BENCH_REDIS_URL": services.REDIS_URL,
+        }
+        if redis_prefix:
+            extra["BENCH_REDIS_PREFIX"] = self.redis_prefix
         return services.worker_env(
             {
                 "TRACKING_DATABASE_URL": settings.database_url,
@@ -321,11 +381,7 @@ class Run:
                 "TRACKING_SWEEP_SECONDS": str(settings.sweep_seconds),
                 "TRACKING_START_GRACE_SECONDS": str(settings.start_grace_seconds),
             },
-            {
-                "CELERY_CONFIG_MODULE": "bench.workerconfig",
-                "BENCH_REDIS_URL": services.REDIS_URL,
-                "BENCH_REDIS_PREFIX": self.redis_prefix,
-            },
+            extra,
         )
 
     def lost_worker(
@@ -488,6 +544,135 @@ class Run:
             "worker_log_problems": problems,
         }
 
+    # -- h. capacity ------------------------------------------------------------------------------
+
+    def gevent_driver(self) -> dict[str, Any]:
+        """psycopg under gevent: patched first (as Celery does), and imported before the patch."""
+        self.pg.truncate()
+        return {order: capacity.gevent_probe(self.pg.url, order) for order in ("celery", "psycopg-first")}
+
+    def capacity(self, tracker: Any) -> dict[str, Any]:
+        """h. N live trackers in one ``-P gevent`` worker process, one fresh worker per size."""
+        p, t = self.profile, CAPACITY_TIMING
+        client = redis.Redis.from_url(services.REDIS_URL)
+        steps = []
+        with contextlib.closing(client), services.Fleet(self.tmp) as fleet:
+            for count in p.capacity_sizes:
+                queue = f"{self.base}-cap{count}"
+                settings = tracking.Settings(
+                    database_url=self.pg.url,
+                    broker_url=services.REDIS_URL,
+                    queue=queue,
+                    heartbeat_seconds=t["heartbeat"],
+                    lease_seconds=t["lease"],
+                    sweep_seconds=t["sweep"],
+                    start_grace_seconds=t["grace"],
+                    imports=("bench.trackers",),
+                )
+                app = self.app(f"cap{count}", settings)
+                self.pg.truncate()
+                worker = fleet.start(
+                    f"cap{count}", queue, self.tracking_env(settings), pool="gevent", concurrency=count + 100
+                )
+                try:
+                    step = capacity.capacity_step(
+                        tracker,
+                        count,
+                        worker,
+                        self.pg.conninfo,
+                        app,
+                        queue,
+                        client,
+                        self.redis_prefix,
+                        p.capacity_window,
+                        timeout=max(120.0, count * 0.06),
+                    )
+                except Exception:
+                    print(fleet.logs(), file=sys.stderr)
+                    raise
+                finally:
+                    if worker.alive():
+                        worker.kill()  # not a warm shutdown, which would republish every tracker
+                    self.pg.truncate()
+                step["worker_log_problems"] = worker.log_problems()
+                r = step["writes"]["rates"]
+                print(
+                    f"    {count} trackers: all running {step['to_running_s']:.1f} s after the first"
+                    f" start(), {step['rss_per_tracker_kib']:.1f} KiB RSS each, registry connections"
+                    f" peak {step['peak_connections']}, lease renewals {r['tracking_workers']['upd']:.2f}/s,"
+                    f" checkpoints {r['tracking_trackers']['upd']:.1f}/s",
+                    flush=True,
+                )
+                steps.append(step)
+        return {"steps": steps, "interval": tracker.interval, **CAPACITY_TIMING}
+
+    # -- i. messages ------------------------------------------------------------------------------
+
+    def _messages(
+        self, tracker: Any, label: str, settings: tracking.Settings, env: dict[str, str], raw: Any
+    ) -> dict[str, Any]:
+        p = self.profile
+        assert settings.queue is not None
+        app = self.app(f"msg-{label}", settings)
+        client = redis.Redis.from_url(services.REDIS_URL)
+        txid = f"msg-{label}"
+        with contextlib.closing(client), services.Fleet(self.tmp) as fleet:
+            worker = fleet.start(f"msg{label}", settings.queue, env, concurrency=20)
+            try:
+                if settings.database_url.startswith("postgresql"):
+                    supervision.wait_worker_registered(self.pg.conninfo, worker)
+                measure.echo_round_trip(app, settings.queue, client, self.redis_prefix, timeout=60)
+                measure.start_and_wait_running(tracker, [txid], timeout=60)
+                result = messages.call_latency(
+                    tracker, txid, p.calls, raw, app, settings.queue, client, self.redis_prefix
+                )
+                result["cast"] = messages.cast_throughput(tracker, txid, p.casts, raw)
+                tracker.stop(txid, timeout=30)
+            except Exception:
+                print(fleet.logs(), file=sys.stderr)
+                raise
+            finally:
+                worker.stop()
+            result["worker_log_problems"] = fleet.problems()
+        return result
+
+    def messages_pg(self, tracker: Any) -> dict[str, Any]:
+        queue = f"{self.base}-msg"
+        settings = self.settings(self.pg.url, services.REDIS_URL, queue)
+        self.pg.truncate()
+        with psycopg.connect(self.pg.conninfo, autocommit=True) as conn:
+            return self._messages(tracker, "pg", settings, self.tracking_env(settings), messages.pg_raw(conn))
+
+    def messages_embedded(self, tracker: Any) -> dict[str, Any]:
+        folder = self.tmp / "msg-embedded"
+        folder.mkdir(exist_ok=True)
+        sqlite_path = folder / "tracking.sqlite3"
+        queue = f"{self.base}-msg-embedded"
+        settings = self.settings(
+            f"sqlite:///{sqlite_path}", "embedded://localhost//", queue, broker_folder=str(folder / "broker")
+        )
+        registry.migrate(settings)
+        env = self.tracking_env(settings, redis_prefix=False)
+        env["TRACKING_BROKER_FOLDER"] = settings.broker_folder
+        conn = sqlite3.connect(sqlite_path, isolation_level=None, timeout=30)
+        try:
+            return self._messages(tracker, "embedded", settings, env, messages.sqlite_raw(conn))
+        finally:
+            conn.close()
+
+    # -- j. Ray ----------------------------------------------------------------------------------
+
+    def ray_peer(self) -> dict[str, Any]:
+        p = self.profile
+        try:
+            import ray  # noqa: F401  (only whether it is installed)
+        except ImportError:
+            print("    Ray is not installed (pip install -e '.[ray]'): the Ray peer was NOT run", flush=True)
+            return {"skipped": "Ray is not installed in this environment (the `ray` extra)"}
+        return capacity.ray_peer(
+            p.ray_actors, p.ray_lookups, p.ray_calls, p.ray_kills, self.tmp / "ray", timeout=600
+        )
+
     def _wait_for_workers(self, procs: list[services.Worker], client: Any, app: Celery, queue: str) -> None:
         def ready() -> bool:
             for proc in procs:
@@ -508,6 +693,36 @@ class Run:
                 print(f"cleanup step failed: {type(exc).__name__}: {exc}", file=sys.stderr)
 
 
+def _draw_plots(doc: report.Report, output: Path | None) -> tuple[dict[str, str], str | None]:
+    """The PNG plots, in ``bench/`` next to the Markdown output (docs/bench/), or, when nothing is
+    written, in a temporary folder that is removed at once (the smoke run still draws them)."""
+    missing = plots.available()
+    if missing is not None:
+        print(f"plots NOT drawn: {missing}", flush=True)
+        return {}, f"Plots were not drawn: {missing}."
+    try:
+        if output is None:
+            with tempfile.TemporaryDirectory(prefix="tracking-bench-plots-") as tmp:
+                drawn = plots.draw(doc.results, doc.profile, Path(tmp))
+            print(f"plots drawn (and discarded): {', '.join(drawn) or 'none'}", flush=True)
+            return {}, None
+        folder = output.parent / "bench"
+        drawn = plots.draw(doc.results, doc.profile, folder)
+    except Exception:
+        doc.errors["plots"] = traceback.format_exc()
+        print(doc.errors["plots"], file=sys.stderr)
+        return {}, "Drawing the plots failed."
+    print(f"plots: {', '.join(str(folder / name) for name in drawn.values())}", flush=True)
+    return {what: f"bench/{name}" for what, name in drawn.items()}, None
+
+
+def _plain(value: Any) -> Any:
+    """JSON for what the results hold besides plain values: latency series."""
+    if isinstance(value, measure.Series):
+        return value.values
+    return str(value)
+
+
 @contextlib.contextmanager
 def _temp_folder() -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="tracking-bench-") as tmp:
@@ -519,17 +734,23 @@ def main(argv: list[str] | None = None, command: str = "python -m bench") -> int
     parser.add_argument("--smoke", action="store_true", help="tiny counts: check that it runs")
     parser.add_argument("--output", type=Path, help="write the results (Markdown) here")
     parser.add_argument("--no-write", action="store_true", help="print the results only")
+    parser.add_argument("--json", type=Path, help="also write the raw results (JSON) here")
+    parser.add_argument(
+        "--only",
+        help="run only these sections, e.g. 'h,i' (letters a to j; writes nothing unless --output)",
+    )
     args = parser.parse_args(argv)
+    only = frozenset(x.strip() for x in args.only.split(",")) if args.only else None
     argv = sys.argv[1:] if argv is None else argv
     profile = SMOKE if args.smoke else FULL
-    output = args.output or (None if args.smoke else services.REPO_ROOT / "docs" / "benchmarks.md")
+    output = args.output or (None if args.smoke or only else services.REPO_ROOT / "docs" / "benchmarks.md")
     if args.no_write:
         output = None
 
     began = time.time()
     print(f"tracking benchmark ({profile.name} profile)", flush=True)
     with machine.LoadMonitor() as load, _temp_folder() as tmp:
-        run = Run(profile, tmp)
+        run = Run(profile, tmp, only)
         try:
             run.execute()
         except Exception:
@@ -553,15 +774,21 @@ def main(argv: list[str] | None = None, command: str = "python -m bench") -> int
         errors=run.errors,
         started=began,
         duration=time.time() - began,
+        only=sorted(only) if only is not None else None,
     )
+    doc.plots, doc.plots_note = _draw_plots(doc, output)
     print(doc.text())
+    if args.json is not None:
+        args.json.write_text(
+            json.dumps({"results": run.results, "errors": run.errors}, default=_plain, indent=1)
+        )
     if output is not None:
         output.write_text(doc.markdown())
         shown = (
             output.relative_to(services.REPO_ROOT) if output.is_relative_to(services.REPO_ROOT) else output
         )
         print(f"wrote {shown}")
-    return 1 if run.errors else 0
+    return 1 if run.errors or doc.errors else 0
 
 
 if __name__ == "__main__":

@@ -106,3 +106,60 @@ def echo(reply_key: str) -> None:
     client = _redis()
     client.rpush(reply_key, "1")
     client.expire(reply_key, 60)
+
+
+class CapacityBench(tracking.Tracker):
+    """The capacity benchmark's tracker: polls every 30 s, checkpointing a changed state; never
+    parks (it keeps its greenlet between ticks: a live tracker)."""
+
+    kind = "bench_capacity"
+    interval = 30.0
+    park = False
+
+    def init(self, transaction_id: str, **args: Any) -> dict[str, Any]:
+        return {"transaction_id": transaction_id, "polls": 0}
+
+    def tick(self, state: dict[str, Any]) -> dict[str, Any]:
+        state["polls"] += 1
+        return state
+
+
+class MessageBench(tracking.Tracker):
+    """The messages benchmark's tracker: answers calls with their message, counts casts; ticks
+    every 30 s and never parks (it stays on its worker slot between ticks)."""
+
+    kind = "bench_messages"
+    interval = 30.0
+    park = False
+
+    def init(self, transaction_id: str, **args: Any) -> dict[str, Any]:
+        return {"casts": 0}
+
+    def tick(self, state: dict[str, Any]) -> dict[str, Any]:
+        return state
+
+    def handle_call(self, message: Any, state: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        return message, state
+
+    def handle_cast(self, message: Any, state: dict[str, Any]) -> dict[str, Any]:
+        state["casts"] += 1
+        return state
+
+
+@shared_task(name="bench.driver_info", ignore_result=True)
+def driver_info(reply_key: str) -> None:
+    """Which wait function psycopg chose in this worker process, and whether gevent patched it."""
+    import json
+    import sys
+
+    import psycopg.waiting
+
+    monkey = sys.modules.get("gevent.monkey")
+    info = {
+        "wait_function": psycopg.waiting.wait.__name__,
+        "select_patched": bool(monkey and monkey.is_module_patched("select")),
+        "pid": os.getpid(),
+    }
+    client = _redis()
+    client.rpush(reply_key, json.dumps(info))
+    client.expire(reply_key, 60)
