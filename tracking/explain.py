@@ -30,6 +30,7 @@ def _next(status: str) -> str:
     return {
         "pending": "waiting for a worker to claim it; published again if nobody does in time",
         "running": "ticking; lost (and restarted) if its worker stops renewing its lease",
+        "parked": "woken for its next tick (or at once for a message or stop); holds no worker slot",
         "failed": "restart once its backoff is over",
         "dead": "not restarted (past its restart intensity, or temporary); `start` starts it "
         "afresh, `stop` removes the entry",
@@ -145,6 +146,13 @@ def render(facts: dict[str, Any]) -> str:
             )
             if entry["stop_requested"]:
                 lines.append(f"  stop requested: {entry['stop_requested']!r}")
+        elif status == "parked" and due is not None and due > 0:
+            lines.append(
+                f"  parked (no worker slot held); due {_ago(due)}: a worker's waker or the next "
+                "supervisor sweep publishes it"
+            )
+        elif status == "parked":
+            lines.append(f"  parked (no worker slot held); next tick {_ago(due)}")
         elif status == "failed" and due is not None and due > 0:
             lines.append(f"  next: restart overdue by {due:.1f} s: the next supervisor sweep restarts it")
         elif status == "failed":

@@ -34,7 +34,7 @@ trackers = sa.Table(
     sa.Column("id", BigId, primary_key=True, autoincrement=True),
     sa.Column("kind", sa.String(255), nullable=False),
     sa.Column("transaction_id", sa.String(255), nullable=False),
-    # pending | running | failed | dead (see tracking.tracker.Status)
+    # pending | running | parked | failed | dead (see tracking.tracker.Status)
     sa.Column("status", sa.String(16), nullable=False),
     # the fencing token: bumped for every new incarnation; every write checks it
     sa.Column("epoch", sa.BigInteger, nullable=False),
@@ -52,13 +52,17 @@ trackers = sa.Table(
     sa.Column("started_at", Timestamp, nullable=False),
     sa.Column("claimed_at", Timestamp),
     sa.Column("checkpoint_at", Timestamp),
-    # pending: when to publish the message again if nobody claims it; failed: when to restart
+    # pending: when to publish the message again if nobody claims it; failed: when to restart;
+    # parked: when to wake it (its next tick, or now when a message or stop request arrives)
     sa.Column("due_at", Timestamp),
+    # when the next tick is due, set as a tracker parks; kept through its wake-up, so that the
+    # woken incarnation ticks on schedule, and cleared by every other new incarnation
+    sa.Column("tick_at", Timestamp),
     # the mailbox: the newest message queued, and the newest one handled (ids of tracking_messages)
     sa.Column("last_message_id", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("handled_message_id", sa.BigInteger, nullable=False, server_default="0"),
     sa.UniqueConstraint("kind", "transaction_id"),
-    sa.CheckConstraint("status IN ('pending', 'running', 'failed', 'dead')", name="status"),
+    sa.CheckConstraint("status IN ('pending', 'running', 'parked', 'failed', 'dead')", name="status"),
     # An ID is never reused (SQLite would reuse the highest after a delete): writes are fenced by
     # (id, epoch), and a new entry must not inherit a departed one's identity.
     sqlite_autoincrement=True,

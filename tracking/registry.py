@@ -240,7 +240,7 @@ def _rows(conn: sa.Connection, stmt: Any) -> list[Row]:
 
 def _row(mapping: Any) -> Row:
     row = dict(mapping)
-    for key in ("started_at", "claimed_at", "checkpoint_at", "due_at", "heartbeat_at"):
+    for key in ("started_at", "claimed_at", "checkpoint_at", "due_at", "tick_at", "heartbeat_at", "db_now"):
         if key in row:
             row[key] = _aware(row[key])
     return row
@@ -293,6 +293,7 @@ def _fresh_incarnation(settings: Settings) -> dict[str, Any]:
         "claimed_at": None,
         "stop_reason": None,
         "due_at": db_now(settings.start_grace_seconds),
+        "tick_at": None,
     }
 
 
@@ -431,28 +432,36 @@ def claim(
 ) -> Row | None:
     """Take a pending entry for the incarnation ``epoch``; None if it is not ours to run.
 
-    Atomicity: one conditional update (status pending and the same epoch), so of two deliveries of
-    one message, or a stale message of an older epoch, at most one claim succeeds.
+    The row comes back with ``db_now``, the database's time of the claim (a woken tracker's next
+    tick is ``tick_at`` by that clock). Atomicity: one conditional update (status pending and the
+    same epoch), so of two deliveries of one message, or a stale message of an older epoch, at
+    most one claim succeeds. A tracker woken from its park is not a new start: no event.
     """
     with _write(settings) as conn:
-        result = conn.execute(
-            trackers.update()
-            .where(trackers.c.kind == kind, trackers.c.transaction_id == transaction_id)
-            .where(trackers.c.epoch == epoch, trackers.c.status == "pending")
-            .values(
-                status="running",
-                worker=worker,
-                worker_id=worker_id,
-                claimed_at=db_now(),
-                due_at=None,
-                policy=policy.to_json(),
+        found = (
+            conn.execute(
+                trackers.update()
+                .where(trackers.c.kind == kind, trackers.c.transaction_id == transaction_id)
+                .where(trackers.c.epoch == epoch, trackers.c.status == "pending")
+                .values(
+                    status="running",
+                    worker=worker,
+                    worker_id=worker_id,
+                    claimed_at=db_now(),
+                    due_at=None,
+                    policy=policy.to_json(),
+                )
+                .returning(*trackers.c, db_now().label("db_now"))
             )
+            .mappings()
+            .first()
         )
-        if result.rowcount != 1:
+        if found is None:
             return None
-        row = _one(conn, trackers.c.kind == kind, trackers.c.transaction_id == transaction_id)
-        assert row is not None
-        _event(conn, row, "running")
+        row = _row(found)
+        row["heartbeat_at"] = None
+        if row["tick_at"] is None:
+            _event(conn, row, "running")
         return row
 
 
@@ -464,6 +473,36 @@ def checkpoint(settings: Settings, row_id: int, epoch: int, state: dict[str, Any
         )
         if result.rowcount != 1:
             raise Fenced()
+
+
+def park(settings: Settings, row_id: int, epoch: int, state: dict[str, Any], wait: float) -> bool:
+    """Park incarnation ``epoch`` with its new state until its next tick, ``wait`` seconds from now.
+
+    The entry keeps its epoch and gives up its worker: it is ``parked``, and :func:`wake_parked`
+    makes it pending again (under a new epoch) when the tick is due. Returns False, writing
+    nothing, if a message or a stop request is waiting (the incarnation deals with it first);
+    raises Fenced if the incarnation no longer owns the entry. Atomicity: one conditional update.
+    """
+    with _write(settings) as conn:
+        result = conn.execute(
+            trackers.update()
+            .where(*_fence(row_id, epoch), trackers.c.stop_reason.is_(None))
+            .where(trackers.c.last_message_id <= trackers.c.handled_message_id)
+            .values(
+                status="parked",
+                state=state,
+                checkpoint_at=db_now(),
+                worker=None,
+                worker_id=None,
+                due_at=db_now(wait),
+                tick_at=db_now(wait),
+            )
+        )
+        if result.rowcount == 1:
+            return True
+        if _one(conn, *_fence(row_id, epoch)) is None:
+            raise Fenced()
+        return False
 
 
 def exit_normally(settings: Settings, row_id: int, epoch: int, event: str, detail: str | None) -> None:
@@ -606,8 +645,9 @@ def request_stop(
     """Ask a tracker to stop. Returns what happened and the row to act on:
 
     ``("requested", row)``   it is running; its incarnation will exit (wait for the epoch to change)
-    ``("removed", None)``    it was pending, failed or dead and is deregistered now
-    ``("restarting", row)``  an abnormal stop of a pending tracker: restarted by its policy (publish)
+    ``("removed", None)``    it was pending, parked, failed or dead and is deregistered now
+    ``("restarting", row)``  an abnormal stop of a pending or parked tracker: restarted by its
+                             policy (publish)
     ``("unchanged", row)``   an abnormal stop of a tracker already failed and awaiting its restart
 
     With ``task_id``, only that incarnation is stopped (``("unchanged", row)`` if another one holds
@@ -634,7 +674,7 @@ def request_stop(
         if row["status"] == "failed":
             return "unchanged", row
         decision, new = _after_exit(
-            settings, conn, row, "stopped", f"stop({reason!r}) while pending", normal=False
+            settings, conn, row, "stopped", f"stop({reason!r}) while {row['status']}", normal=False
         )
         return ("restarting" if decision.action is Action.RESTART else "removed"), new
 
@@ -683,7 +723,10 @@ def enqueue(settings: Settings, kind: str, transaction_id: str, type_: str, body
             )
             .returning(messages.c.id)
         ).scalar_one()
-        conn.execute(trackers.update().where(trackers.c.id == row["id"]).values(last_message_id=message_id))
+        values: dict[str, Any] = {"last_message_id": message_id}
+        if row["status"] == "parked":  # wake it now: the message is handled before its next tick
+            values["due_at"] = db_now()
+        conn.execute(trackers.update().where(trackers.c.id == row["id"]).values(values))
         _wake(conn, row["id"], "mail")
         return int(message_id)
 
@@ -984,6 +1027,54 @@ def restart_now(settings: Settings, row_id: int, epoch: int) -> Row | None:
         if result.rowcount != 1:
             return None
         return _one(conn, trackers.c.id == row_id)
+
+
+def next_wake(settings: Settings) -> float | None:
+    """Seconds until the earliest parked entry is due (negative: overdue); None if none is parked."""
+    soonest = sa.select(sa.func.min(trackers.c.due_at)).where(trackers.c.status == "parked")
+
+    def query(conn: sa.Connection) -> float | None:
+        row = conn.execute(sa.select(soonest.scalar_subquery(), db_now())).one()
+        due, now = _aware(row[0]), _aware(row[1])
+        return None if due is None or now is None else (due - now).total_seconds()
+
+    return _read(settings, query)
+
+
+def wake_parked(settings: Settings, limit: int = 500) -> list[Row]:
+    """Make due parked entries pending, each under a new epoch and task ID; returns them to publish.
+
+    No event is recorded (a parked tracker wakes at every tick). Atomicity: one transaction; on
+    PostgreSQL the due rows are locked with SKIP LOCKED, so concurrent wakers split the work, and
+    every update is conditional on the epoch, so no entry is woken twice.
+    """
+    stmt = (
+        sa.select(trackers.c.id, trackers.c.epoch)
+        .where(trackers.c.status == "parked", trackers.c.due_at <= db_now())
+        .order_by(trackers.c.due_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    with _write(settings) as conn:
+        due_rows = conn.execute(stmt).all()
+        if not due_rows:
+            return []
+        values = {
+            "status": "pending",
+            "epoch": trackers.c.epoch + 1,
+            "task_id": sa.bindparam("b_task"),
+            "due_at": db_now(settings.start_grace_seconds),
+        }
+        conn.execute(
+            trackers.update()
+            .where(trackers.c.id == sa.bindparam("b_id"), trackers.c.epoch == sa.bindparam("b_epoch"))
+            .where(trackers.c.status == "parked")
+            .values(values),
+            [{"b_id": r.id, "b_epoch": r.epoch, "b_task": new_task_id()} for r in due_rows],
+        )
+        woken = sa.select(trackers.c.kind, trackers.c.transaction_id, trackers.c.epoch, trackers.c.task_id)
+        ids = [r.id for r in due_rows]
+        return _rows(conn, woken.where(trackers.c.id.in_(ids), trackers.c.status == "pending"))
 
 
 def record_sweep(settings: Settings, name: str, counts: dict[str, int]) -> None:

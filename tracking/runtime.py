@@ -6,6 +6,11 @@ heartbeat interval, whatever the number of trackers). The same thread polls for 
 addressed to this process's trackers and wakes them, and starts a supervisor sweep now and then
 (on a thread of its own: a sweep publishes to the broker, which must never hold up the lease).
 
+The runtime also wakes parked trackers (on a thread of its own): a tracker whose interval is long
+parks between ticks, giving its worker slot back; when its next tick is due, or a message or stop
+request arrives for it, the waker makes its entry pending under a new epoch and publishes it, and
+whichever worker takes the message runs the tick. Parking never uses the broker's ETA or countdown.
+
 The lease is also this process's own fence: a tracker ticks only while the last successful renewal
 is younger than the lease minus one heartbeat, measured from *before* that renewal was sent. A
 supervisor declares the process lost only once the lease has expired by the database clock, so a
@@ -42,6 +47,12 @@ log = logging.getLogger("tracking.runtime")
 T = TypeVar("T")
 #: how long, during a warm shutdown, an incarnation retries a write the registry refuses
 SHUTDOWN_PATIENCE = 5.0
+#: a parking tracker parks only if its next tick is at least this far away (seconds)
+PARK_MIN_WAIT = 1.0
+#: the longest the waker sleeps before it looks for due parked trackers again (seconds)
+WAKE_POLL = 1.0
+#: how many parked trackers one wake-up transaction takes
+WAKE_BATCH = 500
 
 Publish = Callable[[registry.Row], None]
 
@@ -99,6 +110,7 @@ class WorkerRuntime:
         self._handed_off = False
         self._thread: threading.Thread | None = None
         self._sweeper: threading.Thread | None = None
+        self._wake_parked = threading.Event()
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -117,6 +129,8 @@ class WorkerRuntime:
                 daemon=True,
             )
             listener.start()
+            waker = threading.Thread(target=self._waker, name="tracking-waker", daemon=True)
+            waker.start()
 
     def _register(self) -> None:
         self.worker_id = f"{self.hostname}/{self.pid}/{uuid.uuid4().hex[:12]}"
@@ -164,6 +178,7 @@ class WorkerRuntime:
             time.sleep(0.05)
         self._stopped.set()
         self._poke.set()
+        self._wake_parked.set()
         if self._thread is not None:
             self._thread.join(timeout=max(0.0, deadline - time.monotonic()))
         if self.worker_id:
@@ -262,9 +277,37 @@ class WorkerRuntime:
         except Exception:
             log.exception("worker sweep failed")
 
+    def _waker(self) -> None:
+        """Wake parked trackers when they are due: publish them for any worker to run.
+
+        One cheap read finds when the earliest parked tracker is due; it sleeps until then (at most
+        ``WAKE_POLL``, or until a message for a parked tracker pokes it). Every worker process runs
+        one; of two wakers, each entry is woken by exactly one (``registry.wake_parked``).
+        """
+        while not self._stopped.is_set() and not self.shutting_down.is_set():
+            delay = WAKE_POLL
+            try:
+                due_in = registry.next_wake(self.settings)
+                if due_in is not None and due_in <= 0:
+                    rows = registry.wake_parked(self.settings, WAKE_BATCH)
+                    for row in rows:
+                        _publish(self, row)
+                    delay = 0.0 if len(rows) == WAKE_BATCH else min(delay, self.settings.control_poll_seconds)
+                elif due_in is not None:
+                    delay = min(delay, due_in)
+            except RegistryUnavailable as exc:
+                log.warning("registry unavailable in the waker: %s", exc)
+            except Exception:  # keep waking whatever one round does
+                log.exception("waking parked trackers failed")
+            if delay > 0:
+                self._wake_parked.wait(delay)
+            self._wake_parked.clear()
+
     def _on_wakeup(self, row_id: int, why: str) -> None:
         inc = self._incarnations.get(row_id)
         if inc is None:
+            if why == "mail":  # perhaps for a parked tracker: wake it now
+                self._wake_parked.set()
             return
         if why == "mail":
             inc.deliver_mail()  # straight to the tracker: a call is answered without a poll
@@ -337,6 +380,7 @@ def run(tracker_cls: type[Tracker], transaction_id: str, epoch: int, task_id: st
         )
         return "dropped"
     inc = Incarnation(row["id"], epoch, tracker_cls.kind, transaction_id, row["task_id"])
+    inc.mail = row["last_message_id"] > row["handled_message_id"]
     rt.add(inc)
     try:
         return _loop(tracker_cls, row, inc, rt)
@@ -365,6 +409,15 @@ def _loop(tracker_cls: type[Tracker], row: registry.Row, inc: Incarnation, rt: W
     def may_go_on() -> bool:
         return inc.interrupt is None and rt.lease_valid()
 
+    parks = (
+        tracker_cls.park
+        if tracker_cls.park is not None
+        else (0 < settings.park_seconds <= tracker_cls.interval)
+    )
+
+    def park(new_state: dict[str, Any], wait: float) -> bool:
+        return _persist(inc, rt, lambda: registry.park(settings, inc.row_id, inc.epoch, new_state, wait))
+
     try:
         if state is None:  # init never completed: first start (or it crashed in init)
             if not rt.wait_for_lease(inc):
@@ -374,6 +427,9 @@ def _loop(tracker_cls: type[Tracker], row: registry.Row, inc: Incarnation, rt: W
             )
             checkpoint(state)
         next_tick = time.monotonic()
+        if row["tick_at"] is not None:  # woken from its park: the next tick keeps its schedule
+            next_tick += max(0.0, (row["tick_at"] - row["db_now"]).total_seconds())
+        may_park = parks
         while True:
             # Cleared before the flags are read: a wake-up set after this is never lost.
             inc.wake.clear()
@@ -382,13 +438,22 @@ def _loop(tracker_cls: type[Tracker], row: registry.Row, inc: Incarnation, rt: W
             if inc.mail:  # messages first: a call is answered now, not at the next tick
                 inc.mail = False
                 state = box.drain(state, may_go_on)
+                may_park = parks
                 continue
             if time.monotonic() >= next_tick:
                 state = json_object(tracker.tick(state), "tick's state", settings.max_state_bytes)
-                checkpoint(state)
                 next_tick = time.monotonic() + tracker_cls.interval
+                if parks and tracker_cls.interval >= PARK_MIN_WAIT and park(state, tracker_cls.interval):
+                    return "parked"
+                checkpoint(state)  # not parked: a message or stop request is waiting
+                may_park = False
                 continue
-            inc.wake.wait(next_tick - time.monotonic())
+            wait = next_tick - time.monotonic()
+            if may_park and wait >= PARK_MIN_WAIT:
+                if park(state, wait):
+                    return "parked"
+                may_park = False  # until the waiting message is handled
+            inc.wake.wait(wait)
     except Done as done:
         return _done(tracker_cls, done, inc, rt)
     except Fenced:

@@ -42,6 +42,10 @@ class Settings:
     start_grace_seconds: float = 30.0
     #: how often a worker process looks for stop requests addressed to its trackers
     control_poll_seconds: float = 0.1
+    #: trackers whose interval is at least this park between ticks: they give their worker slot
+    #: back and the registry wakes them when the next tick is due (0: only trackers that set
+    #: ``park = True`` park)
+    park_seconds: float = 60.0
     #: the largest state (JSON, UTF-8) a tracker may checkpoint
     max_state_bytes: int = 64 * 1024
     #: create the registry table on first use (only for SQLite; use `tracking migrate` elsewhere)
@@ -67,6 +71,8 @@ class Settings:
                 "TRACKING_LEASE_SECONDS must be at least twice TRACKING_HEARTBEAT_SECONDS, "
                 "or a busy worker loses its lease between two heartbeats"
             )
+        if self.park_seconds < 0:
+            raise ValueError("TRACKING_PARK_SECONDS must be zero or positive")
         if self.max_state_bytes <= 0:
             raise ValueError("TRACKING_MAX_STATE_BYTES must be positive")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:

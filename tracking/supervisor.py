@@ -11,6 +11,9 @@ What a sweep rescues, in order:
    period (the broker lost the message, or was down at ``start``) is published again under the
    same epoch: if the first message does turn up later, only one of the two can claim the entry.
 3. **Due restarts.** A failed entry whose backoff is over is made pending and published.
+4. **Due parked trackers.** A parked tracker whose next tick (or a message) is due is made pending
+   under a new epoch and published. Workers wake them too, sooner (``WorkerRuntime``); the sweep
+   covers the time when no worker is up to do it.
 
 Caveats: a sweep's cost follows the rows it acts on (indexed on status and due time, and on the
 owning worker), not the size of the registry. Any number of sweeps may run at once: each change is
@@ -45,6 +48,7 @@ def sweep(settings: Settings, publish: Publish, name: str | None = None, limit: 
         "dead": 0,
         "deregistered": 0,
         "republished": 0,
+        "woken": 0,
         "failed_publish": 0,
     }
 
@@ -74,6 +78,11 @@ def sweep(settings: Settings, publish: Publish, name: str | None = None, limit: 
         counts["republished" if row["status"] == "pending" else "restarted"] += 1
         if not _publish(publish, new):
             counts["failed_publish"] += 1
+
+    for row in registry.wake_parked(settings, limit=limit):
+        counts["woken"] += 1
+        if not _publish(publish, row):
+            counts["failed_publish"] += 1  # pending now: published again after the start grace
 
     try:
         registry.record_sweep(settings, name, counts)

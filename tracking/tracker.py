@@ -27,6 +27,7 @@ _KIND = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,199}$")
 class Status(enum.StrEnum):
     PENDING = "pending"  # recorded and enqueued, not yet picked up by a worker
     RUNNING = "running"  # an incarnation holds the entry and ticks
+    PARKED = "parked"  # between two ticks of a sparse tracker: no worker slot held, woken when due
     FAILED = "failed"  # exited abnormally; its restart waits for the backoff delay
     DEAD = "dead"  # past its restart intensity (or temporary): kept for inspection, not restarted
 
@@ -83,6 +84,9 @@ class Tracker:
     ``restart``       "transient" (default), "permanent" or "temporary", as OTP
     ``max_restarts``, ``max_seconds``  restart intensity: more restarts in the window and it is dead
     ``backoff``, ``backoff_max``       delay before the second and later restarts, doubling
+    ``park``          park between ticks, giving the worker slot back: None (default) parks when
+                      ``interval`` is at least ``TRACKING_PARK_SECONDS`` (60 s), True always,
+                      False never
 
     While it runs, an instance has ``transaction_id``, ``args`` (the start arguments), ``task_id``
     and ``token``: the fencing token of this incarnation, which grows with every restart. Pass it
@@ -97,6 +101,7 @@ class Tracker:
     max_seconds: ClassVar[float] = 5.0
     backoff: ClassVar[float] = 1.0
     backoff_max: ClassVar[float] = 60.0
+    park: ClassVar[bool | None] = None
     policy: ClassVar[RestartPolicy] = RestartPolicy()
 
     transaction_id: str
@@ -113,6 +118,8 @@ class Tracker:
         interval = cls.interval
         if isinstance(interval, bool) or not isinstance(interval, int | float) or not interval > 0:
             raise InvalidTracker(f"interval must be a positive number of seconds, not {interval!r}")
+        if cls.park is not None and not isinstance(cls.park, bool):
+            raise InvalidTracker(f"park must be True, False or None, not {cls.park!r}")
         cls.policy = RestartPolicy(
             restart=cls.restart,  # type: ignore[arg-type]  # validated by RestartPolicy
             max_restarts=cls.max_restarts,
@@ -182,7 +189,7 @@ class Tracker:
 
     @classmethod
     def lookup(cls, transaction_id: str) -> TrackerRef | None:
-        """The registered tracker (pending, running or failed awaiting restart), or None."""
+        """The registered tracker (pending, running, parked or failed awaiting restart), or None."""
         valid_transaction_id(transaction_id)
         row = registry.get(glue.current_settings(), cls._own_kind(), transaction_id)
         if row is None or row["status"] == Status.DEAD:

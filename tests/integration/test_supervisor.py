@@ -8,9 +8,11 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
+import tracking
 from tests.integration.harness import Stack
 from tests.integration.trackers import Counter
 from tracking import registry, supervisor
+from tracking.exceptions import Fenced
 from tracking.models import trackers, workers
 
 
@@ -70,3 +72,84 @@ def test_supervisors_sweeping_at_once_restart_each_lost_tracker_exactly_once(
         assert set(epochs) == {2}
     for txid in ids:
         Counter.stop(txid)
+
+
+def _parked_entries(settings: tracking.Settings, count: int, wait: float) -> list[str]:
+    """Entries claimed by a live (test) worker and parked until ``wait`` seconds from now."""
+    worker_id = f"parker/{uuid.uuid4().hex}"
+    registry.register_worker(settings, worker_id, "parker@here", 1)
+    ids = [f"txn_parked_{uuid.uuid4().hex[:12]}_{i}" for i in range(count)]
+    for txid in ids:
+        row, _ = registry.start(settings, Counter.kind, txid, {}, Counter.policy)
+        claimed = registry.claim(
+            settings, Counter.kind, txid, 1, worker="parker@here", worker_id=worker_id, policy=Counter.policy
+        )
+        assert claimed is not None
+        assert registry.park(settings, row["id"], 1, {"ticks": 1}, wait)
+    return ids
+
+
+def test_wakers_running_at_once_wake_each_due_parked_tracker_exactly_once(stack: Stack) -> None:
+    settings = stack.settings()
+    ids = _parked_entries(settings, 30, wait=0.0)
+    not_due = _parked_entries(settings, 3, wait=3600.0)
+    woken: list[tuple[str, int]] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(3)
+    errors: list[BaseException] = []
+
+    def wake() -> None:
+        try:
+            barrier.wait(timeout=30)
+            rows = registry.wake_parked(settings, limit=1000)
+            with lock:
+                woken.extend((r["transaction_id"], r["epoch"]) for r in rows)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=wake) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors
+    assert sorted(woken) == sorted((txid, 2) for txid in ids), "each woken once, under a new epoch"
+    for txid in ids:
+        row = registry.get(settings, Counter.kind, txid)
+        assert row is not None and row["status"] == "pending" and row["state"] == {"ticks": 1}
+        assert row["tick_at"] is not None, "the woken incarnation keeps the tick schedule"
+    for txid in not_due:
+        row = registry.get(settings, Counter.kind, txid)
+        assert row is not None and row["status"] == "parked" and row["epoch"] == 1
+
+
+def test_a_sweep_wakes_due_parked_trackers_when_no_worker_does(stack: Stack) -> None:
+    settings = stack.settings()
+    ids = _parked_entries(settings, 5, wait=0.0)
+    published: list[str] = []
+    counts = supervisor.sweep(settings, lambda row: published.append(row["transaction_id"]), name="test-wake")
+    assert counts["woken"] >= len(ids)
+    assert set(ids) <= set(published)
+
+
+def test_a_tracker_does_not_park_while_a_message_waits_and_a_superseded_one_cannot_park(
+    stack: Stack,
+) -> None:
+    settings = stack.settings()
+    worker_id = f"parker/{uuid.uuid4().hex}"
+    registry.register_worker(settings, worker_id, "parker@here", 1)
+    txid = f"txn_mail_{uuid.uuid4().hex}"
+    row, _ = registry.start(settings, Counter.kind, txid, {}, Counter.policy)
+    registry.claim(settings, Counter.kind, txid, 1, worker="w", worker_id=worker_id, policy=Counter.policy)
+    message_id = registry.enqueue(settings, Counter.kind, txid, "cast", {"n": 1})
+    assert not registry.park(settings, row["id"], 1, {"ticks": 1}, 60.0)
+    assert registry.get(settings, Counter.kind, txid)["status"] == "running"  # type: ignore[index]
+    registry.handled(settings, row["id"], 1, message_id, {"ticks": 1, "n": 1})
+    with pytest.raises(Fenced):
+        registry.park(settings, row["id"], 2, {"ticks": 99}, 60.0)
+    assert registry.park(settings, row["id"], 1, {"ticks": 2}, 60.0)
+    parked = registry.get(settings, Counter.kind, txid)
+    assert parked is not None and parked["status"] == "parked" and parked["state"] == {"ticks": 2}
+    assert parked["worker_id"] is None
+    registry.enqueue(settings, Counter.kind, txid, "cast", {"n": 2})  # a message wakes it now
+    assert [r["transaction_id"] for r in registry.wake_parked(settings)] == [txid]

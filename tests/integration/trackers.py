@@ -26,9 +26,17 @@ class Counter(tracking.Tracker):
 
 
 class SlowCounter(Counter):
-    """A long interval: stop must not wait for it."""
+    """A long interval: stop must not wait for it (it stays running: no parking)."""
 
     interval = 60.0
+    park = False
+
+
+class Sparse(Counter):
+    """Parks between ticks, one tick a second: holds a worker slot only while it ticks."""
+
+    interval = 1.0
+    park = True
 
 
 class Crasher(tracking.Tracker):
@@ -143,9 +151,10 @@ class SlowRecorder(Recorder):
 
 
 class Mailman(tracking.Tracker):
-    """Ticks once a minute; records the casts it handles and answers calls."""
+    """Ticks once a minute, running all along; records the casts it handles and answers calls."""
 
     interval = 60.0
+    park = False
     max_restarts, max_seconds = 20, 60
 
     def init(self, transaction_id: str, **args: Any) -> dict[str, Any]:
@@ -172,3 +181,10 @@ class Mailman(tracking.Tracker):
         if message == "self":
             return type(self).call(self.transaction_id, "seen"), state
         return {"echo": message}, state
+
+
+class ParkedMailman(Mailman):
+    """A Mailman that ticks every five minutes and so parks by default (TRACKING_PARK_SECONDS)."""
+
+    interval = 300.0
+    park = None

@@ -45,7 +45,7 @@ from tracking.settings import Settings
 log = logging.getLogger("tracking.contrib.prometheus")
 
 #: the statuses reported for every kind, 0 when it has none
-STATUSES = ("pending", "running", "failed", "dead")
+STATUSES = ("pending", "running", "parked", "failed", "dead")
 #: recovery takes a lease (30 s by default) plus a sweep: buckets around that
 RECOVERY_BUCKETS = (1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 300.0, 600.0)
 #: the counters and the events they count (restarts are counted by registry.count_restarts)
