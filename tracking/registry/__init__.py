@@ -1,0 +1,121 @@
+"""The registry: the only package that runs SQL.
+
+Each public function is one named operation on the registry, run in one transaction. Every write an
+incarnation makes is conditional on its fencing token (``epoch``) and returns whether it still
+holds; the callers never see ``sqlalchemy.exc``: driver errors become
+:class:`~tracking.exceptions.RegistryUnavailable`, and a lost token becomes
+:class:`~tracking.exceptions.Fenced`.
+
+Times are always the database's clock (``db_now``), never a process's.
+
+On SQLite every write transaction starts with ``BEGIN IMMEDIATE`` (a deferred transaction that
+upgrades to a write can fail with ``SQLITE_BUSY`` despite ``busy_timeout``), in WAL mode.
+
+``core``          engines, the database clock, the helpers below every operation
+``entries``       start, get, select, count, history
+``incarnations``  one incarnation's fenced writes: claim, checkpoint, park, exits, handoff, stop
+``mailboxes``     casts, calls, replies and wake-up notifications
+``supervision``   worker leases; what a sweep finds and changes; waking parked entries
+``metrics``       counts from the events table (Prometheus, benchmarks)
+"""
+
+from tracking.registry.core import (
+    WAKE_CHANNEL,
+    Row,
+    create_engine,
+    db_now,
+    dispose,
+    engine,
+    migrate,
+    new_task_id,
+)
+from tracking.registry.entries import count, entries_of, get, history, select, start
+from tracking.registry.incarnations import (
+    checkpoint,
+    claim,
+    exit_abnormally,
+    exit_normally,
+    hand_off,
+    park,
+    request_stop,
+)
+from tracking.registry.mailboxes import (
+    enqueue,
+    handled,
+    listen_for_wakeups,
+    mailbox,
+    reply_ready,
+    signals,
+    take_reply,
+    withdraw,
+)
+from tracking.registry.metrics import census, count_events, count_restarts, recoveries, settled_event_id
+from tracking.registry.supervision import (
+    database_now,
+    due,
+    forget_workers,
+    last_sweeps,
+    mark_lost_workers,
+    next_wake,
+    orphans,
+    record_sweep,
+    register_worker,
+    renew_worker,
+    restart_now,
+    restart_orphan,
+    retire_worker,
+    take_due,
+    wake_parked,
+)
+
+__all__ = [
+    "Row",
+    "WAKE_CHANNEL",
+    "census",
+    "checkpoint",
+    "claim",
+    "count",
+    "count_events",
+    "count_restarts",
+    "create_engine",
+    "database_now",
+    "db_now",
+    "dispose",
+    "due",
+    "engine",
+    "enqueue",
+    "entries_of",
+    "exit_abnormally",
+    "exit_normally",
+    "forget_workers",
+    "get",
+    "hand_off",
+    "handled",
+    "history",
+    "last_sweeps",
+    "listen_for_wakeups",
+    "mailbox",
+    "mark_lost_workers",
+    "migrate",
+    "new_task_id",
+    "next_wake",
+    "orphans",
+    "park",
+    "record_sweep",
+    "recoveries",
+    "register_worker",
+    "renew_worker",
+    "reply_ready",
+    "request_stop",
+    "restart_now",
+    "restart_orphan",
+    "retire_worker",
+    "select",
+    "settled_event_id",
+    "signals",
+    "start",
+    "take_due",
+    "take_reply",
+    "wake_parked",
+    "withdraw",
+]

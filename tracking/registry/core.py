@@ -1,0 +1,311 @@
+"""The registry's engines, the database clock, and the helpers every operation uses."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import FunctionElement
+
+from tracking.exceptions import RegistryUnavailable
+from tracking.models import events, messages, trackers, workers
+from tracking.redact import redact_url
+from tracking.settings import Settings
+
+log = logging.getLogger("tracking.registry")
+Row = dict[str, Any]
+T = TypeVar("T")
+
+
+# -- the database clock --------------------------------------------------------------------------
+
+
+class db_now(FunctionElement[datetime]):
+    """The database's current time, plus ``offset`` seconds (a bound parameter)."""
+
+    type = sa.DateTime(timezone=True)
+    inherit_cache = True
+
+    def __init__(self, offset: float = 0.0) -> None:
+        super().__init__(sa.literal(round(float(offset), 3), sa.Float()))
+
+
+@compiles(db_now, "postgresql")
+def _now_pg(element: db_now, compiler: Any, **kw: Any) -> str:
+    return f"(now() + make_interval(secs => {compiler.process(element.clauses, **kw)}))"
+
+
+@compiles(db_now, "sqlite")
+def _now_sqlite(element: db_now, compiler: Any, **kw: Any) -> str:
+    offset = compiler.process(element.clauses, **kw)
+    return f"strftime('%Y-%m-%d %H:%M:%f', 'now', ({offset}) || ' seconds')"
+
+
+def _aware(value: datetime | str | None) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+# -- engines -------------------------------------------------------------------------------------
+
+_engines: dict[str, sa.Engine] = {}
+_engines_lock = threading.Lock()
+_migrated: set[str] = set()
+
+
+def _reset_after_fork() -> None:
+    # A forked child must not share its parent's connections.
+    for engine in _engines.values():
+        engine.dispose(close=False)
+    _engines.clear()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def engine(settings: Settings) -> sa.Engine:
+    """The process-wide engine for the registry database (created on first use)."""
+    url = settings.database_url
+    eng = _engines.get(url)
+    if eng is None:
+        with _engines_lock:
+            eng = _engines.get(url)
+            if eng is None:
+                eng = _engines[url] = create_engine(url)
+    if settings.migrates_itself and url not in _migrated:
+        with _engines_lock:
+            if url not in _migrated:
+                migrate(settings)
+                _migrated.add(url)
+    return eng
+
+
+def create_engine(url: str) -> sa.Engine:
+    """An engine with the registry's connection settings for that database."""
+    sa_url = sa.make_url(url)
+    if sa_url.get_backend_name() == "sqlite":
+        eng = sa.create_engine(
+            sa_url, connect_args={"timeout": 30, "isolation_level": None}, pool_pre_ping=False
+        )
+
+        @sa.event.listens_for(eng, "connect")
+        def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        @sa.event.listens_for(eng, "begin")
+        def _sqlite_begin(conn: sa.Connection) -> None:
+            mode = "IMMEDIATE" if conn.get_execution_options().get("tracking_write", True) else ""
+            conn.exec_driver_sql(f"BEGIN {mode}")
+
+        return eng
+    connect_args: dict[str, Any] = {}
+    if sa_url.get_backend_name() == "postgresql":
+        connect_args = {
+            "application_name": f"tracking-{os.getpid()}",
+            "connect_timeout": 5,
+            # A process paused (or cut off) inside a transaction must not hold its row locks, and
+            # so the takeover of its trackers, for ever: the server ends such a session, and a
+            # statement waits at most this long for a lock (then the caller retries).
+            "options": "-c idle_in_transaction_session_timeout=10000 -c lock_timeout=10000",
+        }
+    return sa.create_engine(
+        # No pre-ping (a round trip per checkout): reads retry once on a dead connection, and a
+        # failed write is retried by its caller.
+        sa_url,
+        pool_pre_ping=False,
+        pool_size=10,
+        max_overflow=20,
+        connect_args=connect_args,
+    )
+
+
+@contextlib.contextmanager
+def _translated(settings: Settings) -> Iterator[None]:
+    try:
+        yield
+    except sa_exc.DBAPIError as exc:
+        raise RegistryUnavailable(
+            f"registry database {redact_url(settings.database_url)} failed: "
+            f"{type(exc.orig).__name__}: {redact_url(str(exc.orig))}"
+        ) from exc
+
+
+@contextlib.contextmanager
+def _write(settings: Settings) -> Iterator[sa.Connection]:
+    """One write transaction, committed on success."""
+    with _translated(settings), engine(settings).begin() as conn:
+        yield conn
+
+
+def _read(settings: Settings, query: Callable[[sa.Connection], T]) -> T:
+    """Run a read-only query: in autocommit on PostgreSQL (no BEGIN/COMMIT round trips), in a
+    deferred transaction on SQLite (never takes the write lock). A pooled connection found dead
+    (the database restarted) is replaced and the query tried once more."""
+    for attempt in (1, 2):
+        try:
+            with _translated(settings), engine(settings).connect() as conn:
+                if conn.dialect.name == "postgresql":
+                    return query(conn.execution_options(isolation_level="AUTOCOMMIT"))
+                conn = conn.execution_options(tracking_write=False)
+                with conn.begin():
+                    return query(conn)
+        except RegistryUnavailable as exc:
+            cause = exc.__cause__
+            if attempt == 1 and isinstance(cause, sa_exc.DBAPIError) and cause.connection_invalidated:
+                continue
+            raise
+    raise AssertionError("unreachable")
+
+
+def migrate(settings: Settings, revision: str = "head") -> None:
+    """Bring the schema to ``revision`` with the Alembic history shipped in the package."""
+    from alembic import command
+
+    from tracking.migrations import alembic_config
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+    cached = _engines.get(settings.database_url)
+    eng = cached or create_engine(settings.database_url)
+    try:
+        with _translated(settings), eng.begin() as conn:
+            cfg = alembic_config(settings.database_url)
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+    finally:
+        if cached is None:
+            eng.dispose()
+
+
+def dispose(settings: Settings) -> None:
+    """Close this process's connections to the registry (tests, shutdown)."""
+    with _engines_lock:
+        eng = _engines.pop(settings.database_url, None)
+        _migrated.discard(settings.database_url)
+    if eng is not None:
+        eng.dispose()
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+_tracker_with_lease = sa.select(trackers, workers.c.heartbeat_at).select_from(
+    trackers.outerjoin(workers, workers.c.id == trackers.c.worker_id)
+)
+
+
+def _one(conn: sa.Connection, *where: Any, lock: bool = False) -> Row | None:
+    """One entry with its lease. ``lock``: hold its row until the transaction ends (PostgreSQL
+    ``FOR UPDATE``; SQLite's write transaction already excludes every other writer), so that a
+    concurrent writer waits and then sees the new version instead of acting on a stale read."""
+    stmt = _tracker_with_lease.where(*where)
+    if lock:
+        stmt = stmt.with_for_update(of=trackers)
+    row = conn.execute(stmt).mappings().first()
+    return _row(row) if row is not None else None
+
+
+def _rows(conn: sa.Connection, stmt: Any) -> list[Row]:
+    return [_row(m) for m in conn.execute(stmt).mappings()]
+
+
+def _row(mapping: Any) -> Row:
+    row = dict(mapping)
+    for key in ("started_at", "claimed_at", "checkpoint_at", "due_at", "tick_at", "heartbeat_at", "db_now"):
+        if key in row:
+            row[key] = _aware(row[key])
+    return row
+
+
+def _now(conn: sa.Connection) -> datetime:
+    value = conn.execute(sa.select(db_now())).scalar_one()
+    now = _aware(value)
+    assert now is not None
+    return now
+
+
+def _insert(conn: sa.Connection) -> Any:
+    name = conn.dialect.name
+    if name == "postgresql":
+        return postgresql.insert
+    if name == "sqlite":
+        return sqlite.insert
+    raise RegistryUnavailable(f"unsupported registry database {name!r} (use PostgreSQL or SQLite)")
+
+
+def _event(
+    conn: sa.Connection, row: Row, event: str, detail: str | None = None, epoch: int | None = None
+) -> None:
+    conn.execute(
+        events.insert().values(
+            kind=row["kind"],
+            transaction_id=row["transaction_id"],
+            epoch=row["epoch"] if epoch is None else epoch,
+            at=db_now(),
+            event=event,
+            worker=row.get("worker"),
+            detail=detail,
+        )
+    )
+
+
+def new_task_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _fresh_incarnation(settings: Settings) -> dict[str, Any]:
+    """Column values that make a row a new, not yet claimed incarnation."""
+    return {
+        "status": "pending",
+        "epoch": trackers.c.epoch + 1,
+        "task_id": new_task_id(),
+        "worker": None,
+        "worker_id": None,
+        "claimed_at": None,
+        "stop_reason": None,
+        "due_at": db_now(settings.start_grace_seconds),
+        "tick_at": None,
+    }
+
+
+# -- shared by the operations ----------------------------------------------------------------
+
+
+def _fence(row_id: int, epoch: int) -> tuple[Any, ...]:
+    return (trackers.c.id == row_id, trackers.c.epoch == epoch, trackers.c.status == "running")
+
+
+#: the PostgreSQL channel a cast, call or stop notifies, so that the tracker wakes at once
+WAKE_CHANNEL = "tracking_wakeup"
+
+
+def _wake(conn: sa.Connection, row_id: int, why: str) -> None:
+    """Wake the tracker of entry ``row_id`` (``why``: "mail" or "stop") when this transaction
+    commits (PostgreSQL NOTIFY; elsewhere its worker finds out on its next control poll)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_notify(WAKE_CHANNEL, f"{row_id}:{why}")))
+
+
+def _forget_mail(conn: sa.Connection, row: Row) -> None:
+    """Drop the mailbox of an entry that leaves the registry (a waiting caller sees NotFound)."""
+    conn.execute(
+        messages.delete().where(
+            messages.c.kind == row["kind"], messages.c.transaction_id == row["transaction_id"]
+        )
+    )

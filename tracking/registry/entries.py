@@ -1,0 +1,152 @@
+"""Registering, reading and listing entries: start, get, select, count, history."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from tracking.exceptions import Fenced
+from tracking.models import events, trackers
+from tracking.policy import RestartPolicy
+from tracking.registry.core import (
+    Row,
+    _aware,
+    _event,
+    _forget_mail,
+    _fresh_incarnation,
+    _insert,
+    _one,
+    _read,
+    _rows,
+    _tracker_with_lease,
+    _write,
+    db_now,
+    new_task_id,
+)
+from tracking.settings import Settings
+
+# -- start, lookup, list -------------------------------------------------------------------------
+
+
+def start(
+    settings: Settings, kind: str, transaction_id: str, args: dict[str, Any], policy: RestartPolicy
+) -> tuple[Row, bool]:
+    """Register a tracker, or return the one registered. ``(row, created)``.
+
+    Atomicity: one transaction. The insert relies on the unique (kind, transaction_id) key: two
+    concurrent starts block on each other's uncommitted insert and exactly one creates the row;
+    if that one rolls back, the other's insert goes through. A ``dead`` entry is started afresh
+    (new epoch, args, no state, restarts reset) by an update conditional on it still being dead.
+    """
+    values = {
+        "kind": kind,
+        "transaction_id": transaction_id,
+        "status": "pending",
+        "epoch": 1,
+        "task_id": new_task_id(),
+        "args": args,
+        "policy": policy.to_json(),
+        "restarts": 0,
+        "restart_times": [],
+        "backoff_step": 0,
+        "started_at": db_now(),
+        "due_at": db_now(settings.start_grace_seconds),
+    }
+    key = (trackers.c.kind == kind, trackers.c.transaction_id == transaction_id)
+    with _write(settings) as conn:
+        stmt = _insert(conn)(trackers).values(values).on_conflict_do_nothing()
+        created = conn.execute(stmt.returning(trackers.c.id)).first() is not None
+        row = _one(conn, *key, lock=True)
+        assert row is not None
+        if created:
+            _event(conn, row, "started")
+            return row, True
+        if row["status"] != "dead":
+            return row, False
+        fresh = {
+            **_fresh_incarnation(settings),
+            "args": args,
+            "state": None,
+            "policy": policy.to_json(),
+            "restarts": 0,
+            "restart_times": [],
+            "backoff_step": 0,
+            "last_error": None,
+            "started_at": db_now(),
+            "checkpoint_at": None,
+        }
+        result = conn.execute(
+            trackers.update()
+            .where(trackers.c.id == row["id"], trackers.c.epoch == row["epoch"])
+            .where(trackers.c.status == "dead")
+            .values(fresh)
+        )
+        if result.rowcount != 1:  # pragma: no cover - the write lock makes this unreachable
+            raise Fenced("the dead entry changed while it was being started afresh")
+        _forget_mail(conn, row)
+        row = _one(conn, *key)
+        assert row is not None
+        _event(conn, row, "started", "started afresh after dead")
+        return row, True
+
+
+def get(settings: Settings, kind: str, transaction_id: str) -> Row | None:
+    """The registry entry for (kind, transaction_id), whatever its status, or None."""
+    return _read(
+        settings,
+        lambda conn: _one(conn, trackers.c.kind == kind, trackers.c.transaction_id == transaction_id),
+    )
+
+
+def select(
+    settings: Settings,
+    kind: str | None = None,
+    status: str | None = None,
+    worker: str | None = None,
+    limit: int | None = None,
+) -> list[Row]:
+    """Registry entries, oldest first, narrowed by kind, status and worker hostname."""
+    stmt = _tracker_with_lease.order_by(trackers.c.id)
+    if kind is not None:
+        stmt = stmt.where(trackers.c.kind == kind)
+    if status is not None:
+        stmt = stmt.where(trackers.c.status == status)
+    if worker is not None:
+        stmt = stmt.where(trackers.c.worker == worker)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return _read(settings, lambda conn: _rows(conn, stmt))
+
+
+def count(settings: Settings, kind: str | None = None, status: str | None = None) -> int:
+    stmt = sa.select(sa.func.count()).select_from(trackers)
+    if kind is not None:
+        stmt = stmt.where(trackers.c.kind == kind)
+    if status is not None:
+        stmt = stmt.where(trackers.c.status == status)
+    return _read(settings, lambda conn: int(conn.execute(stmt).scalar_one()))
+
+
+def history(settings: Settings, kind: str, transaction_id: str, limit: int = 20) -> list[Row]:
+    """The most recent events of a tracker, newest last."""
+    stmt = (
+        sa.select(events)
+        .where(events.c.kind == kind, events.c.transaction_id == transaction_id)
+        .order_by(events.c.id.desc())
+        .limit(limit)
+    )
+    rows = _read(settings, lambda conn: _rows(conn, stmt))
+    for row in rows:
+        row["at"] = _aware(row["at"])
+    return rows[::-1]
+
+
+def entries_of(settings: Settings, transaction_id: str) -> list[Row]:
+    """Every kind's entry for a transaction ID (``tracking explain`` without ``--kind``).
+
+    The unique key leads with the kind, so this reads the whole registry on databases that cannot
+    skip-scan an index: an operator's query, not one for hot paths (pass the kind there).
+    """
+    stmt = _tracker_with_lease.where(trackers.c.transaction_id == transaction_id).order_by(trackers.c.kind)
+    return _read(settings, lambda conn: _rows(conn, stmt))

@@ -1,0 +1,290 @@
+"""One incarnation's writes, each fenced by its epoch: claim, checkpoint, park, exits, handoff, stop."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from tracking.exceptions import Fenced, NotFound
+from tracking.models import events, trackers
+from tracking.policy import Action, Decision, RestartPolicy, decide
+from tracking.registry.core import (
+    Row,
+    _event,
+    _fence,
+    _forget_mail,
+    _fresh_incarnation,
+    _now,
+    _one,
+    _row,
+    _rows,
+    _tracker_with_lease,
+    _wake,
+    _write,
+    db_now,
+    new_task_id,
+)
+from tracking.settings import Settings
+
+# -- one incarnation's writes (all fenced by epoch) ----------------------------------------------
+
+
+def claim(
+    settings: Settings,
+    kind: str,
+    transaction_id: str,
+    epoch: int,
+    *,
+    worker: str,
+    worker_id: str,
+    policy: RestartPolicy,
+) -> Row | None:
+    """Take a pending entry for the incarnation ``epoch``; None if it is not ours to run.
+
+    The row comes back with ``db_now``, the database's time of the claim (a woken tracker's next
+    tick is ``tick_at`` by that clock). Atomicity: one conditional update (status pending and the
+    same epoch), so of two deliveries of one message, or a stale message of an older epoch, at
+    most one claim succeeds. A tracker woken from its park is not a new start: no event.
+    """
+    with _write(settings) as conn:
+        found = (
+            conn.execute(
+                trackers.update()
+                .where(trackers.c.kind == kind, trackers.c.transaction_id == transaction_id)
+                .where(trackers.c.epoch == epoch, trackers.c.status == "pending")
+                .values(
+                    status="running",
+                    worker=worker,
+                    worker_id=worker_id,
+                    claimed_at=db_now(),
+                    due_at=None,
+                    policy=policy.to_json(),
+                )
+                .returning(*trackers.c, db_now().label("db_now"))
+            )
+            .mappings()
+            .first()
+        )
+        if found is None:
+            return None
+        row = _row(found)
+        row["heartbeat_at"] = None
+        if row["tick_at"] is None:
+            _event(conn, row, "running")
+        return row
+
+
+def checkpoint(settings: Settings, row_id: int, epoch: int, state: dict[str, Any]) -> None:
+    """Store the state of incarnation ``epoch``. Raises Fenced if it no longer owns the entry."""
+    with _write(settings) as conn:
+        result = conn.execute(
+            trackers.update().where(*_fence(row_id, epoch)).values(state=state, checkpoint_at=db_now())
+        )
+        if result.rowcount != 1:
+            raise Fenced()
+
+
+def park(settings: Settings, row_id: int, epoch: int, state: dict[str, Any], wait: float) -> bool:
+    """Park incarnation ``epoch`` with its new state until its next tick, ``wait`` seconds from now.
+
+    The entry keeps its epoch and gives up its worker: it is ``parked``, and :func:`wake_parked`
+    makes it pending again (under a new epoch) when the tick is due. Returns False, writing
+    nothing, if a message or a stop request is waiting (the incarnation deals with it first);
+    raises Fenced if the incarnation no longer owns the entry. Atomicity: one conditional update.
+    """
+    with _write(settings) as conn:
+        result = conn.execute(
+            trackers.update()
+            .where(*_fence(row_id, epoch), trackers.c.stop_reason.is_(None))
+            .where(trackers.c.last_message_id <= trackers.c.handled_message_id)
+            .values(
+                status="parked",
+                state=state,
+                checkpoint_at=db_now(),
+                worker=None,
+                worker_id=None,
+                due_at=db_now(wait),
+                tick_at=db_now(wait),
+            )
+        )
+        if result.rowcount == 1:
+            return True
+        if _one(conn, *_fence(row_id, epoch)) is None:
+            raise Fenced()
+        return False
+
+
+def exit_normally(settings: Settings, row_id: int, epoch: int, event: str, detail: str | None) -> None:
+    """Deregister: delete the entry of incarnation ``epoch`` and record why. Fenced if not ours."""
+    with _write(settings) as conn:
+        row = _one(conn, *_fence(row_id, epoch), lock=True)
+        if row is None or conn.execute(trackers.delete().where(*_fence(row_id, epoch))).rowcount != 1:
+            raise Fenced()
+        _forget_mail(conn, row)
+        _event(conn, row, event, detail)
+
+
+def exit_abnormally(
+    settings: Settings, row_id: int, epoch: int, event: str, detail: str | None, *, normal: bool = False
+) -> tuple[Decision, Row | None]:
+    """Apply the restart policy to incarnation ``epoch``'s exit; returns the decision and new row.
+
+    ``normal`` is a ``Done`` of a permanent tracker. Atomicity: one transaction that reads the
+    restart history and writes the decision, conditional on the epoch.
+    """
+    with _write(settings) as conn:
+        row = _one(conn, *_fence(row_id, epoch), lock=True)
+        if row is None:
+            raise Fenced()
+        return _after_exit(settings, conn, row, event, detail, normal=normal)
+
+
+def _after_exit(
+    settings: Settings, conn: sa.Connection, row: Row, event: str, detail: str | None, *, normal: bool
+) -> tuple[Decision, Row | None]:
+    now = _now(conn)
+    claimed = row["claimed_at"]
+    decision = decide(
+        RestartPolicy.from_json(row["policy"]),
+        normal=normal,
+        now=now,
+        restart_times=list(row["restart_times"]),
+        backoff_step=row["backoff_step"],
+        ran_seconds=(now - claimed).total_seconds() if claimed else None,
+    )
+    same = (trackers.c.id == row["id"], trackers.c.epoch == row["epoch"], trackers.c.status == row["status"])
+
+    def write(stmt: Any) -> None:
+        # The caller read ``row`` under a lock; a changed row means someone else moved it on.
+        if conn.execute(stmt.where(*same)).rowcount != 1:
+            raise Fenced("the entry changed while its exit was being recorded")
+
+    _event(conn, row, event, detail)
+    if decision.action is Action.DEREGISTER:
+        write(trackers.delete())
+        _forget_mail(conn, row)
+        return decision, None
+    if decision.action is Action.DEAD:
+        write(
+            trackers.update().values(
+                status="dead", worker_id=None, due_at=None, stop_reason=None, last_error=detail
+            )
+        )
+        _event(conn, row, "dead", _why_dead(row["policy"]))
+        return decision, None
+    values = _fresh_incarnation(settings)
+    values.update(
+        restarts=trackers.c.restarts + 1,
+        restart_times=list(decision.restart_times),
+        backoff_step=decision.backoff_step,
+        last_error=detail if not normal else row["last_error"],
+    )
+    if decision.delay > 0:
+        values.update(status="failed", due_at=db_now(decision.delay))
+    write(trackers.update().values(values))
+    new = _one(conn, trackers.c.id == row["id"])
+    assert new is not None
+    _event(
+        conn,
+        new,
+        "restarting" if decision.delay == 0 else "backoff",
+        None if decision.delay == 0 else f"restart in {decision.delay:g} s",
+    )
+    return decision, new
+
+
+def _why_dead(policy: dict[str, Any]) -> str:
+    if policy["restart"] == "temporary":
+        return "temporary trackers are not restarted"
+    return f"more than {policy['max_restarts']} restarts in {policy['max_seconds']} s"
+
+
+def hand_off(settings: Settings, incarnations: Sequence[tuple[int, int]], reason: str) -> list[Row]:
+    """Give entries back as pending, each under a new epoch: a handoff, not a crash.
+
+    ``incarnations`` are ``(row id, epoch)`` pairs; an entry no longer held by that epoch is left
+    alone. Returns the new rows, to publish. Atomicity: one transaction for all of them (a worker
+    shutting down with thousands of trackers makes one round trip, not thousands).
+    """
+    if not incarnations:
+        return []
+    wanted = dict(incarnations)
+    with _write(settings) as conn:
+        owned: list[Row] = []
+        ids = list(wanted)
+        for start in range(0, len(ids), 1000):
+            chunk = ids[start : start + 1000]
+            stmt = _tracker_with_lease.where(trackers.c.id.in_(chunk), trackers.c.status == "running")
+            owned += _rows(conn, stmt.with_for_update(of=trackers))
+        owned = [r for r in owned if wanted[r["id"]] == r["epoch"]]
+        if not owned:
+            return []
+        values = {**_fresh_incarnation(settings), "task_id": sa.bindparam("b_task")}
+        conn.execute(
+            trackers.update()
+            .where(trackers.c.id == sa.bindparam("b_id"), trackers.c.epoch == sa.bindparam("b_epoch"))
+            .values(values),
+            [{"b_id": r["id"], "b_epoch": r["epoch"], "b_task": new_task_id()} for r in owned],
+        )
+        conn.execute(
+            events.insert().values(at=db_now(), event="handoff", detail=reason),
+            [
+                {
+                    "kind": r["kind"],
+                    "transaction_id": r["transaction_id"],
+                    "epoch": r["epoch"],
+                    "worker": r["worker"],
+                }
+                for r in owned
+            ],
+        )
+        new: list[Row] = []
+        for start in range(0, len(owned), 1000):
+            chunk = [r["id"] for r in owned[start : start + 1000]]
+            new += _rows(conn, _tracker_with_lease.where(trackers.c.id.in_(chunk)))
+        return new
+
+
+# -- stop --------------------------------------------------------------------------------------
+
+
+def request_stop(
+    settings: Settings, kind: str, transaction_id: str, reason: str, task_id: str | None = None
+) -> tuple[str, Row | None]:
+    """Ask a tracker to stop. Returns what happened and the row to act on:
+
+    ``("requested", row)``   it is running; its incarnation will exit (wait for the epoch to change)
+    ``("removed", None)``    it was pending, parked, failed or dead and is deregistered now
+    ``("restarting", row)``  an abnormal stop of a pending or parked tracker: restarted by its
+                             policy (publish)
+    ``("unchanged", row)``   an abnormal stop of a tracker already failed and awaiting its restart
+
+    With ``task_id``, only that incarnation is stopped (``("unchanged", row)`` if another one holds
+    the entry). Raises NotFound when nothing is registered. Atomicity: one transaction, conditional
+    on epoch.
+    """
+    normal = reason in ("normal", "shutdown")
+    with _write(settings) as conn:
+        row = _one(conn, trackers.c.kind == kind, trackers.c.transaction_id == transaction_id, lock=True)
+        if row is None:
+            raise NotFound(f"no {kind} tracker is registered for {transaction_id!r}")
+        if task_id is not None and row["task_id"] != task_id:
+            return "unchanged", row
+        same = (trackers.c.id == row["id"], trackers.c.epoch == row["epoch"])
+        if row["status"] == "running":
+            conn.execute(trackers.update().where(*same).values(stop_reason=reason))
+            _wake(conn, row["id"], "stop")
+            return "requested", row
+        if normal or row["status"] == "dead":
+            conn.execute(trackers.delete().where(*same))
+            _forget_mail(conn, row)
+            _event(conn, row, "stopped", f"stop({reason!r}) while {row['status']}")
+            return "removed", None
+        if row["status"] == "failed":
+            return "unchanged", row
+        decision, new = _after_exit(
+            settings, conn, row, "stopped", f"stop({reason!r}) while {row['status']}", normal=False
+        )
+        return ("restarting" if decision.action is Action.RESTART else "removed"), new

@@ -1,0 +1,203 @@
+"""Mailboxes: casts and calls queued for a tracker, their replies, and wake-up notifications."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+
+from tracking.exceptions import Fenced, NotFound
+from tracking.models import messages, trackers
+from tracking.redact import redact_url
+from tracking.registry.core import (
+    WAKE_CHANNEL,
+    Row,
+    _fence,
+    _one,
+    _read,
+    _rows,
+    _wake,
+    _write,
+    db_now,
+    log,
+)
+from tracking.settings import Settings
+
+# -- mailboxes -----------------------------------------------------------------------------------
+
+
+def enqueue(settings: Settings, kind: str, transaction_id: str, type_: str, body: Any) -> int:
+    """Queue a cast or call for a registered, not dead tracker; returns the message ID.
+
+    Atomicity: one transaction that locks the entry first, so that the messages of one tracker get
+    their IDs in the order they commit (the mailbox is read in ID order and never skips one).
+    """
+    with _write(settings) as conn:
+        row = _one(conn, trackers.c.kind == kind, trackers.c.transaction_id == transaction_id, lock=True)
+        if row is None or row["status"] == "dead":
+            raise NotFound(f"no live {kind} tracker for {transaction_id!r}")
+        message_id = conn.execute(
+            messages.insert()
+            .values(
+                kind=kind,
+                transaction_id=transaction_id,
+                type=type_,
+                status="queued",
+                body=body,
+                created_at=db_now(),
+            )
+            .returning(messages.c.id)
+        ).scalar_one()
+        values: dict[str, Any] = {"last_message_id": message_id}
+        if row["status"] == "parked":  # wake it now: the message is handled before its next tick
+            values["due_at"] = db_now()
+        conn.execute(trackers.update().where(trackers.c.id == row["id"]).values(values))
+        _wake(conn, row["id"], "mail")
+        return int(message_id)
+
+
+def mailbox(settings: Settings, kind: str, transaction_id: str, after: int, limit: int = 100) -> list[Row]:
+    """Queued messages of a tracker after message ``after``, oldest first."""
+    stmt = (
+        sa.select(messages.c.id, messages.c.type, messages.c.body)
+        .where(messages.c.kind == kind, messages.c.transaction_id == transaction_id)
+        .where(messages.c.id > after, messages.c.status == "queued")
+        .order_by(messages.c.id)
+        .limit(limit)
+    )
+    return _read(settings, lambda conn: _rows(conn, stmt))
+
+
+def handled(
+    settings: Settings,
+    row_id: int,
+    epoch: int,
+    message_id: int,
+    state: dict[str, Any] | None,
+    *,
+    reply: Any = None,
+    error: str | None = None,
+) -> None:
+    """Record that incarnation ``epoch`` handled a message: its new state (None: a handler that
+    crashed changes no state), the handled mark, and the reply or error of a call, or the removal of
+    a cast. Atomicity: one transaction, fenced by epoch, so each message is handled exactly once.
+    """
+    values: dict[str, Any] = {"handled_message_id": message_id}
+    if state is not None:
+        values.update(state=state, checkpoint_at=db_now())
+    with _write(settings) as conn:
+        result = conn.execute(
+            trackers.update()
+            .where(*_fence(row_id, epoch), trackers.c.handled_message_id < message_id)
+            .values(values)
+        )
+        if result.rowcount != 1:
+            raise Fenced()
+        message = messages.c.id == message_id
+        if conn.execute(sa.select(messages.c.type).where(message)).scalar_one_or_none() == "call":
+            status = "failed" if error is not None else "replied"
+            conn.execute(messages.update().where(message).values(status=status, reply=reply, error=error))
+        else:
+            conn.execute(messages.delete().where(message))
+
+
+def take_reply(settings: Settings, message_id: int) -> Row | None:
+    """The answer to a call once it has one, deleting it; ``{"status": "queued"}`` while it waits;
+    None if the message is gone (the tracker left the registry)."""
+    with _write(settings) as conn:
+        row = (
+            conn.execute(
+                sa.select(messages.c.status, messages.c.reply, messages.c.error).where(
+                    messages.c.id == message_id
+                )
+            )
+            .mappings()
+            .first()
+        )
+        if row is None:
+            return None
+        if row["status"] != "queued":
+            conn.execute(messages.delete().where(messages.c.id == message_id))
+        return dict(row)
+
+
+def reply_ready(settings: Settings, message_id: int) -> bool:
+    """Whether a call has been answered or is gone (a cheap read for the caller's wait)."""
+    stmt = sa.select(messages.c.status).where(messages.c.id == message_id)
+    return _read(settings, lambda conn: conn.execute(stmt).scalar_one_or_none()) != "queued"
+
+
+def withdraw(settings: Settings, message_id: int) -> bool:
+    """Take back a call nobody answered in time; False if it was handled meanwhile."""
+    with _write(settings) as conn:
+        deleted = conn.execute(
+            messages.delete().where(messages.c.id == message_id, messages.c.status == "queued")
+        ).rowcount
+        return deleted == 1
+
+
+def signals(settings: Settings, worker_id: str) -> list[tuple[int, int, str | None, bool]]:
+    """``(row id, epoch, stop reason, has mail)`` of this worker process's trackers that were asked
+    to stop or have messages waiting."""
+    stmt = sa.select(
+        trackers.c.id,
+        trackers.c.epoch,
+        trackers.c.stop_reason,
+        (trackers.c.last_message_id > trackers.c.handled_message_id).label("mail"),
+    ).where(
+        trackers.c.worker_id == worker_id,
+        trackers.c.status == "running",
+        sa.or_(
+            trackers.c.stop_reason.is_not(None), trackers.c.last_message_id > trackers.c.handled_message_id
+        ),
+    )
+    return _read(
+        settings, lambda conn: [(r.id, r.epoch, r.stop_reason, bool(r.mail)) for r in conn.execute(stmt)]
+    )
+
+
+def listen_for_wakeups(
+    settings: Settings, on_wake: Callable[[int, str], None], stopped: threading.Event
+) -> None:
+    """Call ``on_wake(row id, why)`` for every wake-up notification until ``stopped`` (PostgreSQL with
+    psycopg 3 only: elsewhere it returns at once and control polling alone wakes trackers).
+    Reconnects after a failure; a notification missed meanwhile is found by the control poll."""
+    url = sa.make_url(settings.database_url)
+    if url.get_backend_name() != "postgresql":
+        return
+    listener = sa.create_engine(
+        url,
+        poolclass=sa.NullPool,
+        connect_args={"application_name": f"tracking-{os.getpid()}-listen", "connect_timeout": 5},
+    )
+    try:
+        while not stopped.is_set():
+            try:
+                raw = listener.raw_connection()
+            except (sa_exc.DBAPIError, listener.dialect.loaded_dbapi.Error) as exc:
+                # raw_connection() raises the driver's own error, not wrapped in DBAPIError.
+                log.warning("wake-up listener cannot connect: %s", redact_url(str(getattr(exc, "orig", exc))))
+                stopped.wait(1.0)
+                continue
+            try:
+                driver: Any = raw.driver_connection
+                if not hasattr(driver, "notifies"):
+                    return  # not psycopg 3
+                driver.autocommit = True
+                driver.execute(f"LISTEN {WAKE_CHANNEL}")
+                while not stopped.is_set():
+                    for note in driver.notifies(timeout=1.0):
+                        row_id, _, why = note.payload.partition(":")
+                        if row_id.isdigit():
+                            on_wake(int(row_id), why)
+            except Exception as exc:  # the connection broke: reconnect
+                log.warning("wake-up listener lost its connection: %s", redact_url(str(exc)))
+                stopped.wait(1.0)
+            finally:
+                raw.close()
+    finally:
+        listener.dispose()
