@@ -16,9 +16,11 @@ What a sweep rescues, in order:
    covers the time when no worker is up to do it.
 
 Caveats: a sweep's cost follows the rows it acts on (indexed on status and due time, and on the
-owning worker), not the size of the registry. Any number of sweeps may run at once: each change is
-one transaction conditional on the entry's epoch and status, so a second supervisor finds nothing
-left to do rather than restarting a tracker twice. Returns and logs its counts.
+owning worker), not the size of the registry; a lost worker's trackers are restarted in one
+transaction of a few statements (up to ``limit`` per sweep). Any number of sweeps may run at once:
+each change is conditional on the entry's epoch and status, and on PostgreSQL the rows one sweep
+is changing are skipped by the others (SKIP LOCKED), so a second supervisor finds nothing left to
+do rather than restarting a tracker twice. Returns and logs its counts.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import socket
 from collections.abc import Callable
 
 from tracking import registry
-from tracking.exceptions import Fenced, RegistryUnavailable
+from tracking.exceptions import RegistryUnavailable
 from tracking.policy import Action
 from tracking.redact import redact_url
 from tracking.settings import Settings
@@ -53,14 +55,7 @@ def sweep(settings: Settings, publish: Publish, name: str | None = None, limit: 
     }
 
     counts["lost_workers"], lost = registry.mark_lost_workers(settings)
-    for row in registry.orphans(settings, lost, limit=limit):
-        try:
-            outcome = registry.restart_orphan(settings, row)
-        except Fenced:
-            outcome = None
-        if outcome is None:
-            continue  # another supervisor took it, or it moved on
-        decision, new = outcome
+    for decision, new in registry.restart_orphans(settings, lost, limit=limit):
         if decision.action is Action.DEAD:
             counts["dead"] += 1
         elif decision.action is Action.DEREGISTER:
@@ -71,11 +66,8 @@ def sweep(settings: Settings, publish: Publish, name: str | None = None, limit: 
                 counts["failed_publish"] += 1
     registry.forget_workers(settings, lost)
 
-    for row in registry.due(settings, limit=limit):
-        new = registry.take_due(settings, row)
-        if new is None:
-            continue  # another supervisor took it, or it moved on
-        counts["republished" if row["status"] == "pending" else "restarted"] += 1
+    for had, new in registry.take_due(settings, limit=limit):
+        counts["republished" if had == "pending" else "restarted"] += 1
         if not _publish(publish, new):
             counts["failed_publish"] += 1
 

@@ -18,6 +18,7 @@ from tracking.registry.core import (
     _insert,
     _one,
     _read,
+    _row,
     _rows,
     _tracker_with_lease,
     _write,
@@ -56,12 +57,13 @@ def start(
     key = (trackers.c.kind == kind, trackers.c.transaction_id == transaction_id)
     with _write(settings) as conn:
         stmt = _insert(conn)(trackers).values(values).on_conflict_do_nothing()
-        created = conn.execute(stmt.returning(trackers.c.id)).first() is not None
+        inserted = conn.execute(stmt.returning(*trackers.c)).mappings().first()
+        if inserted is not None:  # the common case: two round trips, the insert and its event
+            created: Row = {**_row(inserted), "heartbeat_at": None}
+            _event(conn, created, "started")
+            return created, True
         row = _one(conn, *key, lock=True)
         assert row is not None
-        if created:
-            _event(conn, row, "started")
-            return row, True
         if row["status"] != "dead":
             return row, False
         fresh = {
@@ -85,18 +87,27 @@ def start(
         if result.rowcount != 1:  # pragma: no cover - the write lock makes this unreachable
             raise Fenced("the dead entry changed while it was being started afresh")
         _forget_mail(conn, row)
-        row = _one(conn, *key)
-        assert row is not None
-        _event(conn, row, "started", "started afresh after dead")
-        return row, True
+        afresh = _one(conn, *key)
+        assert afresh is not None
+        _event(conn, afresh, "started", "started afresh after dead")
+        return afresh, True
+
+
+#: lookup's statement, built once: building it on every call costs more than the query itself
+_GET = _tracker_with_lease.where(
+    trackers.c.kind == sa.bindparam("kind"), trackers.c.transaction_id == sa.bindparam("transaction_id")
+)
 
 
 def get(settings: Settings, kind: str, transaction_id: str) -> Row | None:
     """The registry entry for (kind, transaction_id), whatever its status, or None."""
-    return _read(
-        settings,
-        lambda conn: _one(conn, trackers.c.kind == kind, trackers.c.transaction_id == transaction_id),
-    )
+    params = {"kind": kind, "transaction_id": transaction_id}
+
+    def query(conn: sa.Connection) -> Row | None:
+        found = conn.execute(_GET, params).mappings().first()
+        return _row(found) if found is not None else None
+
+    return _read(settings, query)
 
 
 def select(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -144,7 +146,26 @@ def exit_abnormally(
 def _after_exit(
     settings: Settings, conn: sa.Connection, row: Row, event: str, detail: str | None, *, normal: bool
 ) -> tuple[Decision, Row | None]:
-    now = _now(conn)
+    """Apply the restart policy to the exit of ``row`` (read under a lock by the caller)."""
+    plan = plan_exit(settings, row, _now(conn), event, detail, normal=normal)
+    return plan.decision, apply_exits(settings, conn, [plan])[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class Exit:
+    """What an exit does to one entry: the policy's decision and the events to record."""
+
+    row: Row
+    decision: Decision
+    #: ``(event, detail)`` recorded under the exiting epoch
+    events: tuple[tuple[str, str | None], ...]
+    last_error: str | None
+
+
+def plan_exit(
+    settings: Settings, row: Row, now: datetime, event: str, detail: str | None, *, normal: bool
+) -> Exit:
+    """Decide what the exit of ``row`` at ``now`` (the database clock) does; writes nothing."""
     claimed = row["claimed_at"]
     decision = decide(
         RestartPolicy.from_json(row["policy"]),
@@ -154,45 +175,115 @@ def _after_exit(
         backoff_step=row["backoff_step"],
         ran_seconds=(now - claimed).total_seconds() if claimed else None,
     )
-    same = (trackers.c.id == row["id"], trackers.c.epoch == row["epoch"], trackers.c.status == row["status"])
-
-    def write(stmt: Any) -> None:
-        # The caller read ``row`` under a lock; a changed row means someone else moved it on.
-        if conn.execute(stmt.where(*same)).rowcount != 1:
-            raise Fenced("the entry changed while its exit was being recorded")
-
-    _event(conn, row, event, detail)
-    if decision.action is Action.DEREGISTER:
-        write(trackers.delete())
-        _forget_mail(conn, row)
-        return decision, None
+    recorded: tuple[tuple[str, str | None], ...] = ((event, detail),)
     if decision.action is Action.DEAD:
-        write(
-            trackers.update().values(
-                status="dead", worker_id=None, due_at=None, stop_reason=None, last_error=detail
+        recorded += (("dead", _why_dead(row["policy"])),)
+    return Exit(row, decision, recorded, row["last_error"] if normal else detail)
+
+
+def apply_exits(settings: Settings, conn: sa.Connection, exits: Sequence[Exit]) -> list[Row | None]:
+    """Write planned exits, in a few statements whatever their number; returns each new row (a
+    restart) or None (deregistered, dead).
+
+    Each entry must have been read under a lock in this transaction; every write is conditional
+    on the epoch and status read, and a mismatch raises Fenced (someone else moved it on).
+    """
+    if not exits:
+        return []
+    log_rows: list[dict[str, Any]] = []
+    for ex in exits:
+        r = ex.row
+        for event, detail in ex.events:
+            log_rows.append(
+                {
+                    "kind": r["kind"],
+                    "transaction_id": r["transaction_id"],
+                    "epoch": r["epoch"],
+                    "worker": r["worker"],
+                    "detail": detail,
+                    "event": event,
+                }
             )
+    written = 0
+    gone = [ex.row for ex in exits if ex.decision.action is Action.DEREGISTER]
+    for r in gone:
+        written += conn.execute(trackers.delete().where(*_as_read(r))).rowcount
+        _forget_mail(conn, r)
+    dead = [ex for ex in exits if ex.decision.action is Action.DEAD]
+    if dead:
+        written += _update_each(
+            conn,
+            {"status": "dead", "worker_id": None, "due_at": None, "stop_reason": None},
+            [{**_read_params(ex.row), "v_last_error": ex.last_error} for ex in dead],
         )
-        _event(conn, row, "dead", _why_dead(row["policy"]))
-        return decision, None
-    values = _fresh_incarnation(settings)
-    values.update(
-        restarts=trackers.c.restarts + 1,
-        restart_times=list(decision.restart_times),
-        backoff_step=decision.backoff_step,
-        last_error=detail if not normal else row["last_error"],
+    restarts = [ex for ex in exits if ex.decision.action is Action.RESTART]
+    for delay in sorted({ex.decision.delay for ex in restarts}):
+        group = [ex for ex in restarts if ex.decision.delay == delay]
+        shared = {**_fresh_incarnation(settings), "restarts": trackers.c.restarts + 1}
+        shared.pop("task_id")
+        if delay > 0:
+            shared.update(status="failed", due_at=db_now(delay))
+        written += _update_each(
+            conn,
+            shared,
+            [
+                {
+                    **_read_params(ex.row),
+                    "v_task_id": new_task_id(),
+                    "v_restart_times": list(ex.decision.restart_times),
+                    "v_backoff_step": ex.decision.backoff_step,
+                    "v_last_error": ex.last_error,
+                }
+                for ex in group
+            ],
+        )
+    if written != len(exits):
+        raise Fenced("an entry changed while its exit was being recorded")
+    new: dict[int, Row] = {}
+    ids = [ex.row["id"] for ex in restarts]
+    for begin in range(0, len(ids), 1000):
+        for r in _rows(conn, _tracker_with_lease.where(trackers.c.id.in_(ids[begin : begin + 1000]))):
+            new[r["id"]] = r
+    for ex in restarts:
+        r, delay = new[ex.row["id"]], ex.decision.delay
+        log_rows.append(
+            {
+                "kind": r["kind"],
+                "transaction_id": r["transaction_id"],
+                "epoch": r["epoch"],
+                "worker": r["worker"],
+                "event": "restarting" if delay == 0 else "backoff",
+                "detail": None if delay == 0 else f"restart in {delay:g} s",
+            }
+        )
+    conn.execute(events.insert().values(at=db_now()), log_rows)
+    return [new.get(ex.row["id"]) for ex in exits]
+
+
+def _as_read(row: Row) -> tuple[Any, ...]:
+    return (trackers.c.id == row["id"], trackers.c.epoch == row["epoch"], trackers.c.status == row["status"])
+
+
+def _read_params(row: Row) -> dict[str, Any]:
+    return {"b_id": row["id"], "b_epoch": row["epoch"], "b_status": row["status"]}
+
+
+def _update_each(conn: sa.Connection, shared: dict[str, Any], each: list[dict[str, Any]]) -> int:
+    """One UPDATE run for every parameter set of ``each`` (``v_<column>``: its own values; ``shared``
+    the same for all), each conditional on the entry's id, epoch and status as read. Returns how
+    many rows it changed (the drivers tracking supports sum a batch's row counts)."""
+    own = {
+        key[2:]: sa.bindparam(key, type_=trackers.c[key[2:]].type) for key in each[0] if key.startswith("v_")
+    }
+    stmt = (
+        trackers.update()
+        .where(trackers.c.id == sa.bindparam("b_id"), trackers.c.epoch == sa.bindparam("b_epoch"))
+        .where(trackers.c.status == sa.bindparam("b_status"))
+        .values({**shared, **own})
     )
-    if decision.delay > 0:
-        values.update(status="failed", due_at=db_now(decision.delay))
-    write(trackers.update().values(values))
-    new = _one(conn, trackers.c.id == row["id"])
-    assert new is not None
-    _event(
-        conn,
-        new,
-        "restarting" if decision.delay == 0 else "backoff",
-        None if decision.delay == 0 else f"restart in {decision.delay:g} s",
-    )
-    return decision, new
+    result = conn.execute(stmt, each[0] if len(each) == 1 else each)
+    assert conn.dialect.supports_sane_multi_rowcount or len(each) == 1
+    return result.rowcount
 
 
 def _why_dead(policy: dict[str, Any]) -> str:

@@ -8,14 +8,11 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from tracking.models import supervisors, trackers, workers
+from tracking.models import events, supervisors, trackers, workers
 from tracking.policy import Action, Decision
 from tracking.registry.core import (
     Row,
     _aware,
-    _event,
-    _fence,
-    _forget_mail,
     _insert,
     _now,
     _one,
@@ -26,7 +23,7 @@ from tracking.registry.core import (
     db_now,
     new_task_id,
 )
-from tracking.registry.incarnations import _after_exit
+from tracking.registry.incarnations import Exit, apply_exits, plan_exit
 from tracking.settings import Settings
 
 # -- worker leases --------------------------------------------------------------------------------
@@ -88,16 +85,6 @@ def mark_lost_workers(settings: Settings) -> tuple[int, list[str]]:
         return newly, [r.id for r in ids]
 
 
-def orphans(settings: Settings, worker_ids: Sequence[str], limit: int = 1000) -> list[Row]:
-    """Running entries owned by the given (lost or stopped) worker processes."""
-    if not worker_ids:
-        return []
-    stmt = _tracker_with_lease.where(
-        trackers.c.status == "running", trackers.c.worker_id.in_(list(worker_ids))
-    ).limit(limit)
-    return _read(settings, lambda conn: _rows(conn, stmt))
-
-
 def forget_workers(settings: Settings, worker_ids: Sequence[str]) -> None:
     """Delete lost or stopped worker rows that no longer own a running entry."""
     if not worker_ids:
@@ -115,60 +102,79 @@ def forget_workers(settings: Settings, worker_ids: Sequence[str]) -> None:
         )
 
 
-def restart_orphan(settings: Settings, row: Row) -> tuple[Decision, Row | None] | None:
-    """Apply the restart policy to an entry whose worker was lost; None if it moved on meanwhile.
+def restart_orphans(
+    settings: Settings, worker_ids: Sequence[str], limit: int = 1000
+) -> list[tuple[Decision, Row | None]]:
+    """Apply the restart policy to the running entries of lost or stopped worker processes.
 
-    A stop with reason normal or shutdown requested before the loss is honoured: deregistered.
+    Returns each entry's decision and new row (a restart to publish). A stop with reason normal or
+    shutdown requested before the loss is honoured: deregistered. Atomicity: one transaction for
+    the whole batch, a few statements whatever its size; on PostgreSQL the entries are locked with
+    SKIP LOCKED, so two supervisors split them and each is restarted exactly once.
     """
-    with _write(settings) as conn:
-        current = _one(
-            conn, *_fence(row["id"], row["epoch"]), trackers.c.worker_id == row["worker_id"], lock=True
-        )
-        if current is None:
-            return None
-        if current["stop_reason"] in ("normal", "shutdown"):
-            conn.execute(trackers.delete().where(*_fence(row["id"], row["epoch"])))
-            _forget_mail(conn, current)
-            _event(conn, current, "stopped", f"stop({current['stop_reason']!r}); its worker was lost")
-            return Decision(Action.DEREGISTER), None
-        return _after_exit(
-            settings,
-            conn,
-            current,
-            "worker_lost",
-            f"worker {current['worker']} stopped renewing its lease",
-            normal=False,
-        )
-
-
-def due(settings: Settings, limit: int = 1000) -> list[Row]:
-    """Pending entries nobody claimed in time, and failed entries whose backoff is over."""
+    if not worker_ids:
+        return []
     stmt = (
-        _tracker_with_lease.where(trackers.c.status.in_(["pending", "failed"]), trackers.c.due_at <= db_now())
+        _tracker_with_lease.where(trackers.c.status == "running", trackers.c.worker_id.in_(list(worker_ids)))
+        .order_by(trackers.c.id)
+        .limit(limit)
+        .with_for_update(of=trackers, skip_locked=True)
+    )
+    with _write(settings) as conn:
+        rows = _rows(conn, stmt)
+        if not rows:
+            return []
+        now = _now(conn)
+        plans: list[Exit] = []
+        for row in rows:
+            if row["stop_reason"] in ("normal", "shutdown"):
+                why = f"stop({row['stop_reason']!r}); its worker was lost"
+                plans.append(Exit(row, Decision(Action.DEREGISTER), (("stopped", why),), row["last_error"]))
+            else:
+                why = f"worker {row['worker']} stopped renewing its lease"
+                plans.append(plan_exit(settings, row, now, "worker_lost", why, normal=False))
+        return list(zip((p.decision for p in plans), apply_exits(settings, conn, plans), strict=True))
+
+
+def take_due(settings: Settings, limit: int = 1000) -> list[tuple[str, Row]]:
+    """Pending entries nobody claimed in time, and failed entries whose backoff is over, made
+    pending with a fresh grace period; returns ``(status they had, new row)`` to publish.
+
+    Atomicity: one transaction for the batch; each entry is locked (SKIP LOCKED on PostgreSQL) and
+    updated only while still due, so of two supervisors only one publishes it.
+    """
+    stmt = (
+        sa.select(trackers.c.id, trackers.c.status)
+        .where(trackers.c.status.in_(["pending", "failed"]), trackers.c.due_at <= db_now())
         .order_by(trackers.c.due_at)
         .limit(limit)
+        .with_for_update(skip_locked=True)
     )
-    return _read(settings, lambda conn: _rows(conn, stmt))
-
-
-def take_due(settings: Settings, row: Row) -> Row | None:
-    """Claim a due entry for publishing: pending again with a fresh grace period.
-
-    Conditional on epoch, status and due_at, so of two supervisors only one publishes it.
-    """
     with _write(settings) as conn:
-        result = conn.execute(
+        had = {r.id: r.status for r in conn.execute(stmt)}
+        if not had:
+            return []
+        conn.execute(
             trackers.update()
-            .where(trackers.c.id == row["id"], trackers.c.epoch == row["epoch"])
-            .where(trackers.c.status == row["status"], trackers.c.due_at <= db_now())
+            .where(trackers.c.id.in_(list(had)), trackers.c.status.in_(["pending", "failed"]))
             .values(status="pending", due_at=db_now(settings.start_grace_seconds))
         )
-        if result.rowcount != 1:
-            return None
-        new = _one(conn, trackers.c.id == row["id"])
-        assert new is not None
-        _event(conn, new, "republished" if row["status"] == "pending" else "restarting")
-        return new
+        rows = _rows(conn, _tracker_with_lease.where(trackers.c.id.in_(list(had))))
+        conn.execute(
+            events.insert().values(at=db_now()),
+            [
+                {
+                    "kind": r["kind"],
+                    "transaction_id": r["transaction_id"],
+                    "epoch": r["epoch"],
+                    "worker": r["worker"],
+                    "event": "republished" if had[r["id"]] == "pending" else "restarting",
+                    "detail": None,
+                }
+                for r in rows
+            ],
+        )
+        return [(had[r["id"]], r) for r in rows]
 
 
 def restart_now(settings: Settings, row_id: int, epoch: int) -> Row | None:
