@@ -106,6 +106,21 @@ def other_events(conn: psycopg.Connection[Any], kind: str) -> dict[str, int]:
     return {str(event): int(n) for event, n in rows}
 
 
+def log_counts(worker: Worker) -> dict[str, int]:
+    """Lines of the worker's log that tell of trouble under load, by kind."""
+    try:
+        text = worker.log_path.read_text(errors="replace")
+    except FileNotFoundError:
+        return {}
+    marks = {
+        "pool checkout timeouts (QueuePool limit)": "QueuePool limit",
+        "lease declared lost": "was declared lost",
+        "trackers crashed": " crashed: ",
+        "registry unavailable": "registry unavailable",
+    }
+    return {what: text.count(mark) for what, mark in marks.items()}
+
+
 def driver_info(app: Any, queue: str, client: Any, key_prefix: str, timeout: float = 30.0) -> dict[str, Any]:
     """Ask the worker (a task, ``bench.driver_info``) which wait function psycopg uses in it."""
     key = f"{key_prefix}driver:{uuid.uuid4().hex}"
@@ -168,8 +183,13 @@ def capacity_step(
             timeline.append((time.monotonic() - t0, running, conns))
             return running >= count
 
-        wait_until(all_running, timeout, interval=0.5, what=f"{count} trackers running")
-        to_running = time.monotonic() - t0
+        to_running: float | None
+        try:
+            wait_until(all_running, timeout, interval=0.5, what=f"{count} trackers running")
+            to_running = time.monotonic() - t0
+        except TimeoutError:  # a figure too: how far it got, and what went wrong (events, log)
+            to_running = None
+        running_at_end = running_count(conn, tracker.kind)
         # Every tracker ticks at once after its first checkpoint; let the starts' table counters
         # reach pg_stat_user_tables (an idle backend flushes them up to 10 s late).
         time.sleep(supervision.STATS_LAG)
@@ -184,6 +204,8 @@ def capacity_step(
         "trackers": count,
         "starts_s": starts_s,
         "to_running_s": to_running,
+        "timeout_s": timeout,
+        "running_at_end": running_at_end,
         "timeline": timeline,
         "rss_idle_kib": rss_idle,
         "rss_live_kib": rss_live,

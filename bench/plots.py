@@ -96,10 +96,19 @@ def capacity(results: dict[str, Any], folder: Path) -> str | None:
     res = results.get("h")
     if res is None or not res["steps"]:
         return None
-    steps = res["steps"]
+    steps = [s for s in res["steps"] if "failed" not in s]
+    if not steps:
+        return None
     sizes = [s["trackers"] for s in steps]
     fig, (left, middle, right) = _figure(width=13.0, height=4.2, cols=3)
-    left.plot(sizes, [s["to_running_s"] for s in steps], "o-", label="all running (registry)")
+    done = [s for s in steps if s["to_running_s"] is not None]
+    left.plot([s["trackers"] for s in done], [s["to_running_s"] for s in done], "o-", label="all running")
+    for s in steps:
+        if s["to_running_s"] is None:
+            left.plot([s["trackers"]], [s["timeout_s"]], "x", color="red", markersize=10)
+            left.annotate(
+                f"not all running\nwithin {s['timeout_s']:.0f} s", (s["trackers"], s["timeout_s"]), fontsize=8
+            )
     left.plot(sizes, [s["starts_s"] for s in steps], "s--", label="start() calls alone")
     left.axhline(60, color="grey", linestyle="-.", linewidth=0.8, label="goal: 60 s")
     left.set_xlabel("live trackers in one worker process")

@@ -275,27 +275,47 @@ class Report:
             return [*out, ("h. capacity: live trackers in one gevent worker process", "FAILED", "", "")]
         for step in res["steps"]:
             n = step["trackers"]
+            if "failed" in step:
+                out.append(
+                    (f"h. capacity: {n:,} live trackers in 1 worker process", "FAILED", step["failed"], "")
+                )
+                continue
             rates = step["writes"]["rates"]
             lease = rates["tracking_workers"]["upd"]
             checkpoints = rates["tracking_trackers"]["upd"]
             total = sum(sum(ops.values()) for ops in rates.values())
             per_kb = step["rss_per_tracker_kib"] * 1.024
             goals = ""
+            done = step["to_running_s"]
             if n >= 10_000:
-                goals = (
-                    f" (goals at 10,000: within 60 s {'met' if step['to_running_s'] <= 60 else 'NOT met'},"
-                    f" under 50 KB {'met' if per_kb < 50 else 'NOT met'})"
+                in_time = "met" if done is not None and done <= 60 else "NOT met"
+                small = "met" if per_kb < 50 else "NOT met"
+                goals = f" (goals at 10,000: within 60 s {in_time}, under 50 KB {small})"
+            if done is not None:
+                running = f"all running {_s(done)} after the first start()"
+            else:
+                running = (
+                    f"NOT all running within {step['timeout_s']:.0f} s of the first start()"
+                    f" ({step['running_at_end']:,} running then)"
                 )
+            trouble = {k: v for k, v in step.get("worker_log_counts", {}).items() if v}
+            trouble_text = (
+                "; worker log: " + ", ".join(f"{k} {v}" for k, v in trouble.items()) if trouble else ""
+            )
+            events = step["other_events"]
+            events_text = (
+                "; events: " + ", ".join(f"{k} {v}" for k, v in sorted(events.items())) if events else ""
+            )
             out.append(
                 (
                     f"h. capacity: {n:,} live trackers (interval {res['interval']:g} s) in 1 worker process,"
                     f" -P gevent -c {step['concurrency']:,}, PostgreSQL + Redis",
-                    f"all running {_s(step['to_running_s'])} after the first start(); RSS {per_kb:.1f} KB"
-                    f" per tracker{goals}; registry connections peak {step['peak_connections']}",
+                    f"{running}; RSS {per_kb:.1f} KB per tracker{goals}; registry connections peak"
+                    f" {step['peak_connections']}{events_text}{trouble_text}",
                     f"the {n:,} start() calls alone (8 threads) {_s(step['starts_s'])}; idle worker RSS"
                     f" {step['rss_idle_kib'] / 1024:.0f} MiB, with {n:,} trackers"
                     f" {step['rss_live_kib'] / 1024:.0f} MiB",
-                    f"{n / step['to_running_s']:,.0f} trackers/s to running",
+                    f"{n / done:,.0f} trackers/s to running" if done else "",
                 )
             )
             if step["writes"]["seconds"] >= 5 * res["heartbeat"]:
@@ -357,8 +377,9 @@ class Report:
         r = self.results
         n = res["actors"]
         gets, calls, rec = Series(res["get_actor"]), Series(res["call"]), Series(res["recovered"])
-        cap = (r.get("h") or {}).get("steps") or []
-        first = cap[0] if cap else None
+        cap = [st for st in (r.get("h") or {}).get("steps") or [] if "failed" not in st]
+        ran = [st for st in cap if st["to_running_s"] is not None]
+        first = ran[0] if ran else None
         last = cap[-1] if cap else None
         pg, msg, crash, lost = r.get("b_pg"), r.get("i_pg_redis"), r.get("c"), r.get("e_tracking_1")
         mem = res["memory"]
@@ -595,25 +616,39 @@ class Report:
             f"Heartbeat {res['heartbeat']:g} s, lease {res['lease']:g} s, sweep {res['sweep']:g} s, start"
             f" grace {res['grace']:g} s; tracker interval {res['interval']:g} s. psycopg's wait function in"
             " the worker (asked by a task): "
-            + ", ".join(sorted({f"`{st['driver']['wait_function']}`" for st in res["steps"]}))
+            + ", ".join(
+                sorted({f"`{st['driver']['wait_function']}`" for st in res["steps"] if "driver" in st})
+            )
             + ".",
             "",
             "| trackers | start() calls | all running | RSS idle | RSS live | RSS per tracker |"
             " connections peak / steady | lease renewals/s | checkpoints/s (one per interval) |"
-            " all writes/s | checkpoint age p99 / max | other events |",
-            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+            " all writes/s | checkpoint age p99 / max | other events | worker log |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
         ]
         for st in res["steps"]:
+            if "failed" in st:
+                lines.append(f"| {st['trackers']:,} | FAILED: {st['failed']} |" + " |" * 11)
+                continue
             n, rates = st["trackers"], st["writes"]["rates"]
             total = sum(sum(ops.values()) for ops in rates.values())
             events = ", ".join(f"{k} {v}" for k, v in sorted(st["other_events"].items())) or "none"
+            trouble = (
+                ", ".join(f"{k} {v}" for k, v in st.get("worker_log_counts", {}).items() if v) or "clean"
+            )
+            done = (
+                _s(st["to_running_s"])
+                if st["to_running_s"] is not None
+                else f"not within {st['timeout_s']:.0f} s ({st['running_at_end']:,})"
+            )
             lines.append(
-                f"| {n:,} | {_s(st['starts_s'])} | {_s(st['to_running_s'])} |"
+                f"| {n:,} | {_s(st['starts_s'])} | {done} |"
                 f" {st['rss_idle_kib'] / 1024:.0f} MiB | {st['rss_live_kib'] / 1024:.0f} MiB |"
                 f" {st['rss_per_tracker_kib'] * 1.024:.1f} KB | {st['peak_connections']} /"
                 f" {st['steady_connections']} | {rates['tracking_workers']['upd']:.2f} |"
                 f" {rates['tracking_trackers']['upd']:,.1f} ({n / res['interval']:,.1f}) | {total:,.1f} |"
                 f" {st['checkpoint_age']['p99_s']:.1f} s / {st['checkpoint_age']['max_s']:.1f} s | {events} |"
+                f" {trouble} |"
             )
         return lines
 
@@ -704,7 +739,10 @@ class Report:
             "  `/proc/<pid>/status`. RSS per tracker = (RSS live - RSS idle) / N; KB = 1000 bytes. The",
             "  worker is SIGKILLed afterwards (a warm shutdown would hand every tracker off), and the",
             "  registry emptied. Checkpoint age: now minus each running tracker's last checkpoint at the",
-            "  end of the window; a worker that keeps up has none much older than one interval.",
+            "  end of the window; a worker that keeps up has none much older than one interval. A size",
+            "  whose trackers are not all running within max(120 s, N x 0.06 s) is reported as such,",
+            "  with the registry's other events (crashes, lost workers, restarts) and the worker log's",
+            "  count of pool checkout timeouts, lost leases and crashes.",
             f"- **i. call and cast**: one tracker (interval 30 s) on a `-P threads -c 20` worker;"
             f" {p['calls']} calls",
             '  (`call(id, {"n": i})`, answered with the message) in blocks of 20, alternating with',

@@ -587,23 +587,33 @@ class Run:
                         p.capacity_window,
                         timeout=max(120.0, count * 0.06),
                     )
-                except Exception:
-                    print(fleet.logs(), file=sys.stderr)
-                    raise
+                except Exception:  # this size failed; the next ones are still measured
+                    self.errors[f"h_{count}"] = traceback.format_exc()
+                    print(self.errors[f"h_{count}"], fleet.logs(), sep="\n", file=sys.stderr)
+                    step = {"trackers": count, "failed": traceback.format_exc(limit=1).strip()}
                 finally:
                     if worker.alive():
                         worker.kill()  # not a warm shutdown, which would republish every tracker
                     self.pg.truncate()
                 step["worker_log_problems"] = worker.log_problems()
+                step["worker_log_counts"] = capacity.log_counts(worker)
+                steps.append(step)
+                if "failed" in step:
+                    continue
                 r = step["writes"]["rates"]
+                running = (
+                    f"all running {step['to_running_s']:.1f} s after the first start()"
+                    if step["to_running_s"] is not None
+                    else f"NOT all running within {step['timeout_s']:.0f} s ({step['running_at_end']} were)"
+                )
                 print(
-                    f"    {count} trackers: all running {step['to_running_s']:.1f} s after the first"
-                    f" start(), {step['rss_per_tracker_kib']:.1f} KiB RSS each, registry connections"
-                    f" peak {step['peak_connections']}, lease renewals {r['tracking_workers']['upd']:.2f}/s,"
-                    f" checkpoints {r['tracking_trackers']['upd']:.1f}/s",
+                    f"    {count} trackers: {running}, {step['rss_per_tracker_kib']:.1f} KiB RSS each,"
+                    f" registry connections peak {step['peak_connections']}, lease renewals"
+                    f" {r['tracking_workers']['upd']:.2f}/s,"
+                    f" checkpoints {r['tracking_trackers']['upd']:.1f}/s,"
+                    f" other events {step['other_events']}, worker log {step['worker_log_counts']}",
                     flush=True,
                 )
-                steps.append(step)
         return {"steps": steps, "interval": tracker.interval, **CAPACITY_TIMING}
 
     # -- i. messages ------------------------------------------------------------------------------
