@@ -742,7 +742,9 @@ class Report:
             "  end of the window; a worker that keeps up has none much older than one interval. A size",
             "  whose trackers are not all running within max(120 s, N x 0.06 s) is reported as such,",
             "  with the registry's other events (crashes, lost workers, restarts) and the worker log's",
-            "  count of pool checkout timeouts, lost leases and crashes.",
+            "  count of pool checkout timeouts, lost leases and crashes. `republished` events are",
+            "  pending entries not claimed within the start grace, published again by the worker's own",
+            "  sweep (duplicates of messages still queued: the stale copy is dropped at its claim).",
             f"- **i. call and cast**: one tracker (interval 30 s) on a `-P threads -c 20` worker;"
             f" {p['calls']} calls",
             '  (`call(id, {"n": i})`, answered with the message) in blocks of 20, alternating with',
