@@ -48,7 +48,7 @@ T = TypeVar("T")
 #: how long, during a warm shutdown, an incarnation retries a write the registry refuses
 SHUTDOWN_PATIENCE = 5.0
 #: a parking tracker parks only if its next tick is at least this far away (seconds)
-PARK_MIN_WAIT = 1.0
+PARK_MIN_WAIT = 0.5
 #: the longest the waker sleeps before it looks for due parked trackers again (seconds)
 WAKE_POLL = 1.0
 #: how many parked trackers one wake-up transaction takes
@@ -234,6 +234,7 @@ class WorkerRuntime:
     def _loop(self) -> None:
         next_beat = time.monotonic() + self.settings.heartbeat_seconds
         next_sweep = time.monotonic() + self.settings.sweep_seconds
+        next_stray_check = time.monotonic() + self.settings.lease_seconds
         while True:
             # A wake-up notification (a cast, call or stop for one of ours) pokes an early round.
             self._poke.wait(self.settings.control_poll_seconds)
@@ -249,6 +250,9 @@ class WorkerRuntime:
                     next_beat = now + self.settings.heartbeat_seconds
                     self._renew()
                 self._deliver_signals()
+                if now >= next_stray_check and not self.shutting_down.is_set():
+                    next_stray_check = now + self.settings.lease_seconds
+                    self._hand_off_strays()
                 if self._sweep is not None and now >= next_sweep:
                     next_sweep = now + self.settings.sweep_seconds
                     self._sweep_aside()
@@ -329,6 +333,26 @@ class WorkerRuntime:
             self._renewed.notify_all()
         self._register()
 
+    def _hand_off_strays(self) -> None:
+        """Hand off entries this process holds in the registry but runs no incarnation of.
+
+        A claim whose commit succeeded but whose answer was lost with the connection leaves such an
+        entry: running under this (live) lease, so no supervisor would ever restart it. Entries
+        claimed in the last lease period are left alone: their incarnation may be starting.
+        """
+        held = registry.held(self.settings, self.worker_id, claimed_before=self.settings.lease_seconds)
+        with self._lock:
+            strays = [
+                (row_id, epoch)
+                for row_id, epoch in held
+                if (inc := self._incarnations.get(row_id)) is None or inc.epoch != epoch
+            ]
+        if not strays:
+            return
+        log.error("%d entries held by this worker run nowhere; handing them off", len(strays))
+        for row in registry.hand_off(self.settings, strays, f"not running in worker {self.hostname}"):
+            _publish(self, row)
+
     def _deliver_signals(self) -> None:
         """Hand stop requests and mail addressed to this process's trackers to them."""
         if not self._incarnations:
@@ -353,7 +377,6 @@ class WorkerRuntime:
 
 def run(tracker_cls: type[Tracker], transaction_id: str, epoch: int, task_id: str, rt: WorkerRuntime) -> str:
     """Claim the entry for ``epoch`` and run the tracker until it exits. Returns how it ended."""
-    settings = rt.settings
     if rt.shutting_down.is_set():
         # Do not claim work on the way out; the next worker takes the same message.
         rt.publish(_message(tracker_cls.kind, transaction_id, epoch, task_id))
@@ -362,15 +385,10 @@ def run(tracker_cls: type[Tracker], transaction_id: str, epoch: int, task_id: st
     if not rt.wait_for_lease_to_claim():
         rt.publish(_message(tracker_cls.kind, transaction_id, epoch, task_id))
         return "handed off before claim"
-    row = registry.claim(
-        settings,
-        tracker_cls.kind,
-        transaction_id,
-        epoch,
-        worker=rt.hostname,
-        worker_id=rt.worker_id,
-        policy=tracker_cls.policy,
-    )
+    try:
+        row = _claim(tracker_cls, transaction_id, epoch, rt)
+    except RegistryUnavailable:  # only while shutting down: published again after the start grace
+        return "left to the supervisor"
     if row is None:
         log.info(
             "%s %s epoch %s: not claimed (duplicate or stale message)",
@@ -390,6 +408,36 @@ def run(tracker_cls: type[Tracker], transaction_id: str, epoch: int, task_id: st
         return "left to the supervisor"
     finally:
         rt.remove(inc)
+
+
+def _claim(
+    tracker_cls: type[Tracker], transaction_id: str, epoch: int, rt: WorkerRuntime
+) -> registry.Row | None:
+    """Claim the entry, retrying while the registry is unavailable (the message is acknowledged
+    already: giving up would leave the entry to the supervisor's start grace).
+
+    A retry after a claim whose commit succeeded but whose answer was lost finds the entry running
+    and returns None; the process then holds an entry it does not run, which
+    ``WorkerRuntime._hand_off_strays`` finds and hands off.
+    """
+    delay, began = 0.1, time.monotonic()
+    while True:
+        try:
+            return registry.claim(
+                rt.settings,
+                tracker_cls.kind,
+                transaction_id,
+                epoch,
+                worker=rt.hostname,
+                worker_id=rt.worker_id,
+                policy=tracker_cls.policy,
+            )
+        except RegistryUnavailable as exc:
+            if rt.shutting_down.is_set() and time.monotonic() - began > SHUTDOWN_PATIENCE:
+                raise
+            log.warning("%s %s: claim failed, retrying: %s", tracker_cls.kind, transaction_id, exc)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 def _message(kind: str, transaction_id: str, epoch: int, task_id: str) -> registry.Row:
@@ -442,11 +490,15 @@ def _loop(tracker_cls: type[Tracker], row: registry.Row, inc: Incarnation, rt: W
                 continue
             if time.monotonic() >= next_tick:
                 state = json_object(tracker.tick(state), "tick's state", settings.max_state_bytes)
-                next_tick = time.monotonic() + tracker_cls.interval
-                if parks and tracker_cls.interval >= PARK_MIN_WAIT and park(state, tracker_cls.interval):
-                    return "parked"
-                checkpoint(state)  # not parked: a message or stop request is waiting
-                may_park = False
+                # A fixed rate: ticks keep to their schedule (a late or slow tick does not push the
+                # later ones back), and one that fell a whole interval behind is not caught up.
+                next_tick = max(next_tick + tracker_cls.interval, time.monotonic())
+                wait = next_tick - time.monotonic()
+                if parks and wait >= PARK_MIN_WAIT:
+                    if park(state, wait):
+                        return "parked"
+                    may_park = False  # a message or stop request is waiting: deal with it first
+                checkpoint(state)
                 continue
             wait = next_tick - time.monotonic()
             if may_park and wait >= PARK_MIN_WAIT:

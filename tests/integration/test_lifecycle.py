@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import sqlalchemy as sa
 
 import tracking
 from tests.integration.harness import Cluster, wait_for
@@ -14,6 +15,8 @@ from tests.integration.trackers import (
     SlowCounter,
     TemporaryCrasher,
 )
+from tracking import registry
+from tracking.models import workers
 from tracking.tracker import Status, TrackerRef
 
 
@@ -148,3 +151,28 @@ def test_revoking_a_running_tracker_stops_it_as_shutdown(
     current_app().control.revoke(ref.task_id, terminate=terminate)
     wait_for(lambda: Counter.lookup(txid) is None, what="the revoked tracker to be deregistered")
     assert not any(r.transaction_id == txid for r in Counter.list())
+
+
+def test_an_entry_claimed_for_a_live_worker_that_runs_nothing_is_handed_off(
+    cluster: Cluster, txid: str
+) -> None:
+    # As after a claim whose commit succeeded but whose answer was lost with the connection: the
+    # entry is running under a live worker's lease, and no incarnation runs it there.
+    settings = cluster.stack.settings()
+    with registry.engine(settings).connect() as conn:
+        worker_id = conn.execute(
+            sa.select(workers.c.id).where(workers.c.hostname.like("w1@%"), workers.c.status == "alive")
+        ).scalar_one()
+    registry.start(settings, Counter.kind, txid, {}, Counter.policy)  # recorded, not published
+    claimed = registry.claim(
+        settings, Counter.kind, txid, 1, worker="w1@lost-answer", worker_id=worker_id, policy=Counter.policy
+    )
+    assert claimed is not None
+    ref = wait_for(
+        lambda: (r := running(Counter, txid)) is not None and r.epoch > 1 and r, what="the hand-off"
+    )
+    assert ref.restarts == 0, "a hand-off, not a restart"
+    wait_for(lambda: (Counter.get_state(txid) or {}).get("ticks", 0) >= 1, what="a tick")
+    events = [e["event"] for e in registry.history(settings, Counter.kind, txid)]
+    assert "handoff" in events
+    Counter.stop(txid)

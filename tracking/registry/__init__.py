@@ -53,6 +53,7 @@ from tracking.registry.metrics import census, count_events, count_restarts, reco
 from tracking.registry.supervision import (
     database_now,
     forget_workers,
+    held,
     last_sweeps,
     mark_lost_workers,
     next_wake,
@@ -87,6 +88,7 @@ __all__ = [
     "forget_workers",
     "get",
     "hand_off",
+    "held",
     "handled",
     "history",
     "last_sweeps",

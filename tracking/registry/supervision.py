@@ -69,6 +69,17 @@ def retire_worker(settings: Settings, worker_id: str) -> None:
         )
 
 
+def held(settings: Settings, worker_id: str, claimed_before: float) -> list[tuple[int, int]]:
+    """``(row id, epoch)`` of the running entries a worker process holds, claimed more than
+    ``claimed_before`` seconds ago (the process compares them with the incarnations it runs)."""
+    stmt = sa.select(trackers.c.id, trackers.c.epoch).where(
+        trackers.c.worker_id == worker_id,
+        trackers.c.status == "running",
+        trackers.c.claimed_at < db_now(-claimed_before),
+    )
+    return _read(settings, lambda conn: [(r.id, r.epoch) for r in conn.execute(stmt)])
+
+
 # -- supervision ----------------------------------------------------------------------------------
 
 
