@@ -150,6 +150,7 @@ class Report:
         out += self._capacity_rows()
         out += self._message_rows()
         out += self._ray_rows()
+        out += self._parked_rows()
         if self.only is not None:
             out = [row for row in out if row[0].split(".", 1)[0] in self.only]
         return out
@@ -681,6 +682,37 @@ class Report:
             )
         return lines
 
+    def _parked_markdown(self) -> list[str]:
+        from bench import parked
+
+        lines: list[str] = []
+        for key in sorted(k for k in self.results if k.startswith("k_parked_")):
+            res = self.results[key]
+            title = (
+                f"k. {res['trackers']:,} parked trackers, {res['interval']:g} s interval (PostgreSQL + Redis)"
+            )
+            lines += ["", *parked.markdown(res, title)]
+        return lines
+
+    def _parked_rows(self) -> list[tuple[str, str, str, str]]:
+        rows = []
+        for key in sorted(k for k in self.results if k.startswith("k_parked_")):
+            r = self.results[key]
+            late = r["late_sched"]
+            base = (r.get("baseline") or {}).get("noop") or {}
+            rate = base.get("per_s")
+            rows.append(
+                (
+                    f"k. {r['trackers']:,} parked trackers, interval {r['interval']:g} s, {r['slots']} slots",
+                    f"{r['ticks_per_s']:.1f} ticks/s of {r['demand_per_s']:.1f} due;"
+                    f" lateness p50 {late['p50']:.2f} s, p99 {late['p99']:.2f} s;"
+                    f" slots in use p50 {r['running']['p50']:.0f}, max {r['running']['max']:.0f}",
+                    f"bare Celery no-op tasks, same workers: {rate:,.0f}/s" if rate else "",
+                    "",
+                )
+            )
+        return rows
+
     def _ray_markdown(self) -> list[str]:
         res = self.results.get("j_ray")
         if res is None or "skipped" in res:
@@ -804,6 +836,7 @@ class Report:
         lines += self._capacity_markdown()
         lines += self._messages_markdown()
         lines += self._ray_markdown()
+        lines += self._parked_markdown()
         lines += self._plots_markdown()
         lines += [
             "",

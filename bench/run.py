@@ -37,7 +37,7 @@ import redis
 from celery import Celery
 
 import tracking
-from bench import capacity, machine, measure, messages, plots, report, services, supervision
+from bench import capacity, machine, measure, messages, parked, plots, report, services, supervision
 from tracking import registry
 from tracking.celery import embedded_broker_options, recommended_config
 
@@ -71,6 +71,8 @@ class Profile:
     ray_lookups: int  # j. get_actor calls
     ray_calls: int  # j. actor method round trips
     ray_kills: int  # j. actor processes SIGKILLed, one after another
+    #: k. parked trackers: (trackers, interval, window, worker processes, threads each, baselines)
+    parked: tuple[tuple[int, float, float, int, int, bool], ...]
 
 
 FULL = Profile(
@@ -101,6 +103,7 @@ FULL = Profile(
     ray_lookups=2000,
     ray_calls=300,
     ray_kills=5,
+    parked=((100_000, 300.0, 300.0, 2, 16, True), (20_000, 300.0, 300.0, 2, 16, False)),
 )
 SMOKE = Profile(
     "smoke",
@@ -130,6 +133,7 @@ SMOKE = Profile(
     ray_lookups=50,
     ray_calls=20,
     ray_kills=1,
+    parked=((300, 5.0, 15.0, 1, 16, True),),
 )
 
 HEARTBEAT, LEASE, SWEEP, GRACE = 0.5, 3.0, 1.0, 3.0
@@ -330,6 +334,15 @@ class Run:
 
         # j. the Ray peer: named detached actors
         self.section("j_ray", self.ray_peer)
+
+        # k. parked trackers: many sparse trackers on a handful of worker slots
+        for n, (trackers, interval, window, workers, threads, baseline) in enumerate(p.parked, 1):
+            self.section(
+                f"k_parked_{n}",
+                lambda t=trackers, i=interval, w=window, k=workers, c=threads, b=baseline: self.parked(
+                    t, i, w, k, c, b
+                ),
+            )
 
     def crash_restart(self, tracker: Any) -> dict[str, Any]:
         p = self.profile
@@ -672,6 +685,30 @@ class Run:
 
     # -- j. Ray ----------------------------------------------------------------------------------
 
+    def parked(
+        self, trackers: int, interval: float, window: float, workers: int, threads: int, baseline: bool
+    ) -> dict[str, Any]:
+        """k. ``bench.parked`` on a database, key prefix and queue of its own."""
+        with parked.isolated() as (pg, prefix, queue, _cleanup):
+            settings = tracking.Settings(database_url=pg.url, broker_url=services.REDIS_URL, queue=queue)
+            registry.migrate(settings)
+            return parked.parked_series(
+                pg.conninfo,
+                pg.url,
+                prefix,
+                queue,
+                trackers=trackers,
+                interval=interval,
+                window=window,
+                workers=workers,
+                concurrency=threads,
+                tmp=self.tmp,
+                baseline=baseline,
+                baseline_window=min(60.0, window),
+                noop_tasks=500 if self.profile.name == "smoke" else 20_000,
+                log=lambda line: print(f"    {line}", flush=True),
+            )
+
     def ray_peer(self) -> dict[str, Any]:
         p = self.profile
         try:
@@ -747,7 +784,7 @@ def main(argv: list[str] | None = None, command: str = "python -m bench") -> int
     parser.add_argument("--json", type=Path, help="also write the raw results (JSON) here")
     parser.add_argument(
         "--only",
-        help="run only these sections, e.g. 'h,i' (letters a to j; writes nothing unless --output)",
+        help="run only these sections, e.g. 'h,i' (letters a to k; writes nothing unless --output)",
     )
     args = parser.parse_args(argv)
     only = frozenset(x.strip() for x in args.only.split(",")) if args.only else None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 import types
@@ -323,10 +324,25 @@ def process_runtime(app: Celery, hostname: str) -> runtime.WorkerRuntime:
         return _runtime
 
 
+def _check_gevent_driver() -> None:
+    """Say so loudly when psycopg was imported before gevent patched this process: its C wait
+    function then blocks every greenlet during each query (measured: a 1 s query froze them all)."""
+    monkey, waiting = sys.modules.get("gevent.monkey"), sys.modules.get("psycopg.waiting")
+    if monkey is None or waiting is None or not monkey.is_module_patched("select"):
+        return
+    if waiting.wait is getattr(waiting, "wait_c", None):
+        log.error(
+            "tracking: psycopg was imported before gevent patched this process, so every query "
+            "blocks all greenlets. Start the worker with the celery command (celery -A ... worker "
+            "-P gevent) and import nothing that imports psycopg before it patches."
+        )
+
+
 @signals.worker_ready.connect(weak=False)
 def _on_worker_ready(sender: Any = None, **_kwargs: Any) -> None:
     if not _installed:
         return
+    _check_gevent_driver()
     rt = process_runtime(sender.app, sender.hostname)
     if rt.settings.metrics_port is not None:
         try:

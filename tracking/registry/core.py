@@ -62,15 +62,18 @@ def _aware(value: datetime | str | None) -> datetime | None:
 # -- engines -------------------------------------------------------------------------------------
 
 _engines: dict[str, sa.Engine] = {}
+#: one connection per process for the lease renewal alone (see lease_engine)
+_lease_engines: dict[str, sa.Engine] = {}
 _engines_lock = threading.Lock()
 _migrated: set[str] = set()
 
 
 def _reset_after_fork() -> None:
     # A forked child must not share its parent's connections.
-    for engine in _engines.values():
-        engine.dispose(close=False)
-    _engines.clear()
+    for engines in (_engines, _lease_engines):
+        for engine in engines.values():
+            engine.dispose(close=False)
+        engines.clear()
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)
@@ -93,7 +96,19 @@ def engine(settings: Settings) -> sa.Engine:
     return eng
 
 
-def create_engine(url: str) -> sa.Engine:
+def lease_engine(settings: Settings) -> sa.Engine:
+    """The engine the lease renewal uses: one connection of its own, so that the renewal never
+    queues behind the writes of thousands of trackers for the main pool's connections (a lease
+    that waits too long is declared lost, and every tracker of the process restarted)."""
+    url = settings.database_url
+    with _engines_lock:
+        eng = _lease_engines.get(url)
+        if eng is None:
+            eng = _lease_engines[url] = create_engine(url, pool_size=1, max_overflow=0)
+    return eng
+
+
+def create_engine(url: str, pool_size: int = 10, max_overflow: int = 20) -> sa.Engine:
     """An engine with the registry's connection settings for that database."""
     sa_url = sa.make_url(url)
     if sa_url.get_backend_name() == "sqlite":
@@ -130,8 +145,8 @@ def create_engine(url: str) -> sa.Engine:
         # failed write is retried by its caller.
         sa_url,
         pool_pre_ping=False,
-        pool_size=10,
-        max_overflow=20,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
         connect_args=connect_args,
     )
 
@@ -144,6 +159,12 @@ def _translated(settings: Settings) -> Iterator[None]:
         raise RegistryUnavailable(
             f"registry database {redact_url(settings.database_url)} failed: "
             f"{type(exc.orig).__name__}: {redact_url(str(exc.orig))}"
+        ) from exc
+    except sa_exc.TimeoutError as exc:
+        # No pooled connection came free in time (thousands of trackers in one gevent process
+        # queue for its connections): retried by the caller like any other blip.
+        raise RegistryUnavailable(
+            f"registry database {redact_url(settings.database_url)}: no pooled connection free in time"
         ) from exc
 
 
@@ -197,10 +218,11 @@ def migrate(settings: Settings, revision: str = "head") -> None:
 def dispose(settings: Settings) -> None:
     """Close this process's connections to the registry (tests, shutdown)."""
     with _engines_lock:
-        eng = _engines.pop(settings.database_url, None)
+        found = [_engines.pop(settings.database_url, None), _lease_engines.pop(settings.database_url, None)]
         _migrated.discard(settings.database_url)
-    if eng is not None:
-        eng.dispose()
+    for eng in found:
+        if eng is not None:
+            eng.dispose()
 
 
 # -- helpers -------------------------------------------------------------------------------------

@@ -19,8 +19,10 @@ from tracking.registry.core import (
     _read,
     _rows,
     _tracker_with_lease,
+    _translated,
     _write,
     db_now,
+    lease_engine,
     new_task_id,
 )
 from tracking.registry.incarnations import Exit, apply_exits, plan_exit
@@ -50,7 +52,7 @@ def renew_worker(settings: Settings, worker_id: str) -> bool:
     Atomicity: one conditional update; a supervisor's "lost" update on the same row is serialized
     with it, so either the renewal lands first (and the worker is not lost) or it fails.
     """
-    with _write(settings) as conn:
+    with _translated(settings), lease_engine(settings).begin() as conn:
         result = conn.execute(
             workers.update()
             .where(workers.c.id == worker_id, workers.c.status == "alive")
