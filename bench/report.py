@@ -800,6 +800,15 @@ class Report:
             "  off, an 80 MiB object store, its session folder in the run's temporary folder; it is",
             "  shut down and the folder removed afterwards. It is compared with the figures of b., c.,",
             "  e., h. and i. of the same run.",
+            "- **k. parked trackers**: `bench/parked.py`. N rows are inserted straight into the registry as",
+            "  `parked` (tracker `bench_parked`, `park = True`), their first ticks spread evenly over one",
+            "  interval from 5 s after the insert; real `celery -A tracking worker -P threads -c 16`",
+            "  processes (default timings) wake, tick and park them again. Each tick records in its state",
+            "  when it was due and when it ran: lateness is the difference; a sampler counts running",
+            "  (slots in use), pending (woken, not claimed) and overdue parked entries every second. The",
+            "  baselines use the same kind of workers on the same Redis: a no-op task's rate, and N tasks",
+            "  sent with an ETA over one interval (what Celery itself would do: the worker holds every one",
+            "  unacknowledged until it is due). Standalone runs: [bench-parked.md](bench-parked.md).",
         ]
 
     # -- docs/benchmarks.md -----------------------------------------------------------------------
