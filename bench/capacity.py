@@ -39,31 +39,10 @@ from typing import Any
 
 import psycopg
 
-from bench import supervision
+from bench import machine, supervision
 from bench.services import REPO_ROOT, Worker, wait_until
 
 START_THREADS = 8
-
-
-def group_rss_kib(pgid: int) -> int:
-    """Sum of VmRSS (KiB) of every process in the process group ``pgid``."""
-    total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            if int(fields[2]) != pgid:  # after "pid (comm)": state, ppid, pgrp
-                continue
-            with open(f"/proc/{entry}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-                        break
-        except (OSError, IndexError, ValueError):
-            continue  # the process exited meanwhile
-    return total
 
 
 def worker_connections(conn: psycopg.Connection[Any], pid: int) -> int:
@@ -151,7 +130,7 @@ def capacity_step(
     pid = worker.proc.pid
     info = driver_info(app, queue, client, key_prefix)  # one task run: lazy imports done
     time.sleep(1.0)  # a short settling window before the idle reading
-    rss_idle = group_rss_kib(pid)
+    rss_idle = machine.group_usage(pid)[0]
     ids = [f"cap{count}-{i}" for i in range(count)]
     timeline: list[tuple[float, int, int]] = []
     peak_connections = 0
@@ -193,9 +172,9 @@ def capacity_step(
         # Every tracker ticks at once after its first checkpoint; let the starts' table counters
         # reach pg_stat_user_tables (an idle backend flushes them up to 10 s late).
         time.sleep(supervision.STATS_LAG)
-        rss_samples = [group_rss_kib(pid)]
+        rss_samples = [machine.group_usage(pid)[0]]
         writes = supervision.write_window(conninfo, window)
-        rss_samples.append(group_rss_kib(pid))
+        rss_samples.append(machine.group_usage(pid)[0])
         ages = checkpoint_ages(conn, tracker.kind)
         steady_connections = worker_connections(conn, pid)
         events = other_events(conn, tracker.kind)

@@ -82,7 +82,33 @@ def describe(servers: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def _cpu_times() -> tuple[int, int] | None:
+#: jiffies per second (the unit of /proc CPU times)
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def group_usage(pgid: int) -> tuple[int, float]:
+    """(VmRSS KiB, CPU seconds) summed over every process in the process group ``pgid``."""
+    rss, cpu = 0, 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if int(fields[2]) != pgid:  # after "pid (comm)": state, ppid, pgrp
+                continue
+            cpu += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+            with open(f"/proc/{entry}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        rss += int(line.split()[1])
+                        break
+        except (OSError, IndexError, ValueError):
+            continue  # the process exited meanwhile
+    return rss, cpu
+
+
+def cpu_times() -> tuple[int, int] | None:
     """(busy, total) jiffies of all CPUs since boot."""
     try:
         with open("/proc/stat") as f:
@@ -120,10 +146,10 @@ class LoadMonitor:
         self.end_load = os.getloadavg()
 
     def _run(self) -> None:
-        last = _cpu_times()
+        last = cpu_times()
         while len(self.samples) < self.max_samples and not self._stop.wait(self.interval):
             self.samples.append(os.getloadavg()[0])
-            now = _cpu_times()
+            now = cpu_times()
             if last is not None and now is not None and now[1] > last[1]:
                 self.cpu_busy.append(100.0 * (now[0] - last[0]) / (now[1] - last[1]))
             last = now

@@ -133,30 +133,6 @@ def at_task(key: str, eta: float) -> None:
 
 # -- helpers --------------------------------------------------------------------------------------
 
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def group_usage(pgid: int) -> tuple[int, float]:
-    """(VmRSS KiB, CPU seconds) summed over every process in the process group ``pgid``."""
-    rss, cpu = 0, 0.0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            if int(fields[2]) != pgid:  # after "pid (comm)": state, ppid, pgrp
-                continue
-            cpu += (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
-            with open(f"/proc/{entry}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        rss += int(line.split()[1])
-                        break
-        except (OSError, IndexError, ValueError):
-            continue  # the process exited meanwhile
-    return rss, cpu
-
 
 def postgres_cpu() -> float:
     """CPU seconds of every ``postgres`` process on the machine (the server is shared)."""
@@ -170,18 +146,10 @@ def postgres_cpu() -> float:
             if not head.split("(", 1)[1].startswith("postgres"):
                 continue
             fields = tail.split()
-            total += (int(fields[11]) + int(fields[12])) / _TICKS
+            total += (int(fields[11]) + int(fields[12])) / machine.CLOCK_TICKS
         except (OSError, IndexError, ValueError):
             continue
     return total
-
-
-def host_cpu() -> tuple[int, int]:
-    """(busy, total) jiffies of all CPUs since boot."""
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    idle = fields[3] + fields[4]
-    return sum(fields) - idle, sum(fields)
 
 
 def stats(values: Sequence[float]) -> dict[str, float]:
@@ -275,7 +243,9 @@ class Sampler:
                 try:
                     row = conn.execute(sql, (ON_TIME,)).fetchone()
                     assert row is not None
-                    usage = {p.name: group_usage(p.proc.pid) for p in self.procs if p.proc is not None}
+                    usage = {
+                        p.name: machine.group_usage(p.proc.pid) for p in self.procs if p.proc is not None
+                    }
                     self.samples.append(
                         {
                             "t": t,
@@ -413,7 +383,7 @@ def parked_series(
     try:
         with services.Fleet(tmp) as fleet:
             procs = start_workers(fleet, pg_conninfo, "parked", queue, env, workers, concurrency)
-            idle = {p.name: group_usage(p.proc.pid)[0] for p in procs if p.proc is not None}
+            idle = {p.name: machine.group_usage(p.proc.pid)[0] for p in procs if p.proc is not None}
             try:
                 with Sampler(pg_conninfo, procs) as sampler:
                     result.update(
@@ -473,13 +443,13 @@ def _ticks(
     if time.time() > base:
         log("    WARNING: the insert outlasted the lead: the first ticks were due before they were visible")
     sleep_until(base, procs)
-    cpu0 = {p.name: group_usage(p.proc.pid)[1] for p in procs if p.proc is not None}
-    host0, pg0 = host_cpu(), postgres_cpu()
+    cpu0 = {p.name: machine.group_usage(p.proc.pid)[1] for p in procs if p.proc is not None}
+    host0, pg0 = machine.cpu_times(), postgres_cpu()
     end = base + window
     log(f"    window of {window:.0f} s begins")
     sleep_until(end, procs)
-    cpu1 = {p.name: group_usage(p.proc.pid)[1] for p in procs if p.proc is not None}
-    host1, pg1 = host_cpu(), postgres_cpu()
+    cpu1 = {p.name: machine.group_usage(p.proc.pid)[1] for p in procs if p.proc is not None}
+    host1, pg1 = machine.cpu_times(), postgres_cpu()
     with psycopg.connect(conninfo, autocommit=True) as conn:
         at_end = backlog(conn, end)
         log(
@@ -604,14 +574,14 @@ def celery_baselines(
                 app.send_task(COUNT_TASK, args=[key, noop_tasks], queue=queue, serializer="json")
             sent_s = time.monotonic() - t0
             procs = start_workers(fleet, conninfo, "plain", queue, env, workers, concurrency)
-            cpu0 = sum(group_usage(p.proc.pid)[1] for p in procs if p.proc is not None)
+            cpu0 = sum(machine.group_usage(p.proc.pid)[1] for p in procs if p.proc is not None)
             services.wait_until(
                 lambda: client.exists(f"{key}:last"),
                 timeout=max(60.0, noop_tasks / 50),
                 interval=0.2,
                 what=f"{noop_tasks} queued tasks run",
             )
-            cpu1 = sum(group_usage(p.proc.pid)[1] for p in procs if p.proc is not None)
+            cpu1 = sum(machine.group_usage(p.proc.pid)[1] for p in procs if p.proc is not None)
             first, last = float(client.get(f"{key}:first") or 0), float(client.get(f"{key}:last") or 0)
             out["noop"] = {
                 "tasks": noop_tasks,
@@ -664,7 +634,7 @@ def eta_hold(
     unacked_key = f"{redis_prefix}{Channel.unacked_key}"
     queue_key = f"{redis_prefix}{queue}"
     key = f"{redis_prefix}late:{uuid.uuid4().hex[:8]}"
-    rss0 = {p.name: group_usage(p.proc.pid)[0] for p in procs if p.proc is not None}
+    rss0 = {p.name: machine.group_usage(p.proc.pid)[0] for p in procs if p.proc is not None}
     lead = 1.3 * tasks / publish_per_s + 20.0
     began = time.time()
     base = began + lead
@@ -683,7 +653,7 @@ def eta_hold(
         unacked.append(held)
         for p in procs:
             if p.proc is not None:
-                rss_peak[p.name] = max(rss_peak.get(p.name, 0), group_usage(p.proc.pid)[0])
+                rss_peak[p.name] = max(rss_peak.get(p.name, 0), machine.group_usage(p.proc.pid)[0])
         return held
 
     # until the workers have taken every message from the queue (bounded)

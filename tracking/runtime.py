@@ -308,10 +308,11 @@ class WorkerRuntime:
             self._wake_parked.clear()
 
     def _on_wakeup(self, row_id: int, why: str) -> None:
+        if why == "wake":  # a message for a parked tracker: it is due now
+            self._wake_parked.set()
+            return
         inc = self._incarnations.get(row_id)
         if inc is None:
-            if why == "mail":  # perhaps for a parked tracker: wake it now
-                self._wake_parked.set()
             return
         if why == "mail":
             inc.deliver_mail()  # straight to the tracker: a call is answered without a poll
@@ -420,24 +421,19 @@ def _claim(
     and returns None; the process then holds an entry it does not run, which
     ``WorkerRuntime._hand_off_strays`` finds and hands off.
     """
-    delay, began = 0.1, time.monotonic()
-    while True:
-        try:
-            return registry.claim(
-                rt.settings,
-                tracker_cls.kind,
-                transaction_id,
-                epoch,
-                worker=rt.hostname,
-                worker_id=rt.worker_id,
-                policy=tracker_cls.policy,
-            )
-        except RegistryUnavailable as exc:
-            if rt.shutting_down.is_set() and time.monotonic() - began > SHUTDOWN_PATIENCE:
-                raise
-            log.warning("%s %s: claim failed, retrying: %s", tracker_cls.kind, transaction_id, exc)
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)
+    return _retrying(
+        rt,
+        f"{tracker_cls.kind} {transaction_id}",
+        lambda: registry.claim(
+            rt.settings,
+            tracker_cls.kind,
+            transaction_id,
+            epoch,
+            worker=rt.hostname,
+            worker_id=rt.worker_id,
+            policy=tracker_cls.policy,
+        ),
+    )
 
 
 def _message(kind: str, transaction_id: str, epoch: int, task_id: str) -> registry.Row:
@@ -526,20 +522,30 @@ def _persist(inc: Incarnation, rt: WorkerRuntime, write: Callable[[], T]) -> T:
     """Run one registry write of this incarnation, retrying while the registry is unavailable.
 
     An incarnation never gives up its entry because of a database blip: it retries (without
-    ticking) until the write lands or the incarnation is fenced out. During a warm shutdown it
-    gives up after a few seconds, so that the worker can exit.
+    ticking) until the write lands or the incarnation is fenced out.
+    """
+    return _retrying(rt, f"{inc.kind} {inc.transaction_id}", write, fenced=lambda: inc.interrupt == "fenced")
+
+
+def _retrying(
+    rt: WorkerRuntime, what: str, write: Callable[[], T], fenced: Callable[[], bool] = lambda: False
+) -> T:
+    """Run ``write`` until the registry takes it, waiting longer after each failure (up to 2 s).
+
+    Raises Fenced as soon as ``fenced()`` says the write no longer matters; during a warm shutdown
+    it gives up (RegistryUnavailable) after a few seconds, so that the worker can exit.
     """
     delay, began = 0.1, time.monotonic()
     while True:
         try:
             return write()
         except RegistryUnavailable as exc:
-            if inc.interrupt == "fenced":
+            if fenced():
                 raise Fenced() from exc
             if rt.shutting_down.is_set() and time.monotonic() - began > SHUTDOWN_PATIENCE:
                 raise
             if delay == 0.1:
-                log.warning("%s %s: registry unavailable, retrying: %s", inc.kind, inc.transaction_id, exc)
+                log.warning("%s: registry unavailable, retrying: %s", what, exc)
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
 

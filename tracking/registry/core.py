@@ -7,7 +7,7 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -287,6 +287,33 @@ def _event(
     )
 
 
+def _events(conn: sa.Connection, entries: Sequence[tuple[Row, str, str | None]]) -> None:
+    """Record ``(row, event, detail)`` for many entries in one statement (one executemany)."""
+    if entries:
+        conn.execute(
+            events.insert().values(at=db_now()),
+            [
+                {
+                    "kind": row["kind"],
+                    "transaction_id": row["transaction_id"],
+                    "epoch": row["epoch"],
+                    "worker": row.get("worker"),
+                    "event": event,
+                    "detail": detail,
+                }
+                for row, event, detail in entries
+            ],
+        )
+
+
+def _rows_by_id(conn: sa.Connection, ids: Sequence[int]) -> list[Row]:
+    """The entries with these IDs, with their leases (read in chunks: IN lists stay short)."""
+    found: list[Row] = []
+    for begin in range(0, len(ids), 1000):
+        found += _rows(conn, _tracker_with_lease.where(trackers.c.id.in_(list(ids[begin : begin + 1000]))))
+    return found
+
+
 def new_task_id() -> str:
     return str(uuid.uuid4())
 
@@ -318,8 +345,9 @@ WAKE_CHANNEL = "tracking_wakeup"
 
 
 def _wake(conn: sa.Connection, row_id: int, why: str) -> None:
-    """Wake the tracker of entry ``row_id`` (``why``: "mail" or "stop") when this transaction
-    commits (PostgreSQL NOTIFY; elsewhere its worker finds out on its next control poll)."""
+    """Wake the tracker of entry ``row_id`` when this transaction commits (PostgreSQL NOTIFY;
+    elsewhere its worker finds out on its next control poll). ``why``: "mail" or "stop" for a
+    running tracker (its worker wakes it), "wake" for a parked one (every waker looks for it)."""
     if conn.dialect.name == "postgresql":
         conn.execute(sa.select(sa.func.pg_notify(WAKE_CHANNEL, f"{row_id}:{why}")))
 

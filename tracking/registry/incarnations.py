@@ -10,11 +10,12 @@ from typing import Any
 import sqlalchemy as sa
 
 from tracking.exceptions import Fenced, NotFound
-from tracking.models import events, trackers
+from tracking.models import trackers
 from tracking.policy import Action, Decision, RestartPolicy, decide
 from tracking.registry.core import (
     Row,
     _event,
+    _events,
     _fence,
     _forget_mail,
     _fresh_incarnation,
@@ -22,6 +23,7 @@ from tracking.registry.core import (
     _one,
     _row,
     _rows,
+    _rows_by_id,
     _tracker_with_lease,
     _wake,
     _write,
@@ -190,20 +192,7 @@ def apply_exits(settings: Settings, conn: sa.Connection, exits: Sequence[Exit]) 
     """
     if not exits:
         return []
-    log_rows: list[dict[str, Any]] = []
-    for ex in exits:
-        r = ex.row
-        for event, detail in ex.events:
-            log_rows.append(
-                {
-                    "kind": r["kind"],
-                    "transaction_id": r["transaction_id"],
-                    "epoch": r["epoch"],
-                    "worker": r["worker"],
-                    "detail": detail,
-                    "event": event,
-                }
-            )
+    recorded = [(ex.row, event, detail) for ex in exits for event, detail in ex.events]
     written = 0
     gone = [ex.row for ex in exits if ex.decision.action is Action.DEREGISTER]
     for r in gone:
@@ -239,24 +228,17 @@ def apply_exits(settings: Settings, conn: sa.Connection, exits: Sequence[Exit]) 
         )
     if written != len(exits):
         raise Fenced("an entry changed while its exit was being recorded")
-    new: dict[int, Row] = {}
-    ids = [ex.row["id"] for ex in restarts]
-    for begin in range(0, len(ids), 1000):
-        for r in _rows(conn, _tracker_with_lease.where(trackers.c.id.in_(ids[begin : begin + 1000]))):
-            new[r["id"]] = r
+    new = {r["id"]: r for r in _rows_by_id(conn, [ex.row["id"] for ex in restarts])}
     for ex in restarts:
-        r, delay = new[ex.row["id"]], ex.decision.delay
-        log_rows.append(
-            {
-                "kind": r["kind"],
-                "transaction_id": r["transaction_id"],
-                "epoch": r["epoch"],
-                "worker": r["worker"],
-                "event": "restarting" if delay == 0 else "backoff",
-                "detail": None if delay == 0 else f"restart in {delay:g} s",
-            }
+        delay = ex.decision.delay
+        recorded.append(
+            (
+                new[ex.row["id"]],
+                "restarting" if delay == 0 else "backoff",
+                None if delay == 0 else f"restart in {delay:g} s",
+            )
         )
-    conn.execute(events.insert().values(at=db_now()), log_rows)
+    _events(conn, recorded)
     return [new.get(ex.row["id"]) for ex in exits]
 
 
@@ -319,23 +301,8 @@ def hand_off(settings: Settings, incarnations: Sequence[tuple[int, int]], reason
             .values(values),
             [{"b_id": r["id"], "b_epoch": r["epoch"], "b_task": new_task_id()} for r in owned],
         )
-        conn.execute(
-            events.insert().values(at=db_now(), event="handoff", detail=reason),
-            [
-                {
-                    "kind": r["kind"],
-                    "transaction_id": r["transaction_id"],
-                    "epoch": r["epoch"],
-                    "worker": r["worker"],
-                }
-                for r in owned
-            ],
-        )
-        new: list[Row] = []
-        for start in range(0, len(owned), 1000):
-            chunk = [r["id"] for r in owned[start : start + 1000]]
-            new += _rows(conn, _tracker_with_lease.where(trackers.c.id.in_(chunk)))
-        return new
+        _events(conn, [(r, "handoff", reason) for r in owned])
+        return _rows_by_id(conn, [r["id"] for r in owned])
 
 
 # -- stop --------------------------------------------------------------------------------------

@@ -53,10 +53,11 @@ def enqueue(settings: Settings, kind: str, transaction_id: str, type_: str, body
             .returning(messages.c.id)
         ).scalar_one()
         values: dict[str, Any] = {"last_message_id": message_id}
-        if row["status"] == "parked":  # wake it now: the message is handled before its next tick
+        parked = row["status"] == "parked"
+        if parked:  # due now: the message is handled before its next tick
             values["due_at"] = db_now()
         conn.execute(trackers.update().where(trackers.c.id == row["id"]).values(values))
-        _wake(conn, row["id"], "mail")
+        _wake(conn, row["id"], "wake" if parked else "mail")
         return int(message_id)
 
 

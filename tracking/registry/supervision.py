@@ -8,16 +8,18 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from tracking.models import events, supervisors, trackers, workers
+from tracking.models import supervisors, trackers, workers
 from tracking.policy import Action, Decision
 from tracking.registry.core import (
     Row,
     _aware,
+    _events,
     _insert,
     _now,
     _one,
     _read,
     _rows,
+    _rows_by_id,
     _tracker_with_lease,
     _translated,
     _write,
@@ -172,21 +174,8 @@ def take_due(settings: Settings, limit: int = 1000) -> list[tuple[str, Row]]:
             .where(trackers.c.id.in_(list(had)), trackers.c.status.in_(["pending", "failed"]))
             .values(status="pending", due_at=db_now(settings.start_grace_seconds))
         )
-        rows = _rows(conn, _tracker_with_lease.where(trackers.c.id.in_(list(had))))
-        conn.execute(
-            events.insert().values(at=db_now()),
-            [
-                {
-                    "kind": r["kind"],
-                    "transaction_id": r["transaction_id"],
-                    "epoch": r["epoch"],
-                    "worker": r["worker"],
-                    "event": "republished" if had[r["id"]] == "pending" else "restarting",
-                    "detail": None,
-                }
-                for r in rows
-            ],
-        )
+        rows = _rows_by_id(conn, list(had))
+        _events(conn, [(r, "republished" if had[r["id"]] == "pending" else "restarting", None) for r in rows])
         return [(had[r["id"]], r) for r in rows]
 
 
