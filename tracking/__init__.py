@@ -14,14 +14,16 @@ from tracking.exceptions import (
     InvalidTracker,
     InvalidTransactionId,
     NotFound,
+    RegistryRefused,
     RegistryUnavailable,
     StateNotSerializable,
     Timeout,
     TrackerCrashed,
     TrackingError,
 )
+from tracking.registry import Status
 from tracking.settings import Settings
-from tracking.tracker import Status, Tracker, TrackerRef
+from tracking.tracker import Tracker, TrackerRef
 
 try:
     __version__ = version("tracking")
@@ -34,6 +36,7 @@ __all__ = [
     "InvalidTracker",
     "InvalidTransactionId",
     "NotFound",
+    "RegistryRefused",
     "RegistryUnavailable",
     "Settings",
     "StateNotSerializable",

@@ -225,6 +225,12 @@ def _make_task(app: Celery, cls: type[Tracker]) -> None:
         name=task_name(kind), bind=True, acks_late=False, ignore_result=True, serializer="json", shared=False
     )
     def run_tracker(self: Any, transaction_id: str, epoch: int | None = None) -> str:
+        # A malformed message is refused once: it is acknowledged already (acks_late=False), and
+        # handing it to the registry would only fail, or be retried, forever.
+        problem = _malformed(transaction_id, epoch)
+        if problem is not None:
+            log.error("%s: refused a malformed tracker message: %s", kind, problem)
+            return "refused"
         if epoch is None:
             log.error(
                 "%s %s: tracker tasks are sent by Tracker.start(), not called directly", kind, transaction_id
@@ -236,6 +242,25 @@ def _make_task(app: Celery, cls: type[Tracker]) -> None:
         )
 
     run_tracker.__doc__ = f"Run one incarnation of the {kind} tracker."
+
+
+def _malformed(transaction_id: object, epoch: object) -> str | None:
+    """What is wrong with a tracker message's arguments, or None (an epoch of None is left to the
+    caller: it means the task was called directly)."""
+    from tracking.exceptions import InvalidTransactionId
+    from tracking.validation import transaction_id as valid_transaction_id
+
+    def short(value: object) -> str:
+        text = repr(value)
+        return text if len(text) <= 100 else f"{text[:97]}..."
+
+    try:
+        valid_transaction_id(transaction_id)
+    except InvalidTransactionId as exc:
+        return f"transaction ID {short(transaction_id)} is invalid ({exc})"
+    if epoch is not None and (type(epoch) is not int or epoch < 1):
+        return f"epoch {short(epoch)} of {short(transaction_id)} is not a positive int"
+    return None
 
 
 def _make_supervise_task(app: Celery, settings: Settings) -> None:

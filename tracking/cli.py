@@ -30,7 +30,8 @@ from tracking import celery as glue
 from tracking import registry
 from tracking.exceptions import InvalidTransactionId, NotFound, RegistryUnavailable, Timeout, TrackingError
 from tracking.redact import redact_url
-from tracking.tracker import Status, Tracker, TrackerRef
+from tracking.registry import Status
+from tracking.tracker import Tracker, TrackerRef
 from tracking.validation import transaction_id as valid_transaction_id
 
 EXIT_NOT_FOUND, EXIT_BAD_INPUT, EXIT_UNAVAILABLE, EXIT_TIMEOUT = 1, 2, 3, 4

@@ -49,6 +49,10 @@ class RegistryUnavailable(TrackingError):
     """The registry database could not be reached; the operation may be retried."""
 
 
+class RegistryRefused(TrackingError):
+    """The registry database refused a value it can never store; retrying would not help."""
+
+
 class Fenced(TrackingError):
     """This incarnation was superseded (restarted elsewhere, stopped or handed off) and must stop."""
 

@@ -5,6 +5,7 @@
 ``tracking_events``      the recent history of each tracker: why it started, exited, restarted
 ``tracking_supervisors`` each supervisor's last sweep, so "nobody is supervising" is visible
 ``tracking_messages``    each tracker's mailbox: casts and calls not yet handled, and call replies
+``tracking_token_floor`` the highest token whose events were pruned: new lives start above it
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ trackers = sa.Table(
     sa.Column("id", BigId, primary_key=True, autoincrement=True),
     sa.Column("kind", sa.String(255), nullable=False),
     sa.Column("transaction_id", sa.String(255), nullable=False),
-    # pending | running | parked | failed | dead (see tracking.tracker.Status)
+    # pending | running | parked | failed | dead (see tracking.registry.transitions.Status)
     sa.Column("status", sa.String(16), nullable=False),
     # the fencing token: bumped for every new incarnation; every write checks it
     sa.Column("epoch", sa.BigInteger, nullable=False),
@@ -61,6 +62,8 @@ trackers = sa.Table(
     # the mailbox: the newest message queued, and the newest one handled (ids of tracking_messages)
     sa.Column("last_message_id", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("handled_message_id", sa.BigInteger, nullable=False, server_default="0"),
+    # pending: how often the sweep published this incarnation again (its grace doubles each time)
+    sa.Column("republished", sa.Integer, nullable=False, server_default="0"),
     sa.UniqueConstraint("kind", "transaction_id"),
     sa.CheckConstraint("status IN ('pending', 'running', 'parked', 'failed', 'dead')", name="status"),
     # An ID is never reused (SQLite would reuse the highest after a delete): writes are fenced by
@@ -97,6 +100,7 @@ events = sa.Table(
     sqlite_autoincrement=True,
 )
 sa.Index(None, events.c.kind, events.c.transaction_id, events.c.id)
+sa.Index(None, events.c.at)
 
 supervisors = sa.Table(
     "tracking_supervisors",
@@ -124,3 +128,13 @@ messages = sa.Table(
     sqlite_autoincrement=True,
 )
 sa.Index(None, messages.c.kind, messages.c.transaction_id, messages.c.id)
+sa.Index(None, messages.c.status, messages.c.created_at)
+
+token_floor = sa.Table(
+    "tracking_token_floor",
+    metadata,
+    # one row (id 1): the highest epoch of any event pruned so far. A transaction ID's first
+    # incarnation of a new life gets an epoch above this and above its own remaining events.
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("epoch", sa.BigInteger, nullable=False),
+)

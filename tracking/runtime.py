@@ -33,7 +33,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tracking import mailbox, registry
-from tracking.exceptions import Done, Fenced, RegistryUnavailable
+from tracking.exceptions import Done, Fenced, RegistryRefused, RegistryUnavailable
 from tracking.mailbox import Mailbox
 from tracking.policy import Action
 from tracking.redact import redact_url
@@ -66,16 +66,48 @@ class Incarnation:
     kind: str
     transaction_id: str
     task_id: str
+    #: the lease it was claimed under: a process declared lost registers a new one, and the
+    #: incarnations of the old one are fenced
+    worker_id: str = ""
     wake: threading.Event = dataclasses.field(default_factory=threading.Event)
     #: why the incarnation must leave its loop: a stop reason, "handoff" or "fenced"
     interrupt: str | None = None
     #: messages are waiting in its mailbox
     mail: bool = True
+    #: inside a unit of work (init, a tick, a batch of messages, each with its checkpoint)
+    busy: bool = False
+    _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
     def interrupt_with(self, reason: str) -> None:
-        if self.interrupt is None or reason in ("fenced", "handed off"):
-            self.interrupt = reason
+        with self._lock:
+            if self.interrupt is None or reason in ("fenced", "handed off"):
+                self.interrupt = reason
         self.wake.set()
+
+    def begin_work(self) -> bool:
+        """Enter a unit of work; False if the incarnation was interrupted (it must leave)."""
+        with self._lock:
+            if self.interrupt is not None:
+                return False
+            self.busy = True
+            return True
+
+    def end_work(self) -> None:
+        with self._lock:
+            self.busy = False
+
+    def hand_off_if_idle(self) -> bool:
+        """At a warm shutdown: an idle incarnation is handed off by the runtime (True) and never
+        starts another unit of work; a busy one finishes its unit, checkpoints it and then hands
+        itself off, so that its successor never ticks while its tick still runs."""
+        with self._lock:
+            idle = not self.busy
+            if idle:
+                self.interrupt = "handed off"
+            elif self.interrupt is None:
+                self.interrupt = "handoff"
+        self.wake.set()
+        return idle
 
     def deliver_mail(self) -> None:
         self.mail = True
@@ -148,9 +180,8 @@ class WorkerRuntime:
         self._poke.set()
 
     def _hand_off_all(self) -> None:
-        incarnations = list(self._incarnations.values())
-        for inc in incarnations:  # stop ticking now; they exit without writing anything more
-            inc.interrupt_with("handed off")
+        with self._lock:
+            incarnations = [inc for inc in self._incarnations.values() if inc.hand_off_if_idle()]
         began = time.monotonic()
         while True:
             try:
@@ -192,7 +223,9 @@ class WorkerRuntime:
     def add(self, inc: Incarnation) -> None:
         with self._lock:
             self._incarnations[inc.row_id] = inc
-            if self.shutting_down.is_set():
+            if inc.worker_id != self.worker_id:  # claimed under a lease declared lost meanwhile
+                inc.interrupt_with("fenced")
+            elif self.shutting_down.is_set():
                 inc.interrupt_with("handoff")
 
     def remove(self, inc: Incarnation) -> None:
@@ -206,10 +239,17 @@ class WorkerRuntime:
     def lease_valid(self) -> bool:
         return time.monotonic() < self._lease_deadline
 
+    def holds(self, inc: Incarnation) -> bool:
+        """The incarnation may go on: not interrupted, and its lease is this process's live one."""
+        return inc.interrupt is None and inc.worker_id == self.worker_id and self.lease_valid()
+
     def wait_for_lease(self, inc: Incarnation) -> bool:
-        """Block while the lease is not known to be valid; False if the incarnation was interrupted."""
+        """Block while the lease is not known to be valid; False if the incarnation was interrupted
+        or its lease was declared lost (the process holds a new one now)."""
         with self._renewed:
-            while not self.lease_valid():
+            while not self.lease_valid() or inc.worker_id != self.worker_id:
+                if inc.worker_id != self.worker_id:
+                    inc.interrupt_with("fenced")
                 if inc.interrupt is not None:
                     return False
                 self._renewed.wait(timeout=self.settings.control_poll_seconds)
@@ -282,18 +322,19 @@ class WorkerRuntime:
             log.exception("worker sweep failed")
 
     def _waker(self) -> None:
-        """Wake parked trackers when they are due: publish them for any worker to run.
+        """Wake parked trackers, and restart failed ones, when they are due: publish them for any
+        worker to run (no thread or timer per tracker waits for it).
 
-        One cheap read finds when the earliest parked tracker is due; it sleeps until then (at most
+        One cheap read finds when the earliest of them is due; it sleeps until then (at most
         ``WAKE_POLL``, or until a message for a parked tracker pokes it). Every worker process runs
-        one; of two wakers, each entry is woken by exactly one (``registry.wake_parked``).
+        one; of two wakers, each entry is woken by exactly one (``registry.wake_due``).
         """
         while not self._stopped.is_set() and not self.shutting_down.is_set():
             delay = WAKE_POLL
             try:
                 due_in = registry.next_wake(self.settings)
                 if due_in is not None and due_in <= 0:
-                    rows = registry.wake_parked(self.settings, WAKE_BATCH)
+                    rows = registry.wake_due(self.settings, WAKE_BATCH)
                     for row in rows:
                         _publish(self, row)
                     delay = 0.0 if len(rows) == WAKE_BATCH else min(delay, self.settings.control_poll_seconds)
@@ -306,6 +347,10 @@ class WorkerRuntime:
             if delay > 0:
                 self._wake_parked.wait(delay)
             self._wake_parked.clear()
+
+    def poke_waker(self) -> None:
+        """Something became due sooner than the waker knows (a backoff restart was scheduled)."""
+        self._wake_parked.set()
 
     def _on_wakeup(self, row_id: int, why: str) -> None:
         if why == "wake":  # a message for a parked tracker: it is due now
@@ -390,6 +435,9 @@ def run(tracker_cls: type[Tracker], transaction_id: str, epoch: int, task_id: st
         row = _claim(tracker_cls, transaction_id, epoch, rt)
     except RegistryUnavailable:  # only while shutting down: published again after the start grace
         return "left to the supervisor"
+    except RegistryRefused as exc:  # it would fail the same way again: rejected once, logged
+        log.error("%s %r epoch %r: claim refused: %s", tracker_cls.kind, transaction_id, epoch, exc)
+        return "refused"
     if row is None:
         log.info(
             "%s %s epoch %s: not claimed (duplicate or stale message)",
@@ -398,7 +446,7 @@ def run(tracker_cls: type[Tracker], transaction_id: str, epoch: int, task_id: st
             epoch,
         )
         return "dropped"
-    inc = Incarnation(row["id"], epoch, tracker_cls.kind, transaction_id, row["task_id"])
+    inc = Incarnation(row["id"], epoch, tracker_cls.kind, transaction_id, row["task_id"], row["worker_id"])
     inc.mail = row["last_message_id"] > row["handled_message_id"]
     rt.add(inc)
     try:
@@ -441,67 +489,67 @@ def _message(kind: str, transaction_id: str, epoch: int, task_id: str) -> regist
 
 
 def _loop(tracker_cls: type[Tracker], row: registry.Row, inc: Incarnation, rt: WorkerRuntime) -> str:
+    """Run the incarnation: init if it never completed, then messages and ticks until it exits.
+
+    Each unit of work (init, a tick, a batch of messages) runs with its checkpoint inside
+    ``inc.begin_work()``/``end_work()``: a warm shutdown lets the unit end and be checkpointed
+    before the entry is handed off. A unit that raises stays busy while its exit is recorded.
+    """
     settings = rt.settings
+    limit = settings.max_state_bytes
     tracker = tracker_cls._incarnate(row)
     state: dict[str, Any] | None = row["state"]
     box = Mailbox(tracker, row, settings, lambda write: _persist(inc, rt, write))
-    mailbox.current.set((inc.kind, inc.transaction_id))
+    current = mailbox.current.set((inc.kind, inc.transaction_id))
+    parks = (
+        tracker_cls.park
+        if tracker_cls.park is not None
+        else 0 < settings.park_seconds <= tracker_cls.interval
+    )
 
     def checkpoint(new_state: dict[str, Any]) -> None:
         _persist(inc, rt, lambda: registry.checkpoint(settings, inc.row_id, inc.epoch, new_state))
 
-    def may_go_on() -> bool:
-        return inc.interrupt is None and rt.lease_valid()
-
-    parks = (
-        tracker_cls.park
-        if tracker_cls.park is not None
-        else (0 < settings.park_seconds <= tracker_cls.interval)
-    )
-
     def park(new_state: dict[str, Any], wait: float) -> bool:
+        if not (parks and wait >= PARK_MIN_WAIT):
+            return False
         return _persist(inc, rt, lambda: registry.park(settings, inc.row_id, inc.epoch, new_state, wait))
 
     try:
         if state is None:  # init never completed: first start (or it crashed in init)
-            if not rt.wait_for_lease(inc):
+            if not rt.wait_for_lease(inc) or not inc.begin_work():
                 return _interrupted(inc, rt)
-            state = json_object(
-                tracker.init(inc.transaction_id, **row["args"]), "init's state", settings.max_state_bytes
-            )
+            state = json_object(tracker.init(inc.transaction_id, **row["args"]), "init's state", limit)
             checkpoint(state)
+            inc.end_work()
         next_tick = time.monotonic()
         if row["tick_at"] is not None:  # woken from its park: the next tick keeps its schedule
             next_tick += max(0.0, (row["tick_at"] - row["db_now"]).total_seconds())
-        may_park = parks
+        may_park = True
         while True:
             # Cleared before the flags are read: a wake-up set after this is never lost.
             inc.wake.clear()
-            if inc.interrupt is not None or not rt.wait_for_lease(inc):
+            if not rt.wait_for_lease(inc) or not inc.begin_work():
                 return _interrupted(inc, rt)
             if inc.mail:  # messages first: a call is answered now, not at the next tick
                 inc.mail = False
-                state = box.drain(state, may_go_on)
-                may_park = parks
-                continue
-            if time.monotonic() >= next_tick:
-                state = json_object(tracker.tick(state), "tick's state", settings.max_state_bytes)
+                state, may_park = box.drain(state, lambda: rt.holds(inc)), True
+            elif time.monotonic() >= next_tick:
+                state = json_object(tracker.tick(state), "tick's state", limit)
                 # A fixed rate: ticks keep to their schedule (a late or slow tick does not push the
                 # later ones back), and one that fell a whole interval behind is not caught up.
                 next_tick = max(next_tick + tracker_cls.interval, time.monotonic())
-                wait = next_tick - time.monotonic()
-                if parks and wait >= PARK_MIN_WAIT:
-                    if park(state, wait):
-                        return "parked"
-                    may_park = False  # a message or stop request is waiting: deal with it first
-                checkpoint(state)
-                continue
-            wait = next_tick - time.monotonic()
-            if may_park and wait >= PARK_MIN_WAIT:
-                if park(state, wait):
+                if park(state, next_tick - time.monotonic()):
                     return "parked"
+                checkpoint(state)  # (a message or stop request waits if it could not park)
+            elif may_park and park(state, next_tick - time.monotonic()):
+                return "parked"
+            else:
                 may_park = False  # until the waiting message is handled
-            inc.wake.wait(wait)
+                inc.end_work()
+                inc.wake.wait(next_tick - time.monotonic())
+                continue
+            inc.end_work()
     except Done as done:
         return _done(tracker_cls, done, inc, rt)
     except Fenced:
@@ -514,8 +562,10 @@ def _loop(tracker_cls: type[Tracker], row: registry.Row, inc: Incarnation, rt: W
         return "left to the supervisor"
     except Exception as exc:
         detail = redact_url("".join(traceback.format_exception(exc)))
-        log.error("%s %s epoch %s crashed: %s", inc.kind, inc.transaction_id, inc.epoch, exc)
+        log.error("%s %s epoch %s crashed: %s", inc.kind, inc.transaction_id, inc.epoch, redact_url(str(exc)))
         return _abnormal(inc, rt, "crashed", detail)
+    finally:
+        mailbox.current.reset(current)
 
 
 def _persist(inc: Incarnation, rt: WorkerRuntime, write: Callable[[], T]) -> T:
@@ -593,8 +643,8 @@ def _abnormal(
     if decision.action is Action.RESTART and new is not None:
         if decision.delay == 0:
             _publish(rt, new)
-        else:
-            _restart_later(rt, new, decision.delay)
+        else:  # failed until its backoff is over: the waker (or a sweep) restarts it then
+            rt.poke_waker()
     return f"{event}: {decision.action.value}"
 
 
@@ -603,20 +653,3 @@ def _publish(rt: WorkerRuntime, row: registry.Row) -> None:
         rt.publish(row)
     except Exception as exc:  # the broker is down: the supervisor publishes it after the grace period
         log.warning("could not publish %s %s: %s", row["kind"], row["transaction_id"], redact_url(str(exc)))
-
-
-def _restart_later(rt: WorkerRuntime, row: registry.Row, delay: float) -> None:
-    """Restart a backed-off tracker when its delay is over (the supervisor does it if we die first)."""
-
-    def fire() -> None:
-        try:
-            new = registry.restart_now(rt.settings, row["id"], row["epoch"])
-        except RegistryUnavailable as exc:
-            log.warning("backoff restart of %s left to the supervisor: %s", row["transaction_id"], exc)
-            return
-        if new is not None:
-            _publish(rt, new)
-
-    timer = threading.Timer(delay, fire)
-    timer.daemon = True
-    timer.start()

@@ -46,6 +46,9 @@ class Settings:
     #: back and the registry wakes them when the next tick is due (0: only trackers that set
     #: ``park = True`` park)
     park_seconds: float = 60.0
+    #: how long exit history (``tracking_events``) and answered calls nobody collected are kept;
+    #: the sweep prunes older ones in small batches
+    events_retention_seconds: float = 7 * 24 * 3600.0
     #: the largest state (JSON, UTF-8) a tracker may checkpoint
     max_state_bytes: int = 64 * 1024
     #: create the registry table on first use (only for SQLite; use `tracking migrate` elsewhere)
@@ -63,6 +66,7 @@ class Settings:
             "sweep_seconds",
             "start_grace_seconds",
             "control_poll_seconds",
+            "events_retention_seconds",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"TRACKING_{name.upper()} must be positive")
@@ -77,6 +81,14 @@ class Settings:
             raise ValueError("TRACKING_MAX_STATE_BYTES must be positive")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise ValueError("TRACKING_METRICS_PORT must be a TCP port (0 to 65535)")
+
+    @property
+    def lock_timeout_seconds(self) -> float:
+        """How long a PostgreSQL session may sit idle inside a transaction, and a statement wait
+        for a row lock: half a lease (at least a second). A worker paused mid-transaction then
+        releases its row locks before its lease runs out, so the takeover of its trackers is not
+        held up by them."""
+        return max(1.0, self.lease_seconds / 2)
 
     @property
     def migrates_itself(self) -> bool:

@@ -4,16 +4,20 @@
 What a sweep rescues, in order:
 
 1. **Lost workers.** A worker process whose lease (its row in ``tracking_workers``) has not been
-   renewed for ``lease_seconds`` by the database clock is declared lost; every tracker it was
-   running has exited abnormally ("worker_lost") and its restart policy applies. A stop requested
-   with reason normal or shutdown before the loss is honoured instead: the entry is deregistered.
+   renewed for ``lease_seconds`` by the database clock is declared lost. Every running tracker
+   whose worker has no live lease (lost, stopped, or its row missing) has exited abnormally
+   ("worker_lost"): it is restarted at once, without the backoff, and the loss counts toward its
+   restart intensity. A stop requested with reason normal or shutdown before the loss is honoured
+   instead: the entry is deregistered.
 2. **Unclaimed starts.** An entry recorded as pending but not claimed within the start grace
    period (the broker lost the message, or was down at ``start``) is published again under the
    same epoch: if the first message does turn up later, only one of the two can claim the entry.
-3. **Due restarts.** A failed entry whose backoff is over is made pending and published.
-4. **Due parked trackers.** A parked tracker whose next tick (or a message) is due is made pending
-   under a new epoch and published. Workers wake them too, sooner (``WorkerRuntime``); the sweep
-   covers the time when no worker is up to do it.
+   Each further wait doubles, up to 32 grace periods.
+3. **Due restarts and parked trackers.** A failed entry whose backoff is over, and a parked
+   tracker whose next tick (or a message) is due, are made pending and published. Workers do this
+   too, sooner (``WorkerRuntime``); the sweep covers the time when no worker is up to do it.
+4. **History.** Events older than ``events_retention_seconds``, and answered calls nobody
+   collected, are deleted, a batch per sweep.
 
 Caveats: a sweep's cost follows the rows it acts on (indexed on status and due time, and on the
 owning worker), not the size of the registry; a lost worker's trackers are restarted in one
@@ -52,29 +56,32 @@ def sweep(settings: Settings, publish: Publish, name: str | None = None, limit: 
         "republished": 0,
         "woken": 0,
         "failed_publish": 0,
+        "pruned": 0,
     }
 
     counts["lost_workers"], lost = registry.mark_lost_workers(settings)
-    for decision, new in registry.restart_orphans(settings, lost, limit=limit):
+    for decision, new in registry.restart_orphans(settings, limit=limit):
         if decision.action is Action.DEAD:
             counts["dead"] += 1
         elif decision.action is Action.DEREGISTER:
             counts["deregistered"] += 1
         elif new is not None:
             counts["restarted"] += 1
-            if new["status"] == "pending" and not _publish(publish, new):
+            if not _publish(publish, new):
                 counts["failed_publish"] += 1
     registry.forget_workers(settings, lost)
 
-    for had, new in registry.take_due(settings, limit=limit):
-        counts["republished" if had == "pending" else "restarted"] += 1
-        if not _publish(publish, new):
+    for row in registry.take_due(settings, limit=limit):
+        counts["republished"] += 1
+        if not _publish(publish, row):
             counts["failed_publish"] += 1
 
-    for row in registry.wake_parked(settings, limit=limit):
+    for row in registry.wake_due(settings, limit=limit):
         counts["woken"] += 1
         if not _publish(publish, row):
             counts["failed_publish"] += 1  # pending now: published again after the start grace
+
+    counts["pruned"] = registry.prune(settings, limit=limit)
 
     try:
         registry.record_sweep(settings, name, counts)

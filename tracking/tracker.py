@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
-import enum
 import logging
 import re
 import time
@@ -16,20 +15,14 @@ from tracking import mailbox, registry
 from tracking.exceptions import InvalidTracker, NotFound, Timeout, TrackerCrashed, TrackingError
 from tracking.policy import RestartPolicy
 from tracking.redact import redact_url
+from tracking.registry import Status
 from tracking.validation import json_object, json_value
+from tracking.validation import stop_reason as valid_stop_reason
 from tracking.validation import transaction_id as valid_transaction_id
 
 log = logging.getLogger("tracking")
 
 _KIND = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,199}$")
-
-
-class Status(enum.StrEnum):
-    PENDING = "pending"  # recorded and enqueued, not yet picked up by a worker
-    RUNNING = "running"  # an incarnation holds the entry and ticks
-    PARKED = "parked"  # between two ticks of a sparse tracker: no worker slot held, woken when due
-    FAILED = "failed"  # exited abnormally; its restart waits for the backoff delay
-    DEAD = "dead"  # past its restart intensity (or temporary): kept for inspection, not restarted
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,14 +203,15 @@ class Tracker:
     def stop(cls, transaction_id: str, reason: str = "normal", timeout: float = 30.0) -> None:
         """Stop the tracker and return once it has exited.
 
-        ``"normal"`` or ``"shutdown"`` deregisters it, whatever its restart type; any other reason is
-        an abnormal exit and its restart policy applies. Raises NotFound for an unknown or finished
-        ID, Timeout if it has not exited within ``timeout`` (the request stays recorded).
+        ``"normal"`` or ``"shutdown"`` deregisters it, whatever its restart type, and wins over
+        whatever happens to it meanwhile (a crash, a handoff, a lost worker): no incarnation ticks
+        after it. Any other reason is an abnormal exit and its restart policy applies. Raises
+        NotFound for an unknown or finished ID, Timeout if it has not exited within ``timeout``
+        (the request stays recorded), ValueError for a reason the registry cannot record.
         """
         kind = cls._own_kind()
         valid_transaction_id(transaction_id)
-        if not isinstance(reason, str) or not reason:
-            raise ValueError("reason must be a non-empty str")
+        valid_stop_reason(reason)
         settings = glue.current_settings()
         outcome, row = registry.request_stop(settings, kind, transaction_id, reason)
         if outcome == "restarting" and row is not None:

@@ -8,7 +8,7 @@ import pytest
 
 from tests.integration.harness import TIMINGS, Cluster, wait_for
 from tests.integration.trackers import Mailman
-from tracking.tracker import Status
+from tracking import Status
 
 pytestmark = pytest.mark.chaos
 

@@ -32,10 +32,9 @@ from tests.chaos.test_workers import stale_ticks_accepted
 from tests.conftest import REDIS_URL
 from tests.integration.harness import TIMINGS, Cluster, Stack, wait_for
 from tests.integration.trackers import Counter, Recorder, create_ticks_table
-from tracking import registry
+from tracking import Status, registry
 from tracking.exceptions import RegistryUnavailable
 from tracking.models import events, trackers, workers
-from tracking.tracker import Status
 
 pytestmark = pytest.mark.chaos
 

@@ -1,7 +1,9 @@
 """The soak: hundreds of trackers on three workers, a random worker SIGKILLed every 10 to 20 s.
 
 Bounded: ``SOAK_SECONDS`` of faults (default 240), then the trackers settle. At the end: lost 0,
-finished twice 0, stale (overlapping) incarnations accepted 0; recovery times are printed.
+finished twice 0, stale (overlapping) incarnations accepted 0, and recovery after a lost worker
+within lease + sweep + 3 s at p99 (a worker loss restarts without the crash backoff); the recovery
+times are printed.
 """
 
 from __future__ import annotations
@@ -104,18 +106,36 @@ def test_a_random_worker_killed_every_ten_to_twenty_seconds_loses_nothing_and_ru
                 )
             ).scalars()
         )
+        # What followed each worker loss, per tracker: a restart at once, never a backoff.
+        history = conn.execute(
+            sa.select(events.c.transaction_id, events.c.event)
+            .where(events.c.transaction_id.in_(ids))
+            .order_by(events.c.transaction_id, events.c.id)
+        ).all()
+    backoffs_after_loss = sum(
+        1
+        for before, after in zip(history, history[1:], strict=False)
+        if before.transaction_id == after.transaction_id
+        and before.event == "worker_lost"
+        and after.event == "backoff"
+    )
     lost = [t for t in ids if done[t] == 0]
     twice = [t for t in ids if done[t] > 1]
     gaps = sorted(recovery_seconds(stack, ids))
     p99 = gaps[min(len(gaps) - 1, int(len(gaps) * 0.99))] if gaps else float("nan")
+    bound = TIMINGS["lease_seconds"] + TIMINGS["sweep_seconds"] + 3
     print(
         f"\nsoak: {TRACKERS} trackers, 3 workers, {kills} SIGKILLs in {SOAK_SECONDS:.0f} s; "
         f"lost {len(lost)}, finished twice {len(twice)}, restarts after worker loss {len(gaps)}, "
         f"recovery p50 {statistics.median(gaps) if gaps else float('nan'):.1f} s, p99 {p99:.1f} s, "
         f"max {max(gaps, default=float('nan')):.1f} s "
-        f"(lease {TIMINGS['lease_seconds']} s, sweep {TIMINGS['sweep_seconds']} s)"
+        f"(lease {TIMINGS['lease_seconds']} s, sweep {TIMINGS['sweep_seconds']} s; "
+        f"p99 within lease + sweep + 3 s = {bound:.0f} s: {'met' if p99 <= bound else 'NOT met'}); "
+        f"backoffs after a worker loss {backoffs_after_loss}"
     )
     assert kills >= 1
     assert lost == []
     assert twice == []
     assert stale_ticks_accepted(stack, ids) == 0
+    # Timing is reported, not asserted (a busy 2-core host); the mechanism behind it is asserted.
+    assert backoffs_after_loss == 0, "a worker loss must restart its trackers at once, not after a backoff"

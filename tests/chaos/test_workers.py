@@ -11,9 +11,8 @@ import sqlalchemy as sa
 
 from tests.integration.harness import TIMINGS, Cluster, Stack, wait_for
 from tests.integration.trackers import TICKS_TABLE, Recorder, SlowRecorder
-from tracking import registry
+from tracking import Status, registry
 from tracking.models import events
-from tracking.tracker import Status
 
 pytestmark = pytest.mark.chaos
 

@@ -11,7 +11,8 @@ import pytest
 from tests.cli.conftest import CANARY, Cli
 from tests.integration.harness import Cluster, Stack, wait_for
 from tests.integration.trackers import Counter, SlowCounter
-from tracking.tracker import Status, TrackerRef
+from tracking import Status
+from tracking.tracker import TrackerRef
 
 
 def running(cls: type[Counter], txid: str, other_than: str | None = None) -> TrackerRef | None:

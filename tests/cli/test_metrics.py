@@ -19,7 +19,8 @@ from tests.cli.conftest import CANARY
 from tests.cli.runner import free_port
 from tests.integration.harness import Cluster, Stack, wait_for
 from tests.integration.trackers import Counter
-from tracking.tracker import Status, TrackerRef
+from tracking import Status
+from tracking.tracker import TrackerRef
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

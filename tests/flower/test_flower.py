@@ -17,8 +17,7 @@ from tests.cli.runner import free_port
 from tests.integration.conftest import build_stack
 from tests.integration.harness import Cluster, Stack, wait_for
 from tests.integration.trackers import Counter
-from tracking import registry
-from tracking.tracker import Status
+from tracking import Status, registry
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import tracking
 from tests.integration.conftest import build_stack
 from tests.integration.harness import Cluster, Stack, wait_for
 from tests.integration.trackers import Mailman, SlowCounter
-from tracking.tracker import Status
+from tracking import Status
 
 TRACKERS = 200
 

@@ -15,9 +15,9 @@ from tests.integration.trackers import (
     SlowCounter,
     TemporaryCrasher,
 )
-from tracking import registry
+from tracking import Status, registry
 from tracking.models import workers
-from tracking.tracker import Status, TrackerRef
+from tracking.tracker import TrackerRef
 
 
 def running(cls: type[tracking.Tracker], txid: str, other_than: str | None = None) -> TrackerRef | None:

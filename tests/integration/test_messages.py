@@ -10,9 +10,8 @@ import sqlalchemy as sa
 import tracking
 from tests.integration.harness import Cluster, wait_for
 from tests.integration.trackers import Counter, Mailman
-from tracking import registry
+from tracking import Status, registry
 from tracking.models import messages
-from tracking.tracker import Status
 
 
 def running(txid: str) -> tracking.TrackerRef:

@@ -11,7 +11,7 @@ import pytest
 import tracking
 from tests.integration.harness import Cluster, Stack, wait_for
 from tests.integration.trackers import ParkedMailman, Sparse
-from tracking.tracker import Status
+from tracking import Status
 
 SLOTS = 3
 

@@ -101,7 +101,7 @@ def test_wakers_running_at_once_wake_each_due_parked_tracker_exactly_once(stack:
     def wake() -> None:
         try:
             barrier.wait(timeout=30)
-            rows = registry.wake_parked(settings, limit=1000)
+            rows = registry.wake_due(settings, limit=1000)
             with lock:
                 woken.extend((r["transaction_id"], r["epoch"]) for r in rows)
         except BaseException as exc:  # reported below
@@ -152,4 +152,4 @@ def test_a_tracker_does_not_park_while_a_message_waits_and_a_superseded_one_cann
     assert parked is not None and parked["status"] == "parked" and parked["state"] == {"ticks": 2}
     assert parked["worker_id"] is None
     registry.enqueue(settings, Counter.kind, txid, "cast", {"n": 2})  # a message wakes it now
-    assert [r["transaction_id"] for r in registry.wake_parked(settings)] == [txid]
+    assert [r["transaction_id"] for r in registry.wake_due(settings)] == [txid]

@@ -87,3 +87,27 @@ def test_backoff_doubles_up_to_its_maximum_and_resets_after_a_long_run() -> None
 def test_invalid_settings_raise_at_class_definition(attrs: dict[str, object]) -> None:
     with pytest.raises(tracking.InvalidTracker):
         type("Broken", (tracking.Tracker,), dict(attrs))
+
+
+def test_a_lost_worker_restarts_at_once_and_leaves_the_backoff_as_it_was() -> None:
+    policy = RestartPolicy(max_restarts=10, max_seconds=60, backoff=1, backoff_max=60)
+    decision = decide(
+        policy, normal=False, lost=True, now=NOW, restart_times=[ago(5), ago(3)], backoff_step=2, ran_seconds=1
+    )
+    assert decision.action is Action.RESTART
+    assert decision.delay == 0
+    assert decision.backoff_step == 2
+    assert len(decision.restart_times) == 3, "a worker loss still counts toward intensity"
+
+
+def test_a_tracker_that_takes_its_worker_down_every_time_ends_dead() -> None:
+    policy = RestartPolicy(max_restarts=3, max_seconds=60)
+    times: list[str] = []
+    actions = []
+    for _ in range(4):
+        decision = decide(
+            policy, normal=False, lost=True, now=NOW, restart_times=times, backoff_step=0, ran_seconds=1
+        )
+        actions.append(decision.action)
+        times = list(decision.restart_times)
+    assert actions == [Action.RESTART, Action.RESTART, Action.RESTART, Action.DEAD]

@@ -27,7 +27,6 @@ from tracking.registry.core import (
     dispose,
     engine,
     migrate,
-    new_task_id,
 )
 from tracking.registry.entries import count, entries_of, get, history, select, start
 from tracking.registry.incarnations import (
@@ -57,18 +56,20 @@ from tracking.registry.supervision import (
     last_sweeps,
     mark_lost_workers,
     next_wake,
+    prune,
     record_sweep,
     register_worker,
     renew_worker,
-    restart_now,
     restart_orphans,
     retire_worker,
     take_due,
-    wake_parked,
+    wake_due,
 )
+from tracking.registry.transitions import Status
 
 __all__ = [
     "Row",
+    "Status",
     "WAKE_CHANNEL",
     "census",
     "checkpoint",
@@ -96,7 +97,7 @@ __all__ = [
     "mailbox",
     "mark_lost_workers",
     "migrate",
-    "new_task_id",
+    "prune",
     "next_wake",
     "park",
     "record_sweep",
@@ -105,7 +106,6 @@ __all__ = [
     "renew_worker",
     "reply_ready",
     "request_stop",
-    "restart_now",
     "restart_orphans",
     "retire_worker",
     "select",
@@ -114,6 +114,6 @@ __all__ = [
     "start",
     "take_due",
     "take_reply",
-    "wake_parked",
+    "wake_due",
     "withdraw",
 ]

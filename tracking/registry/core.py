@@ -6,7 +6,6 @@ import contextlib
 import logging
 import os
 import threading
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -17,7 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import FunctionElement
 
-from tracking.exceptions import RegistryUnavailable
+from tracking.exceptions import RegistryRefused, RegistryUnavailable
 from tracking.models import events, messages, trackers, workers
 from tracking.redact import redact_url
 from tracking.settings import Settings
@@ -49,6 +48,23 @@ def _now_pg(element: db_now, compiler: Any, **kw: Any) -> str:
 def _now_sqlite(element: db_now, compiler: Any, **kw: Any) -> str:
     offset = compiler.process(element.clauses, **kw)
     return f"strftime('%Y-%m-%d %H:%M:%f', 'now', ({offset}) || ' seconds')"
+
+
+class greatest(FunctionElement[int]):
+    """The largest of its arguments: GREATEST on PostgreSQL, the many-argument MAX on SQLite."""
+
+    type = sa.BigInteger()
+    inherit_cache = True
+
+
+@compiles(greatest, "postgresql")
+def _greatest_pg(element: greatest, compiler: Any, **kw: Any) -> str:
+    return f"greatest({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(greatest, "sqlite")
+def _greatest_sqlite(element: greatest, compiler: Any, **kw: Any) -> str:
+    return f"max({compiler.process(element.clauses, **kw)})"
 
 
 def _aware(value: datetime | str | None) -> datetime | None:
@@ -87,7 +103,7 @@ def engine(settings: Settings) -> sa.Engine:
         with _engines_lock:
             eng = _engines.get(url)
             if eng is None:
-                eng = _engines[url] = create_engine(url)
+                eng = _engines[url] = create_engine(url, lock_seconds=settings.lock_timeout_seconds)
     if settings.migrates_itself and url not in _migrated:
         with _engines_lock:
             if url not in _migrated:
@@ -104,12 +120,20 @@ def lease_engine(settings: Settings) -> sa.Engine:
     with _engines_lock:
         eng = _lease_engines.get(url)
         if eng is None:
-            eng = _lease_engines[url] = create_engine(url, pool_size=1, max_overflow=0)
+            eng = _lease_engines[url] = create_engine(
+                url, pool_size=1, max_overflow=0, lock_seconds=settings.lock_timeout_seconds
+            )
     return eng
 
 
-def create_engine(url: str, pool_size: int = 10, max_overflow: int = 20) -> sa.Engine:
-    """An engine with the registry's connection settings for that database."""
+def create_engine(
+    url: str, pool_size: int = 10, max_overflow: int = 20, lock_seconds: float = 10.0
+) -> sa.Engine:
+    """An engine with the registry's connection settings for that database.
+
+    ``lock_seconds`` (PostgreSQL): how long a session may sit idle inside a transaction, and a
+    statement wait for a lock (``Settings.lock_timeout_seconds``: half a lease).
+    """
     sa_url = sa.make_url(url)
     if sa_url.get_backend_name() == "sqlite":
         eng = sa.create_engine(
@@ -132,13 +156,14 @@ def create_engine(url: str, pool_size: int = 10, max_overflow: int = 20) -> sa.E
         return eng
     connect_args: dict[str, Any] = {}
     if sa_url.get_backend_name() == "postgresql":
+        # A process paused (or cut off) inside a transaction must not hold its row locks, and so
+        # the takeover of its trackers, past its lease: the server ends such a session, and a
+        # statement waits at most this long for a lock (then the caller retries).
+        millis = max(1, round(lock_seconds * 1000))
         connect_args = {
             "application_name": f"tracking-{os.getpid()}",
             "connect_timeout": 5,
-            # A process paused (or cut off) inside a transaction must not hold its row locks, and
-            # so the takeover of its trackers, for ever: the server ends such a session, and a
-            # statement waits at most this long for a lock (then the caller retries).
-            "options": "-c idle_in_transaction_session_timeout=10000 -c lock_timeout=10000",
+            "options": f"-c idle_in_transaction_session_timeout={millis} -c lock_timeout={millis}",
         }
     return sa.create_engine(
         # No pre-ping (a round trip per checkout): reads retry once on a dead connection, and a
@@ -151,15 +176,26 @@ def create_engine(url: str, pool_size: int = 10, max_overflow: int = 20) -> sa.E
     )
 
 
+#: driver errors that can heal by themselves (a lost connection, a restarting server, a lock or
+#: serialization conflict, a timeout): the operation is retried. Any other (a value the database
+#: cannot store, a constraint) would fail the same way again: it is refused, never retried.
+_HEALING = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.InternalError)
+
+
 @contextlib.contextmanager
 def _translated(settings: Settings) -> Iterator[None]:
     try:
         yield
     except sa_exc.DBAPIError as exc:
-        raise RegistryUnavailable(
+        what = (
             f"registry database {redact_url(settings.database_url)} failed: "
             f"{type(exc.orig).__name__}: {redact_url(str(exc.orig))}"
-        ) from exc
+        )
+        if isinstance(exc, _HEALING) or exc.connection_invalidated:
+            raise RegistryUnavailable(what) from exc
+        raise RegistryRefused(what) from exc
+    except sa_exc.StatementError as exc:  # a value the driver could not even send
+        raise RegistryRefused(f"registry database refused a value: {redact_url(str(exc.orig))}") from exc
     except sa_exc.TimeoutError as exc:
         # No pooled connection came free in time (thousands of trackers in one gevent process
         # queue for its connections): retried by the caller like any other blip.
@@ -314,30 +350,7 @@ def _rows_by_id(conn: sa.Connection, ids: Sequence[int]) -> list[Row]:
     return found
 
 
-def new_task_id() -> str:
-    return str(uuid.uuid4())
-
-
-def _fresh_incarnation(settings: Settings) -> dict[str, Any]:
-    """Column values that make a row a new, not yet claimed incarnation."""
-    return {
-        "status": "pending",
-        "epoch": trackers.c.epoch + 1,
-        "task_id": new_task_id(),
-        "worker": None,
-        "worker_id": None,
-        "claimed_at": None,
-        "stop_reason": None,
-        "due_at": db_now(settings.start_grace_seconds),
-        "tick_at": None,
-    }
-
-
 # -- shared by the operations ----------------------------------------------------------------
-
-
-def _fence(row_id: int, epoch: int) -> tuple[Any, ...]:
-    return (trackers.c.id == row_id, trackers.c.epoch == epoch, trackers.c.status == "running")
 
 
 #: the PostgreSQL channel a cast, call or stop notifies, so that the tracker wakes at once

@@ -14,7 +14,6 @@ from tracking.registry.core import (
     _aware,
     _event,
     _forget_mail,
-    _fresh_incarnation,
     _insert,
     _one,
     _read,
@@ -23,8 +22,9 @@ from tracking.registry.core import (
     _tracker_with_lease,
     _write,
     db_now,
-    new_task_id,
+    greatest,
 )
+from tracking.registry.transitions import Op, Status, first_epoch, fresh_incarnation, guard, new_task_id
 from tracking.settings import Settings
 
 # -- start, lookup, list -------------------------------------------------------------------------
@@ -39,12 +39,13 @@ def start(
     concurrent starts block on each other's uncommitted insert and exactly one creates the row;
     if that one rolls back, the other's insert goes through. A ``dead`` entry is started afresh
     (new epoch, args, no state, restarts reset) by an update conditional on it still being dead.
+    A new life's epoch is above every epoch the ID had before (``transitions.first_epoch``).
     """
     values = {
         "kind": kind,
         "transaction_id": transaction_id,
-        "status": "pending",
-        "epoch": 1,
+        "status": Status.PENDING.value,
+        "epoch": first_epoch(kind, transaction_id),
         "task_id": new_task_id(),
         "args": args,
         "policy": policy.to_json(),
@@ -56,18 +57,29 @@ def start(
     }
     key = (trackers.c.kind == kind, trackers.c.transaction_id == transaction_id)
     with _write(settings) as conn:
-        stmt = _insert(conn)(trackers).values(values).on_conflict_do_nothing()
-        inserted = conn.execute(stmt.returning(*trackers.c)).mappings().first()
-        if inserted is not None:  # the common case: two round trips, the insert and its event
-            created: Row = {**_row(inserted), "heartbeat_at": None}
-            _event(conn, created, "started")
-            return created, True
-        row = _one(conn, *key, lock=True)
-        assert row is not None
-        if row["status"] != "dead":
+        while True:
+            stmt = _insert(conn)(trackers).values(values).on_conflict_do_nothing()
+            inserted = conn.execute(stmt.returning(*trackers.c)).mappings().first()
+            if inserted is not None:
+                created: Row = {**_row(inserted), "heartbeat_at": None}
+                if conn.dialect.name == "postgresql":
+                    # The insert may have waited for an earlier life's exit to commit, while its
+                    # epoch was computed before: computed again now, that exit in sight, in the
+                    # statement that records the start (SQLite's write lock excludes the race).
+                    created["epoch"] = conn.execute(
+                        _record_start(created["id"], kind, transaction_id)
+                    ).scalar_one()
+                else:
+                    _event(conn, created, "started")
+                return created, True
+            row = _one(conn, *key, lock=True)
+            if row is not None:
+                break
+            # The entry it conflicted with left between the two statements: insert again.
+        if row["status"] != Status.DEAD:
             return row, False
         fresh = {
-            **_fresh_incarnation(settings),
+            **fresh_incarnation(settings),
             "args": args,
             "state": None,
             "policy": policy.to_json(),
@@ -80,8 +92,7 @@ def start(
         }
         result = conn.execute(
             trackers.update()
-            .where(trackers.c.id == row["id"], trackers.c.epoch == row["epoch"])
-            .where(trackers.c.status == "dead")
+            .where(trackers.c.id == row["id"], trackers.c.epoch == row["epoch"], *guard(Op.START))
             .values(fresh)
         )
         if result.rowcount != 1:  # pragma: no cover - the write lock makes this unreachable
@@ -91,6 +102,21 @@ def start(
         assert afresh is not None
         _event(conn, afresh, "started", "started afresh after dead")
         return afresh, True
+
+
+def _record_start(row_id: int, kind: str, transaction_id: str) -> Any:
+    """Raise a new row's epoch to ``first_epoch`` as of now and record its start event, in one
+    statement; returns the epoch (PostgreSQL)."""
+    fixed = (
+        trackers.update()
+        .where(trackers.c.id == row_id)
+        .values(epoch=greatest(trackers.c.epoch, first_epoch(kind, transaction_id)))
+        .returning(trackers.c.kind, trackers.c.transaction_id, trackers.c.epoch)
+        .cte("fixed")
+    )
+    started = sa.select(fixed.c.kind, fixed.c.transaction_id, fixed.c.epoch, db_now(), sa.literal("started"))
+    columns = ["kind", "transaction_id", "epoch", "at", "event"]
+    return events.insert().from_select(columns, started).add_cte(fixed).returning(events.c.epoch)
 
 
 #: lookup's statement, built once: building it on every call costs more than the query itself

@@ -1,24 +1,23 @@
-"""One incarnation's writes, each fenced by its epoch: claim, checkpoint, park, exits, handoff, stop."""
+"""One incarnation's writes, each fenced by its epoch: claim, checkpoint, park, exits, handoff, stop.
+
+Every precondition comes from :mod:`tracking.registry.transitions`.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from tracking.exceptions import Fenced, NotFound
 from tracking.models import trackers
-from tracking.policy import Action, Decision, RestartPolicy, decide
+from tracking.policy import Action, Decision, RestartPolicy
 from tracking.registry.core import (
     Row,
     _event,
     _events,
-    _fence,
     _forget_mail,
-    _fresh_incarnation,
     _now,
     _one,
     _row,
@@ -28,11 +27,22 @@ from tracking.registry.core import (
     _wake,
     _write,
     db_now,
+)
+from tracking.registry.transitions import (
+    WINNING_STOPS,
+    Exit,
+    Op,
+    Status,
+    fresh_incarnation,
+    guard,
     new_task_id,
+    plan_exit,
 )
 from tracking.settings import Settings
 
-# -- one incarnation's writes (all fenced by epoch) ----------------------------------------------
+
+def _incarnation(op: Op, row_id: int, epoch: int) -> tuple[Any, ...]:
+    return (trackers.c.id == row_id, *guard(op, epoch=epoch))
 
 
 def claim(
@@ -48,22 +58,25 @@ def claim(
     """Take a pending entry for the incarnation ``epoch``; None if it is not ours to run.
 
     The row comes back with ``db_now``, the database's time of the claim (a woken tracker's next
-    tick is ``tick_at`` by that clock). Atomicity: one conditional update (status pending and the
-    same epoch), so of two deliveries of one message, or a stale message of an older epoch, at
-    most one claim succeeds. A tracker woken from its park is not a new start: no event.
+    tick is ``tick_at`` by that clock). Atomicity: one conditional update (pending, the same epoch,
+    and the claimer's lease live by the database clock), so of two deliveries of one message, or a
+    stale message of an older epoch, at most one claim succeeds, and no entry is ever claimed by a
+    worker that a sweep may already have declared lost. A tracker woken from its park is not a new
+    start: no event.
     """
     with _write(settings) as conn:
         found = (
             conn.execute(
                 trackers.update()
                 .where(trackers.c.kind == kind, trackers.c.transaction_id == transaction_id)
-                .where(trackers.c.epoch == epoch, trackers.c.status == "pending")
+                .where(*guard(Op.CLAIM, epoch=epoch, worker_id=worker_id, settings=settings))
                 .values(
-                    status="running",
+                    status=Status.RUNNING.value,
                     worker=worker,
                     worker_id=worker_id,
                     claimed_at=db_now(),
                     due_at=None,
+                    republished=0,
                     policy=policy.to_json(),
                 )
                 .returning(*trackers.c, db_now().label("db_now"))
@@ -84,7 +97,9 @@ def checkpoint(settings: Settings, row_id: int, epoch: int, state: dict[str, Any
     """Store the state of incarnation ``epoch``. Raises Fenced if it no longer owns the entry."""
     with _write(settings) as conn:
         result = conn.execute(
-            trackers.update().where(*_fence(row_id, epoch)).values(state=state, checkpoint_at=db_now())
+            trackers.update()
+            .where(*_incarnation(Op.CHECKPOINT, row_id, epoch))
+            .values(state=state, checkpoint_at=db_now())
         )
         if result.rowcount != 1:
             raise Fenced()
@@ -93,18 +108,17 @@ def checkpoint(settings: Settings, row_id: int, epoch: int, state: dict[str, Any
 def park(settings: Settings, row_id: int, epoch: int, state: dict[str, Any], wait: float) -> bool:
     """Park incarnation ``epoch`` with its new state until its next tick, ``wait`` seconds from now.
 
-    The entry keeps its epoch and gives up its worker: it is ``parked``, and :func:`wake_parked`
-    makes it pending again (under a new epoch) when the tick is due. Returns False, writing
-    nothing, if a message or a stop request is waiting (the incarnation deals with it first);
-    raises Fenced if the incarnation no longer owns the entry. Atomicity: one conditional update.
+    The entry keeps its epoch and gives up its worker: it is ``parked``, and ``wake_due`` makes it
+    pending again (under a new epoch) when the tick is due. Returns False, writing nothing, if a
+    message or a stop request is waiting (the incarnation deals with it first); raises Fenced if
+    the incarnation no longer owns the entry. Atomicity: one conditional update.
     """
     with _write(settings) as conn:
         result = conn.execute(
             trackers.update()
-            .where(*_fence(row_id, epoch), trackers.c.stop_reason.is_(None))
-            .where(trackers.c.last_message_id <= trackers.c.handled_message_id)
+            .where(*_incarnation(Op.PARK, row_id, epoch))
             .values(
-                status="parked",
+                status=Status.PARKED.value,
                 state=state,
                 checkpoint_at=db_now(),
                 worker=None,
@@ -115,7 +129,7 @@ def park(settings: Settings, row_id: int, epoch: int, state: dict[str, Any], wai
         )
         if result.rowcount == 1:
             return True
-        if _one(conn, *_fence(row_id, epoch)) is None:
+        if _one(conn, *_incarnation(Op.CHECKPOINT, row_id, epoch)) is None:
             raise Fenced()
         return False
 
@@ -123,11 +137,18 @@ def park(settings: Settings, row_id: int, epoch: int, state: dict[str, Any], wai
 def exit_normally(settings: Settings, row_id: int, epoch: int, event: str, detail: str | None) -> None:
     """Deregister: delete the entry of incarnation ``epoch`` and record why. Fenced if not ours."""
     with _write(settings) as conn:
-        row = _one(conn, *_fence(row_id, epoch), lock=True)
-        if row is None or conn.execute(trackers.delete().where(*_fence(row_id, epoch))).rowcount != 1:
+        row = _one(conn, *_incarnation(Op.FINISH, row_id, epoch), lock=True)
+        if row is None:
             raise Fenced()
-        _forget_mail(conn, row)
-        _event(conn, row, event, detail)
+        _deregister(conn, row, event, detail)
+
+
+def _deregister(conn: sa.Connection, row: Row, event: str, detail: str | None) -> None:
+    """Delete an entry read under a lock in this transaction, its mail, and record why."""
+    if conn.execute(trackers.delete().where(*_as_read(row))).rowcount != 1:
+        raise Fenced("the entry changed while it was being deregistered")
+    _forget_mail(conn, row)
+    _event(conn, row, event, detail)
 
 
 def exit_abnormally(
@@ -135,52 +156,16 @@ def exit_abnormally(
 ) -> tuple[Decision, Row | None]:
     """Apply the restart policy to incarnation ``epoch``'s exit; returns the decision and new row.
 
-    ``normal`` is a ``Done`` of a permanent tracker. Atomicity: one transaction that reads the
-    restart history and writes the decision, conditional on the epoch.
+    ``normal`` is a ``Done`` of a permanent tracker. A winning stop recorded meanwhile deregisters
+    the entry instead. Atomicity: one transaction that reads the restart history and writes the
+    decision, conditional on the epoch.
     """
     with _write(settings) as conn:
-        row = _one(conn, *_fence(row_id, epoch), lock=True)
+        row = _one(conn, *_incarnation(Op.EXIT, row_id, epoch), lock=True)
         if row is None:
             raise Fenced()
-        return _after_exit(settings, conn, row, event, detail, normal=normal)
-
-
-def _after_exit(
-    settings: Settings, conn: sa.Connection, row: Row, event: str, detail: str | None, *, normal: bool
-) -> tuple[Decision, Row | None]:
-    """Apply the restart policy to the exit of ``row`` (read under a lock by the caller)."""
-    plan = plan_exit(settings, row, _now(conn), event, detail, normal=normal)
-    return plan.decision, apply_exits(settings, conn, [plan])[0]
-
-
-@dataclasses.dataclass(frozen=True)
-class Exit:
-    """What an exit does to one entry: the policy's decision and the events to record."""
-
-    row: Row
-    decision: Decision
-    #: ``(event, detail)`` recorded under the exiting epoch
-    events: tuple[tuple[str, str | None], ...]
-    last_error: str | None
-
-
-def plan_exit(
-    settings: Settings, row: Row, now: datetime, event: str, detail: str | None, *, normal: bool
-) -> Exit:
-    """Decide what the exit of ``row`` at ``now`` (the database clock) does; writes nothing."""
-    claimed = row["claimed_at"]
-    decision = decide(
-        RestartPolicy.from_json(row["policy"]),
-        normal=normal,
-        now=now,
-        restart_times=list(row["restart_times"]),
-        backoff_step=row["backoff_step"],
-        ran_seconds=(now - claimed).total_seconds() if claimed else None,
-    )
-    recorded: tuple[tuple[str, str | None], ...] = ((event, detail),)
-    if decision.action is Action.DEAD:
-        recorded += (("dead", _why_dead(row["policy"])),)
-    return Exit(row, decision, recorded, row["last_error"] if normal else detail)
+        plan = plan_exit(row, _now(conn), event, detail, normal=normal)
+        return plan.decision, apply_exits(settings, conn, [plan])[0]
 
 
 def apply_exits(settings: Settings, conn: sa.Connection, exits: Sequence[Exit]) -> list[Row | None]:
@@ -202,16 +187,18 @@ def apply_exits(settings: Settings, conn: sa.Connection, exits: Sequence[Exit]) 
     if dead:
         written += _update_each(
             conn,
-            {"status": "dead", "worker_id": None, "due_at": None, "stop_reason": None},
+            {"status": Status.DEAD.value, "worker_id": None, "due_at": None, "stop_reason": None},
             [{**_read_params(ex.row), "v_last_error": ex.last_error} for ex in dead],
         )
+        for ex in dead:  # nobody will handle it: a waiting caller sees NotFound
+            _forget_mail(conn, ex.row)
     restarts = [ex for ex in exits if ex.decision.action is Action.RESTART]
     for delay in sorted({ex.decision.delay for ex in restarts}):
         group = [ex for ex in restarts if ex.decision.delay == delay]
-        shared = {**_fresh_incarnation(settings), "restarts": trackers.c.restarts + 1}
+        shared = {**fresh_incarnation(settings), "restarts": trackers.c.restarts + 1}
         shared.pop("task_id")
         if delay > 0:
-            shared.update(status="failed", due_at=db_now(delay))
+            shared.update(status=Status.FAILED.value, due_at=db_now(delay))
         written += _update_each(
             conn,
             shared,
@@ -268,18 +255,13 @@ def _update_each(conn: sa.Connection, shared: dict[str, Any], each: list[dict[st
     return result.rowcount
 
 
-def _why_dead(policy: dict[str, Any]) -> str:
-    if policy["restart"] == "temporary":
-        return "temporary trackers are not restarted"
-    return f"more than {policy['max_restarts']} restarts in {policy['max_seconds']} s"
-
-
 def hand_off(settings: Settings, incarnations: Sequence[tuple[int, int]], reason: str) -> list[Row]:
     """Give entries back as pending, each under a new epoch: a handoff, not a crash.
 
     ``incarnations`` are ``(row id, epoch)`` pairs; an entry no longer held by that epoch is left
-    alone. Returns the new rows, to publish. Atomicity: one transaction for all of them (a worker
-    shutting down with thousands of trackers makes one round trip, not thousands).
+    alone, and one with a winning stop recorded is deregistered instead (the stop wins). Returns
+    the new rows, to publish. Atomicity: one transaction for all of them (a worker shutting down
+    with thousands of trackers makes one round trip, not thousands).
     """
     if not incarnations:
         return []
@@ -289,15 +271,20 @@ def hand_off(settings: Settings, incarnations: Sequence[tuple[int, int]], reason
         ids = list(wanted)
         for start in range(0, len(ids), 1000):
             chunk = ids[start : start + 1000]
-            stmt = _tracker_with_lease.where(trackers.c.id.in_(chunk), trackers.c.status == "running")
+            stmt = _tracker_with_lease.where(trackers.c.id.in_(chunk), trackers.c.status == Status.RUNNING)
             owned += _rows(conn, stmt.with_for_update(of=trackers))
         owned = [r for r in owned if wanted[r["id"]] == r["epoch"]]
+        for r in owned:
+            if r["stop_reason"] in WINNING_STOPS:
+                _deregister(conn, r, "stopped", f"stop({r['stop_reason']!r}) recorded; handed off")
+        owned = [r for r in owned if r["stop_reason"] not in WINNING_STOPS]
         if not owned:
             return []
-        values = {**_fresh_incarnation(settings), "task_id": sa.bindparam("b_task")}
+        values = {**fresh_incarnation(settings), "task_id": sa.bindparam("b_task")}
         conn.execute(
             trackers.update()
-            .where(trackers.c.id == sa.bindparam("b_id"), trackers.c.epoch == sa.bindparam("b_epoch"))
+            .where(trackers.c.id == sa.bindparam("b_id"))
+            .where(*guard(Op.HAND_OFF, epoch=sa.bindparam("b_epoch")))
             .values(values),
             [{"b_id": r["id"], "b_epoch": r["epoch"], "b_task": new_task_id()} for r in owned],
         )
@@ -319,30 +306,33 @@ def request_stop(
                              policy (publish)
     ``("unchanged", row)``   an abnormal stop of a tracker already failed and awaiting its restart
 
-    With ``task_id``, only that incarnation is stopped (``("unchanged", row)`` if another one holds
-    the entry). Raises NotFound when nothing is registered. Atomicity: one transaction, conditional
-    on epoch.
+    A winning stop (normal, shutdown) already recorded on a running entry is never replaced by
+    another reason. With ``task_id``, only that incarnation is stopped (``("unchanged", row)`` if
+    another one holds the entry). Raises NotFound when nothing is registered. Atomicity: one
+    transaction, conditional on epoch.
     """
-    normal = reason in ("normal", "shutdown")
+    normal = reason in WINNING_STOPS
     with _write(settings) as conn:
         row = _one(conn, trackers.c.kind == kind, trackers.c.transaction_id == transaction_id, lock=True)
         if row is None:
             raise NotFound(f"no {kind} tracker is registered for {transaction_id!r}")
         if task_id is not None and row["task_id"] != task_id:
             return "unchanged", row
-        same = (trackers.c.id == row["id"], trackers.c.epoch == row["epoch"])
-        if row["status"] == "running":
-            conn.execute(trackers.update().where(*same).values(stop_reason=reason))
+        if row["status"] == Status.RUNNING:
+            if row["stop_reason"] not in WINNING_STOPS:
+                conn.execute(
+                    trackers.update()
+                    .where(trackers.c.id == row["id"], *guard(Op.STOP))
+                    .where(trackers.c.epoch == row["epoch"])
+                    .values(stop_reason=reason)
+                )
             _wake(conn, row["id"], "stop")
             return "requested", row
-        if normal or row["status"] == "dead":
-            conn.execute(trackers.delete().where(*same))
-            _forget_mail(conn, row)
-            _event(conn, row, "stopped", f"stop({reason!r}) while {row['status']}")
+        if normal or row["status"] == Status.DEAD:
+            _deregister(conn, row, "stopped", f"stop({reason!r}) while {row['status']}")
             return "removed", None
-        if row["status"] == "failed":
+        if row["status"] == Status.FAILED:
             return "unchanged", row
-        decision, new = _after_exit(
-            settings, conn, row, "stopped", f"stop({reason!r}) while {row['status']}", normal=False
-        )
-        return ("restarting" if decision.action is Action.RESTART else "removed"), new
+        plan = plan_exit(row, _now(conn), "stopped", f"stop({reason!r}) while {row['status']}")
+        new = apply_exits(settings, conn, [plan])[0]
+        return ("restarting" if plan.decision.action is Action.RESTART else "removed"), new

@@ -16,7 +16,6 @@ from tracking.redact import redact_url
 from tracking.registry.core import (
     WAKE_CHANNEL,
     Row,
-    _fence,
     _one,
     _read,
     _rows,
@@ -25,6 +24,7 @@ from tracking.registry.core import (
     db_now,
     log,
 )
+from tracking.registry.transitions import Op, guard
 from tracking.settings import Settings
 
 # -- mailboxes -----------------------------------------------------------------------------------
@@ -93,7 +93,8 @@ def handled(
     with _write(settings) as conn:
         result = conn.execute(
             trackers.update()
-            .where(*_fence(row_id, epoch), trackers.c.handled_message_id < message_id)
+            .where(trackers.c.id == row_id, *guard(Op.CHECKPOINT, epoch=epoch))
+            .where(trackers.c.handled_message_id < message_id)
             .values(values)
         )
         if result.rowcount != 1:

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 
-from tracking.models import supervisors, trackers, workers
-from tracking.policy import Action, Decision
+from tracking.models import events, messages, supervisors, token_floor, trackers, workers
+from tracking.policy import Decision
 from tracking.registry.core import (
     Row,
     _aware,
     _events,
     _insert,
     _now,
-    _one,
     _read,
     _rows,
     _rows_by_id,
@@ -24,10 +24,20 @@ from tracking.registry.core import (
     _translated,
     _write,
     db_now,
+    greatest,
     lease_engine,
-    new_task_id,
 )
-from tracking.registry.incarnations import Exit, apply_exits, plan_exit
+from tracking.registry.incarnations import apply_exits
+from tracking.registry.transitions import (
+    RULES,
+    Op,
+    Status,
+    guard,
+    new_task_id,
+    orphan_owners,
+    plan_exit,
+    republish_grace,
+)
 from tracking.settings import Settings
 
 # -- worker leases --------------------------------------------------------------------------------
@@ -117,84 +127,71 @@ def forget_workers(settings: Settings, worker_ids: Sequence[str]) -> None:
         )
 
 
-def restart_orphans(
-    settings: Settings, worker_ids: Sequence[str], limit: int = 1000
-) -> list[tuple[Decision, Row | None]]:
-    """Apply the restart policy to the running entries of lost or stopped worker processes.
+def restart_orphans(settings: Settings, limit: int = 1000) -> list[tuple[Decision, Row | None]]:
+    """Apply the restart policy to running entries whose worker process has no live lease (lost,
+    stopped, or its row missing): an exit of cause "worker lost", restarted at once.
 
-    Returns each entry's decision and new row (a restart to publish). A stop with reason normal or
-    shutdown requested before the loss is honoured: deregistered. Atomicity: one transaction for
-    the whole batch, a few statements whatever its size; on PostgreSQL the entries are locked with
-    SKIP LOCKED, so two supervisors split them and each is restarted exactly once.
+    Returns each entry's decision and new row (a restart to publish). A winning stop requested
+    before the loss is honoured: deregistered. Atomicity: one transaction for the whole batch, a
+    few statements whatever its size; on PostgreSQL the entries are locked with SKIP LOCKED, so two
+    supervisors split them and each is restarted exactly once.
     """
-    if not worker_ids:
-        return []
-    stmt = (
-        _tracker_with_lease.where(trackers.c.status == "running", trackers.c.worker_id.in_(list(worker_ids)))
-        .order_by(trackers.c.id)
-        .limit(limit)
-        .with_for_update(of=trackers, skip_locked=True)
-    )
     with _write(settings) as conn:
+        owners = list(conn.execute(orphan_owners()).scalars())
+        if not owners:
+            return []
+        stmt = (
+            _tracker_with_lease.where(trackers.c.worker_id.in_(owners), *guard(Op.RESCUE))
+            .order_by(trackers.c.id)
+            .limit(limit)
+            .with_for_update(of=trackers, skip_locked=True)
+        )
         rows = _rows(conn, stmt)
         if not rows:
             return []
         now = _now(conn)
-        plans: list[Exit] = []
-        for row in rows:
-            if row["stop_reason"] in ("normal", "shutdown"):
-                why = f"stop({row['stop_reason']!r}); its worker was lost"
-                plans.append(Exit(row, Decision(Action.DEREGISTER), (("stopped", why),), row["last_error"]))
-            else:
-                why = f"worker {row['worker']} stopped renewing its lease"
-                plans.append(plan_exit(settings, row, now, "worker_lost", why, normal=False))
+        plans = [
+            plan_exit(row, now, "worker_lost", f"worker {row['worker']} has no live lease", lost=True)
+            for row in rows
+        ]
         return list(zip((p.decision for p in plans), apply_exits(settings, conn, plans), strict=True))
 
 
-def take_due(settings: Settings, limit: int = 1000) -> list[tuple[str, Row]]:
-    """Pending entries nobody claimed in time, and failed entries whose backoff is over, made
-    pending with a fresh grace period; returns ``(status they had, new row)`` to publish.
+def take_due(settings: Settings, limit: int = 1000) -> list[Row]:
+    """Pending entries nobody claimed in time, published again under the same epoch: returns
+    them to publish. Each wait doubles (``transitions.republish_grace``), and only the first is
+    recorded as an event, so an entry that no worker takes costs a bounded trickle.
 
     Atomicity: one transaction for the batch; each entry is locked (SKIP LOCKED on PostgreSQL) and
     updated only while still due, so of two supervisors only one publishes it.
     """
     stmt = (
-        sa.select(trackers.c.id, trackers.c.status)
-        .where(trackers.c.status.in_(["pending", "failed"]), trackers.c.due_at <= db_now())
+        sa.select(trackers.c.id, trackers.c.republished)
+        .where(*guard(Op.REPUBLISH))
         .order_by(trackers.c.due_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
     with _write(settings) as conn:
-        had = {r.id: r.status for r in conn.execute(stmt)}
+        had = {r.id: r.republished for r in conn.execute(stmt)}
         if not had:
             return []
-        conn.execute(
-            trackers.update()
-            .where(trackers.c.id.in_(list(had)), trackers.c.status.in_(["pending", "failed"]))
-            .values(status="pending", due_at=db_now(settings.start_grace_seconds))
-        )
+        for step in sorted(set(had.values())):
+            conn.execute(
+                trackers.update()
+                .where(trackers.c.id.in_([i for i, n in had.items() if n == step]), *guard(Op.REPUBLISH))
+                .values(republished=step + 1, due_at=db_now(republish_grace(settings, step + 1)))
+            )
         rows = _rows_by_id(conn, list(had))
-        _events(conn, [(r, "republished" if had[r["id"]] == "pending" else "restarting", None) for r in rows])
-        return [(had[r["id"]], r) for r in rows]
-
-
-def restart_now(settings: Settings, row_id: int, epoch: int) -> Row | None:
-    """Turn a failed entry pending at once (its backoff timer fired); None if it moved on."""
-    with _write(settings) as conn:
-        result = conn.execute(
-            trackers.update()
-            .where(trackers.c.id == row_id, trackers.c.epoch == epoch, trackers.c.status == "failed")
-            .values(status="pending", due_at=db_now(settings.start_grace_seconds))
-        )
-        if result.rowcount != 1:
-            return None
-        return _one(conn, trackers.c.id == row_id)
+        _events(conn, [(r, "republished", None) for r in rows if had[r["id"]] == 0])
+        return rows
 
 
 def next_wake(settings: Settings) -> float | None:
-    """Seconds until the earliest parked entry is due (negative: overdue); None if none is parked."""
-    soonest = sa.select(sa.func.min(trackers.c.due_at)).where(trackers.c.status == "parked")
+    """Seconds until the earliest parked or failed entry is due (negative: overdue); None if none."""
+    soonest = sa.select(sa.func.min(trackers.c.due_at)).where(
+        trackers.c.status.in_(sorted(RULES[Op.WAKE].sources))
+    )
 
     def query(conn: sa.Connection) -> float | None:
         row = conn.execute(sa.select(soonest.scalar_subquery(), db_now())).one()
@@ -204,16 +201,18 @@ def next_wake(settings: Settings) -> float | None:
     return _read(settings, query)
 
 
-def wake_parked(settings: Settings, limit: int = 500) -> list[Row]:
-    """Make due parked entries pending, each under a new epoch and task ID; returns them to publish.
+def wake_due(settings: Settings, limit: int = 500) -> list[Row]:
+    """Make due parked and failed entries pending; returns them to publish. A parked entry gets a
+    new epoch and task ID (a failed one got them when it failed); its wake-up records no event (it
+    wakes at every tick), a failed one's restart does.
 
-    No event is recorded (a parked tracker wakes at every tick). Atomicity: one transaction; on
-    PostgreSQL the due rows are locked with SKIP LOCKED, so concurrent wakers split the work, and
-    every update is conditional on the epoch, so no entry is woken twice.
+    Atomicity: one transaction; on PostgreSQL the due rows are locked with SKIP LOCKED, so
+    concurrent wakers split the work, and every update is conditional on the epoch and status, so
+    no entry is woken twice.
     """
     stmt = (
-        sa.select(trackers.c.id, trackers.c.epoch)
-        .where(trackers.c.status == "parked", trackers.c.due_at <= db_now())
+        sa.select(trackers.c.id, trackers.c.epoch, trackers.c.status)
+        .where(*guard(Op.WAKE))
         .order_by(trackers.c.due_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -222,22 +221,65 @@ def wake_parked(settings: Settings, limit: int = 500) -> list[Row]:
         due_rows = conn.execute(stmt).all()
         if not due_rows:
             return []
-        values = {
-            "status": "pending",
-            "epoch": trackers.c.epoch + 1,
-            "task_id": sa.bindparam("b_task"),
-            "due_at": db_now(settings.start_grace_seconds),
-        }
-        conn.execute(
-            trackers.update()
-            .where(trackers.c.id == sa.bindparam("b_id"), trackers.c.epoch == sa.bindparam("b_epoch"))
-            .where(trackers.c.status == "parked")
-            .values(values),
-            [{"b_id": r.id, "b_epoch": r.epoch, "b_task": new_task_id()} for r in due_rows],
+        for status, bump in ((Status.PARKED, True), (Status.FAILED, False)):
+            group = [r for r in due_rows if r.status == status]
+            if not group:
+                continue
+            values: dict[str, Any] = {
+                "status": Status.PENDING.value,
+                "due_at": db_now(settings.start_grace_seconds),
+                "republished": 0,
+            }
+            if bump:
+                values.update(epoch=trackers.c.epoch + 1, task_id=sa.bindparam("b_task"))
+            conn.execute(
+                trackers.update()
+                .where(trackers.c.id == sa.bindparam("b_id"), trackers.c.epoch == sa.bindparam("b_epoch"))
+                .where(trackers.c.status == status.value)
+                .values(values),
+                [{"b_id": r.id, "b_epoch": r.epoch, "b_task": new_task_id()} for r in group],
+            )
+        rows = _rows_by_id(conn, [r.id for r in due_rows])
+        failed = {r.id for r in due_rows if r.status == Status.FAILED}
+        _events(conn, [(r, "restarting", None) for r in rows if r["id"] in failed])
+        return [r for r in rows if r["status"] == Status.PENDING]
+
+
+def prune(settings: Settings, limit: int = 1000) -> int:
+    """Delete history older than ``events_retention_seconds``: events, and answered calls whose
+    caller never collected the reply; at most ``limit`` of each (the sweep runs often). Returns
+    how many rows went.
+
+    The highest epoch among the pruned events is kept in ``tracking_token_floor`` first, in the
+    same transaction, so that a transaction ID registered again after its history is gone still
+    gets a larger token. Atomicity: one transaction; two concurrent prunes may delete the same
+    rows, which is harmless.
+    """
+    cutoff = db_now(-settings.events_retention_seconds)
+    oldest = sa.select(events.c.id, events.c.epoch).where(events.c.at < cutoff).order_by(events.c.id)
+    batch = oldest.limit(limit).subquery()
+    with _write(settings) as conn:
+        top_id, top_epoch = conn.execute(sa.select(sa.func.max(batch.c.id), sa.func.max(batch.c.epoch))).one()
+        pruned = 0
+        if top_id is not None:
+            raise_floor = _insert(conn)(token_floor).values(id=1, epoch=top_epoch)
+            conn.execute(
+                raise_floor.on_conflict_do_update(
+                    index_elements=[token_floor.c.id],
+                    set_={"epoch": greatest(token_floor.c.epoch, raise_floor.excluded.epoch)},
+                )
+            )
+            pruned += conn.execute(
+                events.delete().where(events.c.id <= top_id, events.c.at < cutoff)
+            ).rowcount
+        answered = (
+            sa.select(messages.c.id)
+            .where(messages.c.status != "queued", messages.c.created_at < cutoff)
+            .limit(limit)
+            .scalar_subquery()
         )
-        woken = sa.select(trackers.c.kind, trackers.c.transaction_id, trackers.c.epoch, trackers.c.task_id)
-        ids = [r.id for r in due_rows]
-        return _rows(conn, woken.where(trackers.c.id.in_(ids), trackers.c.status == "pending"))
+        pruned += conn.execute(messages.delete().where(messages.c.id.in_(answered))).rowcount
+        return pruned
 
 
 def record_sweep(settings: Settings, name: str, counts: dict[str, int]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from django.db import models
 
-from tracking.tracker import Status
+from tracking.registry import Status
 
 
 class Tracker(models.Model):
