@@ -30,7 +30,8 @@ class TrackerCrashed(TrackingError):
 
 
 class InvalidTransactionId(TrackingError, ValueError):
-    """A transaction ID must be a non-empty str of at most 255 characters, without control characters."""
+    """A transaction ID must be a non-empty str of at most 255 characters, without control
+    characters or lone surrogates."""
 
 
 class TransactionIdNotStr(InvalidTransactionId, TypeError):

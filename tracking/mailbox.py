@@ -21,7 +21,7 @@ from tracking import registry
 from tracking.exceptions import Done
 from tracking.redact import redact_url
 from tracking.settings import Settings
-from tracking.validation import json_object, json_value
+from tracking.validation import json_object, json_value, storable_text
 
 if TYPE_CHECKING:
     from tracking.tracker import Tracker
@@ -84,7 +84,7 @@ class Mailbox:
             self._record(message["id"], final, None, None)
             raise Done(final) from None
         except Exception as exc:
-            error = redact_url("".join(traceback.format_exception_only(exc)).strip())
+            error = storable_text(redact_url("".join(traceback.format_exception_only(exc)).strip()))
             self._record(message["id"], None, None, error)
             raise
         self._record(message["id"], new, reply, None)

@@ -196,6 +196,8 @@ def _translated(settings: Settings) -> Iterator[None]:
         raise RegistryRefused(what) from exc
     except sa_exc.StatementError as exc:  # a value the driver could not even send
         raise RegistryRefused(f"registry database refused a value: {redact_url(str(exc.orig))}") from exc
+    except UnicodeEncodeError as exc:  # a lone surrogate the driver could not encode
+        raise RegistryRefused(f"registry database cannot store {exc.object[exc.start : exc.end]!r}") from exc
     except sa_exc.TimeoutError as exc:
         # No pooled connection came free in time (thousands of trackers in one gevent process
         # queue for its connections): retried by the caller like any other blip.
