@@ -12,7 +12,7 @@ What a sweep rescues, in order:
 2. **Unclaimed starts.** An entry recorded as pending but not claimed within the start grace
    period (the broker lost the message, or was down at ``start``) is published again under the
    same epoch: if the first message does turn up later, only one of the two can claim the entry.
-   Each further wait doubles, up to 32 grace periods.
+   Each further wait doubles, up to 32 grace periods (a publish that failed does not count).
 3. **Due restarts and parked trackers.** A failed entry whose backoff is over, and a parked
    tracker whose next tick (or a message) is due, are made pending and published. Workers do this
    too, sooner (``WorkerRuntime``); the sweep covers the time when no worker is up to do it.
@@ -71,10 +71,13 @@ def sweep(settings: Settings, publish: Publish, name: str | None = None, limit: 
                 counts["failed_publish"] += 1
     registry.forget_workers(settings, lost)
 
+    unsent = []
     for row in registry.take_due(settings, limit=limit):
         counts["republished"] += 1
         if not _publish(publish, row):
             counts["failed_publish"] += 1
+            unsent.append(row)
+    registry.not_published(settings, unsent)  # a failed publish is no copy waiting in the broker
 
     for row in registry.wake_due(settings, limit=limit):
         counts["woken"] += 1

@@ -187,6 +187,21 @@ def take_due(settings: Settings, limit: int = 1000) -> list[Row]:
         return rows
 
 
+def not_published(settings: Settings, rows: Sequence[Row]) -> None:
+    """Pending entries whose message could not be published (the broker is down): due again after
+    one start grace, their republish count back to zero, since no copy of them waits anywhere."""
+    if not rows:
+        return
+    with _write(settings) as conn:
+        conn.execute(
+            trackers.update()
+            .where(trackers.c.id == sa.bindparam("b_id"), trackers.c.epoch == sa.bindparam("b_epoch"))
+            .where(trackers.c.status == Status.PENDING.value)
+            .values(republished=0, due_at=db_now(settings.start_grace_seconds)),
+            [{"b_id": r["id"], "b_epoch": r["epoch"]} for r in rows],
+        )
+
+
 def next_wake(settings: Settings) -> float | None:
     """Seconds until the earliest parked or failed entry is due (negative: overdue); None if none."""
     soonest = sa.select(sa.func.min(trackers.c.due_at)).where(
