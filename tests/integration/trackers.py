@@ -188,3 +188,193 @@ class ParkedMailman(Mailman):
 
     interval = 300.0
     park = None
+
+
+# -- edge cases of shutdown, stop and worker loss (tests/chaos/test_edges.py, test_double_finish.py) --
+
+#: every tick of a TimedTicker: its number (from the state), token, process and wall-clock span
+EDGE_TICKS_TABLE = "test_edge_ticks"
+#: the "finished" side effect a GatedFinisher writes in its final tick, with its token (unfenced)
+FINISHES_TABLE = "test_edge_finishes"
+#: a GatedFinisher's final tick records here that it waits ("waiting", with its token); the test
+#: inserts "open" to let it go on
+GATES_TABLE = "test_edge_gates"
+
+
+def create_edge_tables(engine: sa.Engine) -> None:
+    """The side tables of the edge-case trackers (times are ``time.time()`` of the writer: one host)."""
+    serial = "bigserial" if engine.dialect.name == "postgresql" else "INTEGER"
+    auto = "" if engine.dialect.name == "postgresql" else " AUTOINCREMENT"
+    real = "double precision" if engine.dialect.name == "postgresql" else "REAL"
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            f"CREATE TABLE IF NOT EXISTS {EDGE_TICKS_TABLE} (id {serial} PRIMARY KEY{auto}, "
+            f"txid TEXT NOT NULL, tick INTEGER NOT NULL, epoch BIGINT NOT NULL, pid INTEGER NOT NULL, "
+            f"started {real} NOT NULL, ended {real})"
+        )
+        conn.exec_driver_sql(
+            f"CREATE TABLE IF NOT EXISTS {FINISHES_TABLE} (id {serial} PRIMARY KEY{auto}, "
+            f"txid TEXT NOT NULL, epoch BIGINT NOT NULL, pid INTEGER NOT NULL, at {real} NOT NULL, "
+            "current INTEGER NOT NULL)"
+        )
+        conn.exec_driver_sql(
+            f"CREATE TABLE IF NOT EXISTS {GATES_TABLE} (txid TEXT NOT NULL, what TEXT NOT NULL, epoch BIGINT)"
+        )
+
+
+def _edge_engine() -> sa.Engine:
+    from tracking import registry
+    from tracking.celery import current_settings
+
+    return registry.engine(current_settings())
+
+
+class TimedTicker(tracking.Tracker):
+    """Ticks back to back, each tick ``tick_seconds`` (start argument, default 3) long, and records
+    each one's number, token and start and end times in EDGE_TICKS_TABLE (unfenced: what ran).
+
+    ``outcome`` says how a tick ends: None returns the state, "crash" raises, "done" raises Done.
+    """
+
+    interval = 0.1
+    park = False
+    max_restarts, max_seconds = 50, 60
+    backoff, backoff_max = 0.05, 0.1
+    outcome: str | None = None
+
+    def init(self, transaction_id: str, **args: Any) -> dict[str, Any]:
+        return {"ticks": 0}
+
+    def tick(self, state: dict[str, Any]) -> dict[str, Any]:
+        import time
+
+        number = state["ticks"] + 1
+        with _edge_engine().begin() as conn:
+            row_id = conn.execute(
+                sa.text(
+                    f"INSERT INTO {EDGE_TICKS_TABLE} (txid, tick, epoch, pid, started) "
+                    "VALUES (:txid, :tick, :epoch, :pid, :started) RETURNING id"
+                ),
+                {
+                    "txid": self.transaction_id,
+                    "tick": number,
+                    "epoch": self.token,
+                    "pid": os.getpid(),
+                    "started": time.time(),
+                },
+            ).scalar_one()
+        try:
+            time.sleep(float(self.args.get("tick_seconds", 3.0)))
+        finally:
+            with _edge_engine().begin() as conn:
+                conn.execute(
+                    sa.text(f"UPDATE {EDGE_TICKS_TABLE} SET ended = :ended WHERE id = :id"),
+                    {"ended": time.time(), "id": row_id},
+                )
+        state["ticks"] = number
+        if self.outcome == "crash":
+            raise RuntimeError(f"tick {number} crashed on purpose")
+        if self.outcome == "done":
+            raise tracking.Done(state)
+        return state
+
+
+class SlowCrasher(TimedTicker):
+    """A transient tracker whose every (slow) tick crashes; restarts are allowed."""
+
+    outcome = "crash"
+
+
+class SlowPermanentFinisher(TimedTicker):
+    """A permanent tracker whose every (slow) tick raises Done: it is restarted each time."""
+
+    restart = "permanent"
+    outcome = "done"
+
+
+class LossRecorder(Recorder):
+    """A Recorder with room for many restarts and a real backoff (which a worker loss must not pay)."""
+
+    interval = 0.2
+    park = False
+    max_restarts, max_seconds = 20, 60
+    backoff, backoff_max = 1.0, 60.0
+
+
+# The finish, unfenced, with whether a write fenced by the registry (like FENCED_TICK) would have
+# landed: the entry was still running under this token when it was written.
+FINISH = sa.text(
+    f"INSERT INTO {FINISHES_TABLE} (txid, epoch, pid, at, current) SELECT :txid, :epoch, :pid, :at, "
+    "CASE WHEN EXISTS (SELECT 1 FROM tracking_trackers WHERE kind = :kind AND transaction_id = :txid "
+    "AND epoch = :epoch AND status = 'running') THEN 1 ELSE 0 END"
+)
+
+
+class GatedFinisher(tracking.Tracker):
+    """Finishes at tick ``until`` (start argument, default 3). Its final tick writes a "finished" row
+    with its token (unfenced) to FINISHES_TABLE and raises Done; it waits for the test to open its
+    gate (a row in GATES_TABLE; at most 60 s) before the write (``gate="before"``) or after it
+    (``gate="after"``, the default), so that a test can kill or pause the worker at that point.
+    """
+
+    interval = 0.2
+    park = False
+    max_restarts, max_seconds = 20, 60
+    backoff, backoff_max = 0.05, 0.1
+
+    def init(self, transaction_id: str, **args: Any) -> dict[str, Any]:
+        return {"ticks": 0}
+
+    def tick(self, state: dict[str, Any]) -> dict[str, Any]:
+        import time
+
+        state["ticks"] += 1
+        if state["ticks"] < int(self.args.get("until", 3)):
+            return state
+        gate = self.args.get("gate", "after")
+        if gate == "before":
+            self._wait_for_gate()
+        finish = {
+            "txid": self.transaction_id,
+            "epoch": self.token,
+            "pid": os.getpid(),
+            "at": time.time(),
+            "kind": self.kind,
+        }
+        _patiently(lambda: _execute(FINISH, finish))
+        if gate == "after":
+            self._wait_for_gate()
+        raise tracking.Done(state)
+
+    def _wait_for_gate(self) -> None:
+        import time
+
+        waiting = sa.text(f"INSERT INTO {GATES_TABLE} (txid, what, epoch) VALUES (:t, 'waiting', :e)")
+        _patiently(lambda: _execute(waiting, {"t": self.transaction_id, "e": self.token}))
+        deadline = time.monotonic() + 60
+        query = sa.text(f"SELECT count(*) FROM {GATES_TABLE} WHERE txid = :t AND what = 'open'")
+        while time.monotonic() < deadline:
+            if _patiently(lambda: _execute(query, {"t": self.transaction_id})):
+                return
+            time.sleep(0.05)
+
+
+def _execute(statement: sa.TextClause, params: dict[str, Any]) -> int:
+    """Run one statement in a transaction of its own; returns the first column of its first row
+    (0 if it returns none)."""
+    with _edge_engine().begin() as conn:
+        result = conn.execute(statement, params)
+        return int(result.scalar() or 0) if result.returns_rows else 0
+
+
+def _patiently(action: Any) -> Any:
+    """Run ``action``, again after a database error: a tick resumed after a long pause may find its
+    pooled connection closed by the server, and goes on as a real tracker would."""
+    import time
+
+    for _ in range(20):
+        try:
+            return action()
+        except sa.exc.DBAPIError:
+            time.sleep(0.2)
+    return action()
