@@ -95,6 +95,15 @@ def handled(
             trackers.update()
             .where(trackers.c.id == row_id, *guard(Op.CHECKPOINT, epoch=epoch))
             .where(trackers.c.handled_message_id < message_id)
+            .where(
+                ~sa.exists().where(  # in order: no earlier queued message of this tracker skipped
+                    messages.c.kind == trackers.c.kind,
+                    messages.c.transaction_id == trackers.c.transaction_id,
+                    messages.c.id > trackers.c.handled_message_id,
+                    messages.c.id < message_id,
+                    messages.c.status == "queued",
+                )
+            )
             .values(values)
         )
         if result.rowcount != 1:
