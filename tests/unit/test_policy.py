@@ -92,7 +92,13 @@ def test_invalid_settings_raise_at_class_definition(attrs: dict[str, object]) ->
 def test_a_lost_worker_restarts_at_once_and_leaves_the_backoff_as_it_was() -> None:
     policy = RestartPolicy(max_restarts=10, max_seconds=60, backoff=1, backoff_max=60)
     decision = decide(
-        policy, normal=False, lost=True, now=NOW, restart_times=[ago(5), ago(3)], backoff_step=2, ran_seconds=1
+        policy,
+        normal=False,
+        lost=True,
+        now=NOW,
+        restart_times=[ago(5), ago(3)],
+        backoff_step=2,
+        ran_seconds=1,
     )
     assert decision.action is Action.RESTART
     assert decision.delay == 0
