@@ -28,6 +28,11 @@ Json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 #: integer primary keys that autoincrement on SQLite as well
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 Timestamp = sa.DateTime(timezone=True)
+#: a Celery node name: at most 255 characters, the longest hostname
+Hostname = sa.String(255)
+#: a worker process's ID, ``f"{hostname}/{pid}/{12 hex}"``: a 255-character hostname, a PID of up to
+#: 10 digits and 12 hex digits take 279 (migrations/versions/0005_long_worker_ids.py)
+WorkerId = sa.String(300)
 
 trackers = sa.Table(
     "tracking_trackers",
@@ -40,8 +45,8 @@ trackers = sa.Table(
     # the fencing token: bumped for every new incarnation; every write checks it
     sa.Column("epoch", sa.BigInteger, nullable=False),
     sa.Column("task_id", sa.String(64), nullable=False),
-    sa.Column("worker", sa.String(255)),
-    sa.Column("worker_id", sa.String(64)),
+    sa.Column("worker", Hostname),
+    sa.Column("worker_id", WorkerId),
     sa.Column("args", Json, nullable=False),
     sa.Column("state", Json),
     sa.Column("policy", Json, nullable=False),
@@ -76,8 +81,8 @@ sa.Index(None, trackers.c.worker_id)
 workers = sa.Table(
     "tracking_workers",
     metadata,
-    sa.Column("id", sa.String(64), primary_key=True),
-    sa.Column("hostname", sa.String(255), nullable=False),
+    sa.Column("id", WorkerId, primary_key=True),
+    sa.Column("hostname", Hostname, nullable=False),
     sa.Column("pid", sa.Integer, nullable=False),
     # alive | lost | stopped
     sa.Column("status", sa.String(16), nullable=False),
@@ -95,7 +100,7 @@ events = sa.Table(
     sa.Column("epoch", sa.BigInteger, nullable=False),
     sa.Column("at", Timestamp, nullable=False),
     sa.Column("event", sa.String(32), nullable=False),
-    sa.Column("worker", sa.String(255)),
+    sa.Column("worker", Hostname),
     sa.Column("detail", sa.Text),
     sqlite_autoincrement=True,
 )
@@ -105,7 +110,8 @@ sa.Index(None, events.c.at)
 supervisors = sa.Table(
     "tracking_supervisors",
     metadata,
-    sa.Column("name", sa.String(255), primary_key=True),
+    # by default f"{hostname}/{pid}" (tracking.supervisor.sweep): as long as a worker ID may be
+    sa.Column("name", sa.String(300), primary_key=True),
     sa.Column("last_sweep_at", Timestamp, nullable=False),
     sa.Column("last_counts", Json, nullable=False),
 )

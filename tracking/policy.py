@@ -84,8 +84,8 @@ def decide(
     worker lost its lease).
 
     A lost worker is not the tracker's own crash loop: it restarts at once and leaves the backoff
-    as it was, but it counts toward the intensity, so a tracker that takes its worker down every
-    time still ends dead.
+    as it was (or resets it, if the incarnation ran longer than ``max_seconds``), but it counts
+    toward the intensity, so a tracker that takes its worker down every time still ends dead.
     """
     if normal and policy.restart is not Restart.PERMANENT:
         return Decision(Action.DEREGISTER)
@@ -96,10 +96,10 @@ def decide(
     ]
     if len(recent) >= policy.max_restarts:
         return Decision(Action.DEAD, restart_times=tuple(recent))
+    if ran_seconds is not None and ran_seconds > policy.max_seconds:
+        backoff_step = 0  # it ran well: whatever comes next starts the backoff afresh
     if lost:
         return Decision(Action.RESTART, restart_times=(*recent, now.isoformat()), backoff_step=backoff_step)
-    if ran_seconds is not None and ran_seconds > policy.max_seconds:
-        backoff_step = 0
     delay = 0.0 if backoff_step == 0 else min(policy.backoff * 2 ** (backoff_step - 1), policy.backoff_max)
     return Decision(
         Action.RESTART,

@@ -99,13 +99,15 @@ class Incarnation:
     def hand_off_if_idle(self) -> bool:
         """At a warm shutdown: an idle incarnation is handed off by the runtime (True) and never
         starts another unit of work; a busy one finishes its unit, checkpoints it and then hands
-        itself off, so that its successor never ticks while its tick still runs."""
+        itself off, so that its successor never ticks while its tick still runs. One already asked
+        to stop (a revoke seen by this worker alone) exits with that stop instead."""
         with self._lock:
-            idle = not self.busy
-            if idle:
-                self.interrupt = "handed off"
-            elif self.interrupt is None:
-                self.interrupt = "handoff"
+            if self.interrupt not in (None, "handoff"):
+                idle = False  # asked to stop (a revoke) or fenced: it leaves on its own, as asked
+            elif not self.busy:
+                idle, self.interrupt = True, "handed off"
+            else:
+                idle, self.interrupt = False, "handoff"
         self.wake.set()
         return idle
 
@@ -396,7 +398,13 @@ class WorkerRuntime:
         if not strays:
             return
         log.error("%d entries held by this worker run nowhere; handing them off", len(strays))
-        for row in registry.hand_off(self.settings, strays, f"not running in worker {self.hostname}"):
+        rows = registry.hand_off(self.settings, strays, f"not running in worker {self.hostname}")
+        # Published aside: a broker that is down makes each publish slow, and this thread renews
+        # the lease.
+        threading.Thread(target=self._publish_all, args=(rows,), name="tracking-publish", daemon=True).start()
+
+    def _publish_all(self, rows: list[registry.Row]) -> None:
+        for row in rows:
             _publish(self, row)
 
     def _deliver_signals(self) -> None:
@@ -427,7 +435,16 @@ def run(tracker_cls: type[Tracker], transaction_id: str, epoch: int, task_id: st
         # Do not claim work on the way out; the next worker takes the same message.
         rt.publish(_message(tracker_cls.kind, transaction_id, epoch, task_id))
         return "handed off before claim"
-    rt.start()
+    try:
+        rt.start()
+    except (RegistryUnavailable, RegistryRefused) as exc:  # no lease, no claim: published again later
+        log.error(
+            "%s %s: this worker has no lease (%s); left to the supervisor",
+            tracker_cls.kind,
+            transaction_id,
+            exc,
+        )
+        return "left to the supervisor"
     if not rt.wait_for_lease_to_claim():
         rt.publish(_message(tracker_cls.kind, transaction_id, epoch, task_id))
         return "handed off before claim"

@@ -21,6 +21,14 @@ branch_labels = None
 depends_on = None
 
 
+def _batch() -> dict[str, object]:
+    # SQLite cannot drop a column in place: batch mode rebuilds the table, and must rebuild it
+    # AUTOINCREMENT (as 0002 made it), or IDs could be reused after a delete.
+    if op.get_bind().dialect.name == "sqlite":
+        return {"recreate": "always", "table_kwargs": {"sqlite_autoincrement": True}}
+    return {}
+
+
 def upgrade() -> None:
     op.create_table(
         "tracking_token_floor",
@@ -37,6 +45,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index(op.f("ix_tracking_messages_status"), table_name="tracking_messages")
     op.drop_index(op.f("ix_tracking_events_at"), table_name="tracking_events")
-    with op.batch_alter_table("tracking_trackers") as batch:
+    with op.batch_alter_table("tracking_trackers", **_batch()) as batch:
         batch.drop_column("republished")
     op.drop_table("tracking_token_floor")

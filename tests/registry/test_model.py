@@ -598,6 +598,11 @@ class RegistryModel(RuleBasedStateMachine):
                 self.expect(i, self.unchanged(e, "fencing"))
             elif e.normal_stop:
                 self.expect(i, Want("stop", None))
+            elif e.stop_reason is not None:  # an abnormal stop recorded: it exits by its policy
+                want = self.policy_exit(e, "stop")
+                self.expect(i, want)
+                if want.status == "pending":
+                    handed[e.txid] = "stop"
             else:
                 handed[e.txid] = "model"
                 self.expect(i, Want("model", "pending", epoch="new", due=False, backoff_step=e.backoff_step))
@@ -660,7 +665,10 @@ class RegistryModel(RuleBasedStateMachine):
 
         if not (e.runs(target) and pick == "next"):
             why = "mailbox" if e.runs(target) else "fencing"
-            self.refused(e, why, f"handled({message}, {pick}) by {target}", write)
+            # The same incarnation writing its last message again is a retry (its first answer
+            # lost): accepted quietly, changing nothing.
+            retry = e.runs(target) and pick == "again"
+            self.refused(e, why, f"handled({message}, {pick}) by {target}", write, quiet=retry)
             return
         try:
             write()

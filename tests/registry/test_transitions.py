@@ -284,6 +284,34 @@ def test_a_normal_stop_wins_over_a_later_abnormal_stop(registry_settings: Settin
     assert entry(registry_settings, txid) is None
 
 
+def test_an_abnormal_stop_recorded_before_a_handoff_ends_a_temporary_tracker(
+    registry_settings: Settings, txid: str
+) -> None:
+    temporary = dataclasses.replace(POLICY, restart=Restart.TEMPORARY)
+    running, worker_id = started_and_claimed(registry_settings, txid, temporary)
+    registry.request_stop(registry_settings, KIND, txid, "its_a_crash")
+
+    republished = registry.hand_off(registry_settings, [(running["id"], running["epoch"])], "shutting down")
+
+    assert republished == []
+    after = entry(registry_settings, txid)
+    assert after is not None and after["status"] == "dead", "the handoff brought a stopped tracker back"
+
+
+def test_an_abnormal_stop_recorded_before_a_handoff_counts_as_a_restart(
+    registry_settings: Settings, txid: str
+) -> None:
+    running, _ = started_and_claimed(registry_settings, txid)
+    registry.request_stop(registry_settings, KIND, txid, "its_a_crash")
+
+    republished = registry.hand_off(registry_settings, [(running["id"], running["epoch"])], "shutting down")
+
+    after = entry(registry_settings, txid)
+    assert after is not None and (after["status"], after["restarts"]) == ("pending", 1)
+    assert after["stop_reason"] is None and after["epoch"] > running["epoch"]
+    assert [(r["transaction_id"], r["epoch"]) for r in republished] == [(txid, after["epoch"])]
+
+
 # -- (e) a worker loss restarts at once and leaves the backoff alone ----------------------------------
 
 
@@ -337,8 +365,10 @@ def test_a_message_is_handled_once_and_in_order(registry_settings: Settings, txi
     with pytest.raises(Fenced):  # out of order: the first one is still queued
         registry.handled(registry_settings, *incarnation, second, {"seen": [2]})
     registry.handled(registry_settings, *incarnation, first, {"seen": [1]})
-    with pytest.raises(Fenced):  # again
-        registry.handled(registry_settings, *incarnation, first, {"seen": [1, 1]})
+    # Again, as a retry whose first answer was lost: accepted, and nothing is written twice.
+    registry.handled(registry_settings, *incarnation, first, {"seen": [1, 1]})
+    again = entry(registry_settings, txid)
+    assert again is not None and again["state"] == {"seen": [1]}
     registry.handled(registry_settings, *incarnation, second, {"seen": [1, 2]})
 
     after = entry(registry_settings, txid)

@@ -106,6 +106,26 @@ def test_a_lost_worker_restarts_at_once_and_leaves_the_backoff_as_it_was() -> No
     assert len(decision.restart_times) == 3, "a worker loss still counts toward intensity"
 
 
+def test_a_worker_loss_after_a_long_healthy_run_resets_the_backoff() -> None:
+    """A tracker at a high backoff step that then ran for an hour loses its worker, and its next
+    incarnation crashes at once: that crash restarts without the old backoff."""
+    policy = RestartPolicy(max_restarts=10, max_seconds=60, backoff=1, backoff_max=60)
+    lost = decide(
+        policy, normal=False, lost=True, now=NOW, restart_times=[], backoff_step=6, ran_seconds=3600
+    )
+    assert lost.action is Action.RESTART and lost.delay == 0
+    assert lost.backoff_step == 0
+    crash = decide(
+        policy,
+        normal=False,
+        now=NOW,
+        restart_times=list(lost.restart_times),
+        backoff_step=lost.backoff_step,
+        ran_seconds=1,
+    )
+    assert crash.action is Action.RESTART and crash.delay == 0
+
+
 def test_a_tracker_that_takes_its_worker_down_every_time_ends_dead() -> None:
     policy = RestartPolicy(max_restarts=3, max_seconds=60)
     times: list[str] = []

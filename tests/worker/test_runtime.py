@@ -171,3 +171,21 @@ def test_a_warm_shutdown_lets_the_tick_in_progress_end_and_keeps_its_checkpoint(
     assert after is not None and after["status"] == "pending" and after["epoch"] == row["epoch"] + 1
     assert after["state"] == {"ticks": 1}, "the interrupted tick's checkpoint was lost"
     assert [r["epoch"] for r in published] == [row["epoch"] + 1]
+
+
+def test_a_warm_shutdown_leaves_an_incarnation_asked_to_stop_to_stop() -> None:
+    """A revoke seen by this worker alone (no registry record) is not turned into a handoff."""
+    inc = runtime.Incarnation(1, 1, "k", "t", "task")
+    inc.interrupt_with("shutdown")
+
+    assert inc.hand_off_if_idle() is False
+    assert inc.interrupt == "shutdown"
+
+
+def test_a_warm_shutdown_hands_off_an_idle_incarnation_and_lets_a_busy_one_finish() -> None:
+    idle, busy = runtime.Incarnation(1, 1, "k", "t1", "a"), runtime.Incarnation(2, 1, "k", "t2", "b")
+    assert busy.begin_work()
+
+    assert idle.hand_off_if_idle() is True and idle.interrupt == "handed off"
+    assert busy.hand_off_if_idle() is False and busy.interrupt == "handoff"
+    assert not idle.begin_work(), "a handed-off incarnation started another unit of work"

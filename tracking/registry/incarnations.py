@@ -259,8 +259,9 @@ def hand_off(settings: Settings, incarnations: Sequence[tuple[int, int]], reason
     """Give entries back as pending, each under a new epoch: a handoff, not a crash.
 
     ``incarnations`` are ``(row id, epoch)`` pairs; an entry no longer held by that epoch is left
-    alone, and one with a winning stop recorded is deregistered instead (the stop wins). Returns
-    the new rows, to publish. Atomicity: one transaction for all of them (a worker shutting down
+    alone, and one with a stop recorded exits as that stop would have made it exit (a winning stop
+    deregisters it, another is an abnormal exit under its policy). Returns the new pending rows,
+    to publish. Atomicity: one transaction for all of them (a worker shutting down
     with thousands of trackers makes one round trip, not thousands).
     """
     if not incarnations:
@@ -274,12 +275,18 @@ def hand_off(settings: Settings, incarnations: Sequence[tuple[int, int]], reason
             stmt = _tracker_with_lease.where(trackers.c.id.in_(chunk), trackers.c.status == Status.RUNNING)
             owned += _rows(conn, stmt.with_for_update(of=trackers))
         owned = [r for r in owned if wanted[r["id"]] == r["epoch"]]
-        for r in owned:
-            if r["stop_reason"] in WINNING_STOPS:
-                _deregister(conn, r, "stopped", f"stop({r['stop_reason']!r}) recorded; handed off")
-        owned = [r for r in owned if r["stop_reason"] not in WINNING_STOPS]
+        # A recorded stop is honoured, not handed on: a winning one deregisters, any other is an
+        # abnormal exit under the restart policy (a temporary tracker asked to crash stays dead).
+        stopped = [r for r in owned if r["stop_reason"] is not None]
+        restarted: list[Row] = []
+        if stopped:
+            now = _now(conn)
+            plans = [plan_exit(r, now, "stopped", f"stop({r['stop_reason']!r}); handed off") for r in stopped]
+            new_rows = apply_exits(settings, conn, plans)
+            restarted = [r for r in new_rows if r is not None and r["status"] == Status.PENDING]
+        owned = [r for r in owned if r["stop_reason"] is None]
         if not owned:
-            return []
+            return restarted
         values = {**fresh_incarnation(settings), "task_id": sa.bindparam("b_task")}
         conn.execute(
             trackers.update()
@@ -289,7 +296,7 @@ def hand_off(settings: Settings, incarnations: Sequence[tuple[int, int]], reason
             [{"b_id": r["id"], "b_epoch": r["epoch"], "b_task": new_task_id()} for r in owned],
         )
         _events(conn, [(r, "handoff", reason) for r in owned])
-        return _rows_by_id(conn, [r["id"] for r in owned])
+        return restarted + _rows_by_id(conn, [r["id"] for r in owned])
 
 
 # -- stop --------------------------------------------------------------------------------------

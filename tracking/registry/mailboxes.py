@@ -107,6 +107,8 @@ def handled(
             .values(values)
         )
         if result.rowcount != 1:
+            if _handled_already(conn, row_id, epoch, message_id):
+                return  # a retry of this write, whose commit landed but whose answer was lost
             raise Fenced()
         message = messages.c.id == message_id
         if conn.execute(sa.select(messages.c.type).where(message)).scalar_one_or_none() == "call":
@@ -114,6 +116,16 @@ def handled(
             conn.execute(messages.update().where(message).values(status=status, reply=reply, error=error))
         else:
             conn.execute(messages.delete().where(message))
+
+
+def _handled_already(conn: sa.Connection, row_id: int, epoch: int, message_id: int) -> bool:
+    """Incarnation ``epoch`` still holds the entry and its last handled message is this one."""
+    mark = conn.execute(
+        sa.select(trackers.c.handled_message_id).where(
+            trackers.c.id == row_id, *guard(Op.CHECKPOINT, epoch=epoch)
+        )
+    ).scalar_one_or_none()
+    return mark == message_id
 
 
 def take_reply(settings: Settings, message_id: int) -> Row | None:

@@ -183,8 +183,24 @@ def take_due(settings: Settings, limit: int = 1000) -> list[Row]:
                 .values(republished=step + 1, due_at=db_now(republish_grace(settings, step + 1)))
             )
         rows = _rows_by_id(conn, list(had))
-        _events(conn, [(r, "republished", None) for r in rows if had[r["id"]] == 0])
+        _events(conn, [(r, "republished", None) for r in _not_yet_republished(conn, rows)])
         return rows
+
+
+def _not_yet_republished(conn: sa.Connection, rows: list[Row]) -> list[Row]:
+    """The rows whose incarnation has no "republished" event yet: one per epoch, however many
+    times the broker was down meanwhile (a failed publish starts the waits again, not the history)."""
+    keys = [(r["kind"], r["transaction_id"], r["epoch"]) for r in rows]
+    recorded = {
+        tuple(r)
+        for r in conn.execute(
+            sa.select(events.c.kind, events.c.transaction_id, events.c.epoch).where(
+                events.c.event == "republished",
+                sa.tuple_(events.c.kind, events.c.transaction_id, events.c.epoch).in_(keys),
+            )
+        )
+    }
+    return [r for r, key in zip(rows, keys, strict=True) if key not in recorded]
 
 
 def not_published(settings: Settings, rows: Sequence[Row]) -> None:

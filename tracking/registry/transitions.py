@@ -69,6 +69,11 @@ class Status(enum.StrEnum):
 #: stop reasons that deregister, whatever else happens to the running incarnation meanwhile
 WINNING_STOPS = frozenset({"normal", "shutdown"})
 
+#: how many times an unclaimed incarnation is published again one start grace apart before the
+#: waits begin to double: a message can be swallowed by a worker that is frozen with it (RabbitMQ
+#: hands it to a paused consumer, which holds it until the broker's heartbeat finds it dead), so
+#: the first republishes must come quickly; the doubling bounds what an entry costs over hours
+REPUBLISH_STEADY = 10
 #: the longest a pending incarnation waits, in start grace periods, before it is published again
 REPUBLISH_MAX_STEP = 5
 
@@ -272,6 +277,8 @@ def _why_dead(policy: dict[str, Any]) -> str:
 
 def republish_grace(settings: Settings, republished: int) -> float:
     """The grace before a pending incarnation published ``republished`` times is published again:
-    doubling, up to ``2 ** REPUBLISH_MAX_STEP`` start grace periods, so an entry no worker takes
-    costs a bounded trickle of broker messages."""
-    return float(settings.start_grace_seconds * 2 ** min(republished, REPUBLISH_MAX_STEP))
+    one start grace for the first ``REPUBLISH_STEADY`` times, then doubling, up to
+    ``2 ** REPUBLISH_MAX_STEP`` start grace periods, so an entry no worker takes costs a bounded
+    trickle of broker messages."""
+    step = min(max(0, republished - REPUBLISH_STEADY), REPUBLISH_MAX_STEP)
+    return float(settings.start_grace_seconds * 2**step)
