@@ -251,15 +251,20 @@ def _malformed(transaction_id: object, epoch: object) -> str | None:
     from tracking.validation import transaction_id as valid_transaction_id
 
     def short(value: object) -> str:
-        text = repr(value)
+        try:
+            text = repr(value)
+        except ValueError:  # an int past Python's 4300 digits
+            return f"<{type(value).__name__} too long to show>"
         return text if len(text) <= 100 else f"{text[:97]}..."
 
     try:
         valid_transaction_id(transaction_id)
     except InvalidTransactionId as exc:
         return f"transaction ID {short(transaction_id)} is invalid ({exc})"
-    if epoch is not None and (type(epoch) is not int or epoch < 1):
-        return f"epoch {short(epoch)} of {short(transaction_id)} is not a positive int"
+    # The registry stores an epoch in a signed 64-bit column (SQLite's driver raises a raw
+    # OverflowError past it, PostgreSQL refuses it).
+    if epoch is not None and (type(epoch) is not int or not 1 <= epoch <= 2**63 - 1):
+        return f"epoch {short(epoch)} of {short(transaction_id)} is not an int in 1..2**63-1"
     return None
 
 

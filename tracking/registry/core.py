@@ -187,11 +187,25 @@ def _translated(settings: Settings) -> Iterator[None]:
     try:
         yield
     except sa_exc.DBAPIError as exc:
+        text = str(exc.orig)
+        # A registry never migrated, or at an older schema than this code, never heals: PostgreSQL
+        # reports it as a ProgrammingError (UndefinedTable, UndefinedColumn), SQLite as an
+        # OperationalError like a lock or a full disk, but with the primary code SQLITE_ERROR (1),
+        # as it does any statement it can never run (a syntax error). A driver without the code
+        # is read by SQLite's messages.
+        code = getattr(exc.orig, "sqlite_errorcode", None)
+        schema = getattr(exc.orig, "sqlstate", None) in ("42P01", "42703") or (
+            text.startswith(("no such table:", "no such column:"))
+            or (text.startswith("table ") and " has no column named " in text)
+        )
+        never_heals = schema or (isinstance(code, int) and code & 0xFF == 1)
         what = (
             f"registry database {redact_url(settings.database_url)} failed: "
-            f"{type(exc.orig).__name__}: {redact_url(str(exc.orig))}"
+            f"{type(exc.orig).__name__}: {redact_url(text)}"
         )
-        if isinstance(exc, _HEALING) or exc.connection_invalidated:
+        if schema:
+            what += " (the registry is not migrated, or older than this code: run `tracking migrate`)"
+        if not never_heals and (isinstance(exc, _HEALING) or exc.connection_invalidated):
             raise RegistryUnavailable(what) from exc
         raise RegistryRefused(what) from exc
     except sa_exc.StatementError as exc:  # a value the driver could not even send

@@ -1,0 +1,81 @@
+"""A tracker message whose epoch the registry cannot store (past a signed 64-bit integer) is
+refused as malformed, once, instead of reaching the registry (SQLite's driver raised a raw
+OverflowError on it)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+from celery import Celery
+
+import tracking
+import tracking.celery as glue
+import tracking.runtime
+
+
+class EpochProbe(tracking.Tracker):
+    """A tracker whose task the tests below call directly (nothing runs it on a worker)."""
+
+    interval = 60.0
+
+    def tick(self, state: dict[str, Any]) -> dict[str, Any]:
+        return state
+
+
+@pytest.fixture
+def probe_task(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[tuple[str, int]]]:
+    """The tracker task on an app of its own, with the runtime replaced: what reaches it is recorded."""
+    reached: list[tuple[str, int]] = []
+
+    def run(_cls: object, txid: str, epoch: int, _task_id: object, _rt: object) -> str:
+        reached.append((txid, epoch))
+        return "ran"
+
+    monkeypatch.setattr(tracking.runtime, "run", run)
+    monkeypatch.setattr(glue, "process_runtime", lambda _app, _hostname: None)
+    app = Celery("epoch-probe", set_as_current=False)
+    glue._make_task(app, EpochProbe)
+    return app.tasks[glue.task_name(EpochProbe.kind)], reached
+
+
+TOO_LARGE = {
+    "2**63": (2**63, str(2**63)),
+    "2**64": (2**64, str(2**64)),
+    "10**400": (10**400, "1000000000"),
+    "past the digits Python prints": (10**5000, "<int too long to show>"),
+}
+
+
+@pytest.mark.parametrize(("epoch", "shown"), TOO_LARGE.values(), ids=TOO_LARGE.keys())
+def test_an_epoch_past_a_signed_64_bit_integer_is_malformed(epoch: int, shown: str) -> None:
+    problem = glue._malformed("ok_id", epoch)
+    assert problem is not None and shown in problem and len(problem) < 300
+
+
+@pytest.mark.parametrize(("epoch", "shown"), TOO_LARGE.values(), ids=TOO_LARGE.keys())
+def test_a_tracker_message_with_such_an_epoch_is_refused_without_touching_the_registry(
+    probe_task: tuple[Any, list[tuple[str, int]]], caplog: pytest.LogCaptureFixture, epoch: int, shown: str
+) -> None:
+    task, reached = probe_task
+    with caplog.at_level(logging.ERROR, logger="tracking.celery"):
+        assert task("ok_id", epoch=epoch) == "refused"
+    assert reached == []
+    [record] = [r for r in caplog.records if "refused a malformed tracker message" in r.getMessage()]
+    assert shown in record.getMessage()
+
+
+@pytest.mark.parametrize("epoch", [1, 2, 2**31, 2**62, 2**63 - 1])
+def test_an_epoch_a_signed_64_bit_integer_holds_is_well_formed(
+    probe_task: tuple[Any, list[tuple[str, int]]], epoch: int
+) -> None:
+    assert glue._malformed("ok_id", epoch) is None
+    task, reached = probe_task
+    assert task("ok_id", epoch=epoch) == "ran"
+    assert reached == [("ok_id", epoch)]
+
+
+@pytest.mark.parametrize("epoch", [0, -1, -(2**63), -(2**64)])
+def test_an_epoch_below_one_is_still_malformed(epoch: int) -> None:
+    assert glue._malformed("ok_id", epoch) is not None
