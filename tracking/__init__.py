@@ -8,6 +8,7 @@ process; a supervisor restarts it, with its state, when it crashes or its worker
 from importlib.metadata import PackageNotFoundError, version
 
 from tracking.celery import install
+from tracking.client import Client, TrackerRef
 from tracking.exceptions import (
     Done,
     Fenced,
@@ -23,7 +24,7 @@ from tracking.exceptions import (
 )
 from tracking.registry import Status
 from tracking.settings import Settings
-from tracking.tracker import Tracker, TrackerRef
+from tracking.tracker import Tracker
 
 try:
     __version__ = version("tracking")
@@ -31,6 +32,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
     __version__ = "0.0.0"
 
 __all__ = [
+    "Client",
     "Done",
     "Fenced",
     "InvalidTracker",

@@ -1,70 +1,28 @@
-"""The :class:`Tracker` base class users subclass, and :class:`TrackerRef`, what the API returns."""
+"""The :class:`Tracker` base class users subclass, and the kinds this process knows.
+
+A subclass registers itself under its ``kind`` when it is defined. Whoever must act on each kind
+(the Celery adapter makes one task per kind) subscribes (:func:`subscribe`) and is told of the
+kinds known already and of every later one. The class methods (``start``, ``lookup``, ...) are the
+current :class:`~tracking.client.Client`'s operations for the class's kind.
+"""
 
 from __future__ import annotations
 
 import builtins
-import dataclasses
-import logging
 import re
-import time
-from datetime import datetime
+import threading
+from collections.abc import Callable
 from typing import Any, ClassVar, Self
 
-from tracking import celery as glue
-from tracking import mailbox, registry
-from tracking.exceptions import InvalidTracker, NotFound, Timeout, TrackerCrashed, TrackingError
+from tracking import client
+from tracking.client import TrackerRef
+from tracking.exceptions import InvalidTracker
 from tracking.policy import RestartPolicy
-from tracking.redact import redact_url
-from tracking.registry import Status
-from tracking.validation import json_object, json_value
-from tracking.validation import stop_reason as valid_stop_reason
-from tracking.validation import transaction_id as valid_transaction_id
+from tracking.registry import Row
 
-log = logging.getLogger("tracking")
+__all__ = ["Tracker", "TrackerRef", "of_kind", "subscribe"]
 
 _KIND = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,199}$")
-
-
-@dataclasses.dataclass(frozen=True)
-class TrackerRef:
-    """A registry entry as it was read: which incarnation runs a transaction's tracker, and where."""
-
-    kind: str
-    transaction_id: str
-    task_id: str
-    worker: str | None
-    status: Status
-    restarts: int
-    started_at: datetime
-    heartbeat_at: datetime | None
-    #: the fencing token of the incarnation (grows with every restart or handoff)
-    epoch: int
-    last_error: str | None = None
-    already_started: bool = False
-
-    @classmethod
-    def from_row(cls, row: registry.Row, already_started: bool = False) -> TrackerRef:
-        status = Status(row["status"])
-        return cls(
-            kind=row["kind"],
-            transaction_id=row["transaction_id"],
-            task_id=row["task_id"],
-            worker=row["worker"] if status is Status.RUNNING else None,
-            status=status,
-            restarts=row["restarts"],
-            started_at=row["started_at"],
-            heartbeat_at=row["heartbeat_at"] if status is Status.RUNNING else None,
-            epoch=row["epoch"],
-            last_error=row["last_error"],
-            already_started=already_started,
-        )
-
-    def refresh(self) -> TrackerRef | None:
-        """The entry as it is now (``lookup`` of the same kind and transaction ID)."""
-        row = registry.get(glue.current_settings(), self.kind, self.transaction_id)
-        if row is None or row["status"] == Status.DEAD:
-            return None
-        return TrackerRef.from_row(row)
 
 
 class Tracker:
@@ -120,10 +78,11 @@ class Tracker:
             backoff=cls.backoff,
             backoff_max=cls.backoff_max,
         )
-        glue.register(cls)
+        _register(cls)
 
     @classmethod
-    def _incarnate(cls, row: registry.Row) -> Self:
+    def incarnate(cls, row: Row) -> Self:
+        """An instance for the incarnation ``row`` describes (what a worker runs)."""
         tracker = cls()
         tracker.transaction_id = row["transaction_id"]
         tracker.args = dict(row["args"])
@@ -165,39 +124,17 @@ class Tracker:
         nothing. If the broker cannot be reached, the entry stays ``pending`` and the supervisor
         publishes it once the broker is back.
         """
-        kind = cls._own_kind()
-        settings = glue.current_settings()
-        valid_transaction_id(transaction_id)
-        start_args = json_object(args, "start arguments", settings.max_state_bytes)
-        row, created = registry.start(settings, kind, transaction_id, start_args, cls.policy)
-        if not created:
-            return TrackerRef.from_row(row, already_started=True)
-        try:
-            glue.publish(row)
-        except Exception as exc:  # broker down: recorded, the supervisor publishes it later
-            log.warning(
-                "%s %s recorded but not published yet: %s", kind, transaction_id, redact_url(str(exc))
-            )
-        return TrackerRef.from_row(row)
+        return client.current().start(cls._own_kind(), transaction_id, args, cls.policy)
 
     @classmethod
     def lookup(cls, transaction_id: str) -> TrackerRef | None:
         """The registered tracker (pending, running, parked or failed awaiting restart), or None."""
-        valid_transaction_id(transaction_id)
-        row = registry.get(glue.current_settings(), cls._own_kind(), transaction_id)
-        if row is None or row["status"] == Status.DEAD:
-            return None
-        return TrackerRef.from_row(row)
+        return client.current().lookup(cls._own_kind(), transaction_id)
 
     @classmethod
     def get_state(cls, transaction_id: str) -> dict[str, Any] | None:
         """The last checkpointed state; None before the first checkpoint; NotFound if no entry."""
-        valid_transaction_id(transaction_id)
-        row = registry.get(glue.current_settings(), cls._own_kind(), transaction_id)
-        if row is None:
-            raise NotFound(f"no {cls.kind} tracker is registered for {transaction_id!r}")
-        state: dict[str, Any] | None = row["state"]
-        return state
+        return client.current().get_state(cls._own_kind(), transaction_id)
 
     @classmethod
     def stop(cls, transaction_id: str, reason: str = "normal", timeout: float = 30.0) -> None:
@@ -209,25 +146,7 @@ class Tracker:
         NotFound for an unknown or finished ID, Timeout if it has not exited within ``timeout``
         (the request stays recorded), ValueError for a reason the registry cannot record.
         """
-        kind = cls._own_kind()
-        valid_transaction_id(transaction_id)
-        valid_stop_reason(reason)
-        settings = glue.current_settings()
-        outcome, row = registry.request_stop(settings, kind, transaction_id, reason)
-        if outcome == "restarting" and row is not None:
-            try:
-                glue.publish(row)
-            except Exception as exc:  # broker down: the supervisor publishes it after the grace period
-                log.warning("%s %s restart not published yet: %s", kind, transaction_id, redact_url(str(exc)))
-        if outcome != "requested" or row is None:
-            return
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            now = registry.get(settings, kind, transaction_id)
-            if now is None or now["epoch"] != row["epoch"] or now["status"] != Status.RUNNING:
-                return
-            time.sleep(0.02)
-        raise Timeout(f"{kind} {transaction_id!r} did not exit within {timeout} s; the stop stays requested")
+        client.current().stop(cls._own_kind(), transaction_id, reason, timeout)
 
     @classmethod
     def cast(cls, transaction_id: str, message: Any) -> None:
@@ -236,7 +155,8 @@ class Tracker:
         Messages survive crashes, restarts and handoffs, and are handled in order, each once.
         Raises NotFound if no live tracker has that ID, StateNotSerializable if it is not JSON.
         """
-        cls._send(transaction_id, message, "cast")
+        cls._handles("cast")
+        client.current().send(cls._own_kind(), transaction_id, "cast", message)
 
     @classmethod
     def call(cls, transaction_id: str, message: Any, timeout: float = 5.0) -> Any:
@@ -246,39 +166,13 @@ class Tracker:
         no reply comes within ``timeout`` seconds (the message is then withdrawn), TrackerCrashed if
         the tracker crashed handling it. A tracker calling itself gets an error at once.
         """
-        if mailbox.current.get() == (cls._own_kind(), transaction_id):
-            raise TrackingError(f"{cls.kind} {transaction_id!r} called itself: it would wait forever")
-        settings = glue.current_settings()
-        message_id = cls._send(transaction_id, message, "call")
-        began = time.monotonic()
-        deadline = began + timeout
-        while not registry.reply_ready(settings, message_id):
-            now = time.monotonic()
-            if now >= deadline:
-                if registry.withdraw(settings, message_id):
-                    raise Timeout(f"{cls.kind} {transaction_id!r} did not answer within {timeout} s")
-                break  # answered just now
-            # Poll closely while a prompt answer is likely, then back off.
-            time.sleep(min(0.002 if now - began < 0.1 else 0.02, deadline - now))
-        answer = registry.take_reply(settings, message_id)
-        if answer is None:
-            raise NotFound(f"{cls.kind} {transaction_id!r} left the registry before answering")
-        if answer["status"] == "failed":
-            raise TrackerCrashed(
-                f"{cls.kind} {transaction_id!r} crashed handling the call: {answer['error']}"
-            )
-        return answer["reply"]
+        cls._handles("call")
+        return client.current().call(cls._own_kind(), transaction_id, message, timeout)
 
     @classmethod
-    def _send(cls, transaction_id: str, message: Any, type_: str) -> int:
-        kind = cls._own_kind()
-        valid_transaction_id(transaction_id)
-        handler = getattr(Tracker, f"handle_{type_}")
-        if getattr(cls, f"handle_{type_}") is handler:
+    def _handles(cls, type_: str) -> None:
+        if getattr(cls, f"handle_{type_}") is getattr(Tracker, f"handle_{type_}"):
             raise TypeError(f"{cls.__name__} does not define handle_{type_}")
-        settings = glue.current_settings()
-        body = json_value(message, "a message", settings.max_state_bytes)
-        return registry.enqueue(settings, kind, transaction_id, type_, body)
 
     @classmethod
     def list(
@@ -286,16 +180,45 @@ class Tracker:
     ) -> builtins.list[TrackerRef]:
         """Registry entries of this kind (on ``tracking.Tracker``: every kind, or ``kind``), dead
         ones included, narrowed by status and worker hostname."""
-        kind = kind if cls is Tracker else cls.kind
-        if status is not None:
-            status = Status(status).value
-        rows = registry.select(glue.current_settings(), kind, status, worker)
-        return [TrackerRef.from_row(r) for r in rows]
+        return client.current().select(kind if cls is Tracker else cls.kind, status, worker)
 
     @classmethod
     def count(cls, status: str | None = None, kind: str | None = None) -> int:
         """How many registry entries ``list`` would return."""
-        kind = kind if cls is Tracker else cls.kind
-        if status is not None:
-            status = Status(status).value
-        return registry.count(glue.current_settings(), kind, status)
+        return client.current().count(kind if cls is Tracker else cls.kind, status)
+
+
+# -- the kinds this process knows ---------------------------------------------------------------------
+
+_kinds: dict[str, type[Tracker]] = {}
+_subscribers: list[Callable[[type[Tracker]], None]] = []
+_lock = threading.RLock()
+
+
+def _register(cls: type[Tracker]) -> None:
+    """Record ``cls`` under its kind. A class redefined under the same kind (a module reloaded)
+    replaces the old one; two different classes cannot share a kind."""
+    with _lock:
+        known = _kinds.get(cls.kind)
+        if known is not None and known.__qualname__ != cls.__qualname__:
+            raise InvalidTracker(
+                f"kind {cls.kind!r} is already used by {known.__module__}.{known.__qualname__}"
+            )
+        _kinds[cls.kind] = cls
+        subscribers = builtins.list(_subscribers)
+    for subscriber in subscribers:
+        subscriber(cls)
+
+
+def of_kind(kind: str) -> type[Tracker] | None:
+    """The class defined last under ``kind``, or None."""
+    return _kinds.get(kind)
+
+
+def subscribe(subscriber: Callable[[type[Tracker]], None]) -> None:
+    """Call ``subscriber`` for every kind known now and every kind defined later."""
+    with _lock:
+        _subscribers.append(subscriber)
+        classes = builtins.list(_kinds.values())
+    for cls in classes:
+        subscriber(cls)

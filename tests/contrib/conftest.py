@@ -17,7 +17,8 @@ import pytest
 
 from tests.integration.conftest import build_stack
 from tests.integration.harness import ROOT, Stack
-from tracking import celery as glue
+from tracking import client
+from tracking.celery import state
 
 
 @dataclasses.dataclass
@@ -48,11 +49,13 @@ def example_stack(
 
 @pytest.fixture(scope="module", autouse=True)
 def _restore_the_current_celery_app() -> Iterator[None]:
-    with glue._lock:
-        before = list(glue._installed)
+    with state.lock:
+        before, current = list(state.installed), client.installed()
     yield
-    with glue._lock:
-        glue._installed[:] = before
+    with state.lock:
+        state.installed[:] = before
+        if current is not None:
+            client.use(current)
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Workers with long Celery hostnames can hold a lease and run trackers, on SQLite and PostgreSQL.
 
-A worker ID is ``f"{hostname}/{pid}/{12 hex}"`` (``WorkerRuntime._register``). PostgreSQL enforces
+A worker ID is ``f"{hostname}/{pid}/{12 hex}"`` (``worker.lease.Lease.register``). PostgreSQL enforces
 column lengths (SQLite does not): with the worker-ID columns at 64 characters, a worker named like a
 default Celery node on EC2 could never register its lease, so it could never run a tracker.
 """
@@ -13,8 +13,8 @@ import pytest
 
 from tracking import registry, supervisor
 from tracking.policy import RestartPolicy
-from tracking.runtime import WorkerRuntime
 from tracking.settings import Settings
+from tracking.worker.lease import Lease
 
 KIND = "long-hostnames"
 POLICY = RestartPolicy(max_restarts=1000, max_seconds=60, backoff=300, backoff_max=600)
@@ -30,7 +30,7 @@ assert len(LONGEST_NODE) == 255
 
 
 def worker_id_of(hostname: str, pid: int) -> str:
-    """A worker ID, as ``WorkerRuntime._register`` makes it."""
+    """A worker ID, as ``worker.lease.Lease.register`` makes it."""
     return f"{hostname}/{pid}/{uuid.uuid4().hex[:12]}"
 
 
@@ -59,12 +59,12 @@ def test_a_worker_with_a_long_hostname_registers_claims_and_hands_off(
 
 
 def test_the_runtime_registers_a_worker_with_the_longest_hostname(registry_settings: Settings) -> None:
-    rt = WorkerRuntime(registry_settings, LONGEST_NODE, publish=lambda _row: None)
-    rt._register()
-    assert rt.worker_id.startswith(f"{LONGEST_NODE}/")
-    assert rt.lease_valid()
-    assert registry.renew_worker(registry_settings, rt.worker_id)
-    registry.retire_worker(registry_settings, rt.worker_id)
+    lease = Lease(registry_settings, LONGEST_NODE, PID_MAX)
+    lease.register()
+    assert lease.worker_id.startswith(f"{LONGEST_NODE}/")
+    assert lease.valid()
+    assert lease.renew()
+    lease.retire()
 
 
 def test_a_supervisor_named_after_the_longest_hostname_records_its_sweep(registry_settings: Settings) -> None:

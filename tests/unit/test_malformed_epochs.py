@@ -12,7 +12,8 @@ from celery import Celery
 
 import tracking
 import tracking.celery as glue
-import tracking.runtime
+import tracking.worker
+from tracking.celery import tasks
 
 
 class EpochProbe(tracking.Tracker):
@@ -33,10 +34,10 @@ def probe_task(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[tuple[str, in
         reached.append((txid, epoch))
         return "ran"
 
-    monkeypatch.setattr(tracking.runtime, "run", run)
-    monkeypatch.setattr(glue, "process_runtime", lambda _app, _hostname: None)
+    monkeypatch.setattr(tracking.worker, "run", run)
+    monkeypatch.setattr(glue.process, "for_app", lambda _app, _hostname: None)
     app = Celery("epoch-probe", set_as_current=False)
-    glue._make_task(app, EpochProbe)
+    tasks.make_task(app, EpochProbe)
     return app.tasks[glue.task_name(EpochProbe.kind)], reached
 
 
@@ -50,7 +51,7 @@ TOO_LARGE = {
 
 @pytest.mark.parametrize(("epoch", "shown"), TOO_LARGE.values(), ids=TOO_LARGE.keys())
 def test_an_epoch_past_a_signed_64_bit_integer_is_malformed(epoch: int, shown: str) -> None:
-    problem = glue._malformed("ok_id", epoch)
+    problem = tasks.malformed("ok_id", epoch)
     assert problem is not None and shown in problem and len(problem) < 300
 
 
@@ -70,7 +71,7 @@ def test_a_tracker_message_with_such_an_epoch_is_refused_without_touching_the_re
 def test_an_epoch_a_signed_64_bit_integer_holds_is_well_formed(
     probe_task: tuple[Any, list[tuple[str, int]]], epoch: int
 ) -> None:
-    assert glue._malformed("ok_id", epoch) is None
+    assert tasks.malformed("ok_id", epoch) is None
     task, reached = probe_task
     assert task("ok_id", epoch=epoch) == "ran"
     assert reached == [("ok_id", epoch)]
@@ -78,4 +79,4 @@ def test_an_epoch_a_signed_64_bit_integer_holds_is_well_formed(
 
 @pytest.mark.parametrize("epoch", [0, -1, -(2**63), -(2**64)])
 def test_an_epoch_below_one_is_still_malformed(epoch: int) -> None:
-    assert glue._malformed("ok_id", epoch) is not None
+    assert tasks.malformed("ok_id", epoch) is not None

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 import tracking
 import tracking.celery as glue
-import tracking.runtime
+import tracking.worker
+from tracking.celery import tasks
 from tracking.models import Json
 from tracking.validation import json_object, json_value, stop_reason, storable_text, transaction_id
 
@@ -281,10 +282,10 @@ def probe_task(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[tuple[str, in
         reached.append((txid, epoch))
         return "ran"
 
-    monkeypatch.setattr(tracking.runtime, "run", run)
-    monkeypatch.setattr(glue, "process_runtime", lambda _app, _hostname: None)
+    monkeypatch.setattr(tracking.worker, "run", run)
+    monkeypatch.setattr(glue.process, "for_app", lambda _app, _hostname: None)
     app = Celery("poison-probe", set_as_current=False)
-    glue._make_task(app, PoisonProbe)
+    tasks.make_task(app, PoisonProbe)
     return app.tasks[glue.task_name(PoisonProbe.kind)], reached
 
 

@@ -14,8 +14,9 @@ import pytest
 
 import tracking
 from tests.integration.harness import wait_for
-from tracking import mailbox, registry, runtime
+from tracking import client, registry, worker
 from tracking.settings import Settings
+from tracking.worker import Incarnation, Interrupt, WorkerProcess
 
 
 class Published(list[registry.Row]):
@@ -75,7 +76,7 @@ def published() -> Published:
 
 
 @pytest.fixture
-def rt(tmp_path: Path, published: Published) -> Iterator[runtime.WorkerRuntime]:
+def rt(tmp_path: Path, published: Published) -> Iterator[WorkerProcess]:
     settings = Settings(
         database_url=f"sqlite:///{tmp_path}/registry.sqlite3",
         heartbeat_seconds=0.5,
@@ -85,39 +86,37 @@ def rt(tmp_path: Path, published: Published) -> Iterator[runtime.WorkerRuntime]:
         control_poll_seconds=0.05,
     )
     registry.migrate(settings)
-    worker = runtime.WorkerRuntime(settings, "test@host", published.append)
-    worker.start()
+    wp = WorkerProcess(settings, "test@host", published.append)
+    wp.start()
     try:
-        yield worker
+        yield wp
     finally:
-        worker.begin_shutdown()
-        worker.close(timeout=5)
+        wp.begin_shutdown()
+        wp.close(timeout=5)
         registry.dispose(settings)
 
 
-def _start(rt: runtime.WorkerRuntime, cls: type[tracking.Tracker], txid: str) -> registry.Row:
+def _start(rt: WorkerProcess, cls: type[tracking.Tracker], txid: str) -> registry.Row:
     row, created = registry.start(rt.settings, cls.kind, txid, {}, cls.policy)
     assert created
     return row
 
 
-def test_an_incarnation_leaves_no_current_tracker_on_its_worker_thread(rt: runtime.WorkerRuntime) -> None:
+def test_an_incarnation_leaves_no_current_tracker_on_its_worker_thread(rt: WorkerProcess) -> None:
     row = _start(rt, FinishesAtOnce, "t-current")
-    assert runtime.run(FinishesAtOnce, "t-current", row["epoch"], row["task_id"], rt) == "done"
+    assert worker.run(FinishesAtOnce, "t-current", row["epoch"], row["task_id"], rt) == "done"
     # A plain task that runs next on this thread and calls the tracker must not be told it
     # "called itself".
-    assert mailbox.current.get() is None
+    assert client.running_here.get() is None
 
 
 def test_a_backoff_restart_holds_no_thread_and_the_waker_restarts_it_when_due(
-    rt: runtime.WorkerRuntime, published: Published
+    rt: WorkerProcess, published: Published
 ) -> None:
     row = _start(rt, LeaksAPassword, "t-backoff")
-    assert runtime.run(LeaksAPassword, "t-backoff", row["epoch"], row["task_id"], rt) == "crashed: restart"
+    assert worker.run(LeaksAPassword, "t-backoff", row["epoch"], row["task_id"], rt) == "crashed: restart"
     first = published[-1]  # the first restart is immediate
-    assert (
-        runtime.run(LeaksAPassword, "t-backoff", first["epoch"], first["task_id"], rt) == "crashed: restart"
-    )
+    assert worker.run(LeaksAPassword, "t-backoff", first["epoch"], first["task_id"], rt) == "crashed: restart"
     entry = registry.get(rt.settings, LeaksAPassword.kind, "t-backoff")
     assert entry is not None and entry["status"] == "failed"
     assert not [t for t in threading.enumerate() if isinstance(t, threading.Timer)]
@@ -131,11 +130,11 @@ def test_a_backoff_restart_holds_no_thread_and_the_waker_restarts_it_when_due(
 
 
 def test_a_crash_is_logged_with_the_password_masked(
-    rt: runtime.WorkerRuntime, caplog: pytest.LogCaptureFixture
+    rt: WorkerProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
     row = _start(rt, LeaksAPassword, "t-mask")
     with caplog.at_level(logging.ERROR, logger="tracking.runtime"):
-        runtime.run(LeaksAPassword, "t-mask", row["epoch"], row["task_id"], rt)
+        worker.run(LeaksAPassword, "t-mask", row["epoch"], row["task_id"], rt)
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "crashed" in logged and "app:***@127.0.0.1" in logged
     assert "s3cr" not in logged and "tpass" not in logged
@@ -144,7 +143,7 @@ def test_a_crash_is_logged_with_the_password_masked(
 
 
 def test_a_warm_shutdown_lets_the_tick_in_progress_end_and_keeps_its_checkpoint(
-    rt: runtime.WorkerRuntime, published: Published
+    rt: WorkerProcess, published: Published
 ) -> None:
     GATE.clear()
     TICKING.clear()
@@ -152,13 +151,13 @@ def test_a_warm_shutdown_lets_the_tick_in_progress_end_and_keeps_its_checkpoint(
     outcome: list[str] = []
     thread = threading.Thread(
         target=lambda: outcome.append(
-            runtime.run(WaitsForTheGate, "t-handoff", row["epoch"], row["task_id"], rt)
+            worker.run(WaitsForTheGate, "t-handoff", row["epoch"], row["task_id"], rt)
         )
     )
     thread.start()
     assert TICKING.wait(10), "the tick never started"
     rt.begin_shutdown()
-    wait_for(lambda: rt._handed_off, timeout=10, what="the runtime to act on the shutdown")
+    wait_for(lambda: rt.control.handed_off, timeout=10, what="the runtime to act on the shutdown")
     during = registry.get(rt.settings, WaitsForTheGate.kind, "t-handoff")
     assert during is not None and (during["status"], during["epoch"]) == ("running", row["epoch"]), (
         "handed off while its tick was still running"
@@ -175,17 +174,17 @@ def test_a_warm_shutdown_lets_the_tick_in_progress_end_and_keeps_its_checkpoint(
 
 def test_a_warm_shutdown_leaves_an_incarnation_asked_to_stop_to_stop() -> None:
     """A revoke seen by this worker alone (no registry record) is not turned into a handoff."""
-    inc = runtime.Incarnation(1, 1, "k", "t", "task")
-    inc.interrupt_with("shutdown")
+    inc = Incarnation(1, 1, "k", "t", "task")
+    inc.stop("shutdown")
 
     assert inc.hand_off_if_idle() is False
-    assert inc.interrupt == "shutdown"
+    assert (inc.interrupt, inc.stop_reason) == (Interrupt.STOP, "shutdown")
 
 
 def test_a_warm_shutdown_hands_off_an_idle_incarnation_and_lets_a_busy_one_finish() -> None:
-    idle, busy = runtime.Incarnation(1, 1, "k", "t1", "a"), runtime.Incarnation(2, 1, "k", "t2", "b")
+    idle, busy = Incarnation(1, 1, "k", "t1", "a"), Incarnation(2, 1, "k", "t2", "b")
     assert busy.begin_work()
 
-    assert idle.hand_off_if_idle() is True and idle.interrupt == "handed off"
-    assert busy.hand_off_if_idle() is False and busy.interrupt == "handoff"
+    assert idle.hand_off_if_idle() is True and idle.interrupt is Interrupt.HANDED_OFF
+    assert busy.hand_off_if_idle() is False and busy.interrupt is Interrupt.HAND_OFF
     assert not idle.begin_work(), "a handed-off incarnation started another unit of work"

@@ -12,27 +12,19 @@ A handler that raises crashes the tracker, as in OTP; the message that made it c
 
 from __future__ import annotations
 
-import contextvars
 import traceback
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from tracking import registry
 from tracking.exceptions import Done
 from tracking.redact import redact_url
 from tracking.settings import Settings
+from tracking.tracker import Tracker
 from tracking.validation import json_object, json_value, storable_text
-
-if TYPE_CHECKING:
-    from tracking.tracker import Tracker
 
 T = TypeVar("T")
 Persist = Callable[[Callable[[], T]], T]
-
-#: the (kind, transaction ID) whose incarnation runs in this thread, so that it cannot call itself
-current: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar(
-    "tracking_current", default=None
-)
 
 
 class Mailbox:

@@ -1,0 +1,111 @@
+"""The tasks `tracking` adds to a Celery app: one per tracker kind, and the supervisor's, with its
+beat entry.
+
+Tracker tasks are ordinary Celery tasks named ``tracking.<kind>`` whose arguments are the
+transaction ID (so Flower shows it) and the epoch of the incarnation the message is for. They are
+acknowledged early, when the worker takes them: the registry, not the broker, is what keeps a
+tracker alive (a message lost before the claim leaves the entry pending and the supervisor
+publishes it again), so no broker ever holds a long-unacknowledged tracker message.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery
+
+from tracking import worker
+from tracking.celery import process
+from tracking.client import Client
+from tracking.exceptions import InvalidTransactionId
+from tracking.tracker import Tracker, of_kind
+from tracking.validation import transaction_id as valid_transaction_id
+
+log = logging.getLogger("tracking.celery")
+
+SUPERVISE_TASK = "tracking.supervise"
+BEAT_ENTRY = "tracking-supervisor"
+#: the largest epoch the registry can store (a signed 64-bit column)
+MAX_EPOCH = 2**63 - 1
+
+
+def task_name(kind: str) -> str:
+    return f"tracking.{kind}"
+
+
+def make_task(app: Celery, cls: type[Tracker]) -> None:
+    kind = cls.kind
+    if task_name(kind) in app.tasks:
+        return  # a class redefined under the same kind: the task looks the class up when it runs
+
+    # shared=False: a task of this app only (Celery would otherwise add it to every app).
+    @app.task(
+        name=task_name(kind), bind=True, acks_late=False, ignore_result=True, serializer="json", shared=False
+    )
+    def run_tracker(self: Any, transaction_id: str, epoch: int | None = None) -> str:
+        # A malformed message is refused once: it is acknowledged already (acks_late=False), and
+        # handing it to the registry would only fail, or be retried, forever.
+        problem = malformed(transaction_id, epoch)
+        if problem is not None:
+            log.error("%s: refused a malformed tracker message: %s", kind, problem)
+            return "refused"
+        if epoch is None:
+            log.error(
+                "%s %s: tracker tasks are sent by Tracker.start(), not called directly", kind, transaction_id
+            )
+            return "refused"
+        tracker = of_kind(kind) or cls  # the class defined last under this kind (module reloads)
+        wp = process.for_app(self.app, self.request.hostname)
+        return worker.run(tracker, transaction_id, epoch, self.request.id, wp)
+
+    run_tracker.__doc__ = f"Run one incarnation of the {kind} tracker."
+
+
+def malformed(transaction_id: object, epoch: object) -> str | None:
+    """What is wrong with a tracker message's arguments, or None (an epoch of None is left to the
+    caller: it means the task was called directly)."""
+
+    def short(value: object) -> str:
+        try:
+            text = repr(value)
+        except ValueError:  # an int past Python's 4300 digits
+            return f"<{type(value).__name__} too long to show>"
+        return text if len(text) <= 100 else f"{text[:97]}..."
+
+    try:
+        valid_transaction_id(transaction_id)
+    except InvalidTransactionId as exc:
+        return f"transaction ID {short(transaction_id)} is invalid ({exc})"
+    if epoch is not None and (type(epoch) is not int or not 1 <= epoch <= MAX_EPOCH):
+        return f"epoch {short(epoch)} of {short(transaction_id)} is not an int in 1..2**63-1"
+    return None
+
+
+def make_supervise_task(app: Celery, client: Client) -> None:
+    @app.task(name=SUPERVISE_TASK, ignore_result=True, serializer="json", shared=False)
+    def supervise() -> dict[str, int]:
+        return process.sweep(client)
+
+
+def configure(app: Celery, client: Client) -> None:
+    """Add the supervisor's beat entry and the tracker modules to the app's own configuration."""
+    settings = client.settings
+
+    def add(**_kwargs: Any) -> None:
+        queue = {"queue": settings.queue} if settings.queue else {}
+        app.conf.beat_schedule.setdefault(
+            BEAT_ENTRY,
+            {
+                "task": SUPERVISE_TASK,
+                "schedule": settings.sweep_seconds,
+                "options": {"expires": max(settings.sweep_seconds, 1.0), **queue},
+            },
+        )
+        if settings.imports:  # the worker imports these (from its working folder) at start
+            app.conf.imports = tuple(dict.fromkeys([*app.conf.imports, *settings.imports]))
+
+    if app.configured:
+        add()
+    else:
+        app.on_after_configure.connect(add, weak=False)

@@ -1,0 +1,249 @@
+"""The run of one incarnation, in the pool thread that took its message: claim the entry, then
+init if it never completed, then messages and ticks until it exits, parks, or is interrupted.
+
+Each unit of work (init, a tick, a batch of messages) runs with its checkpoint inside
+``Incarnation.begin_work()``/``end_work()``: a warm shutdown lets the unit end and be checkpointed
+before the entry is handed off. A unit that raises stays busy while its exit is recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from tracking import registry
+from tracking.client import publish_or_warn, running_here
+from tracking.exceptions import Done, Fenced, RegistryRefused, RegistryUnavailable
+from tracking.policy import Action
+from tracking.redact import redact_url
+from tracking.registry.transitions import WINNING_STOPS
+from tracking.tracker import Tracker
+from tracking.validation import json_object
+from tracking.worker.incarnation import Incarnation, Interrupt
+from tracking.worker.mailbox import Mailbox
+from tracking.worker.process import WorkerProcess
+from tracking.worker.retry import retrying
+
+log = logging.getLogger("tracking.runtime")
+T = TypeVar("T")
+
+#: a parking tracker parks only if its next tick is at least this far away (seconds)
+PARK_MIN_WAIT = 0.5
+
+
+def run(tracker_cls: type[Tracker], transaction_id: str, epoch: int, task_id: str, wp: WorkerProcess) -> str:
+    """Claim the entry for ``epoch`` and run the tracker until it exits. Returns how it ended."""
+    message = {"kind": tracker_cls.kind, "transaction_id": transaction_id, "epoch": epoch, "task_id": task_id}
+    if wp.shutting_down.is_set():
+        # Do not claim work on the way out; the next worker takes the same message.
+        wp.publish(message)
+        return "handed off before claim"
+    try:
+        wp.start()
+    except (RegistryUnavailable, RegistryRefused) as exc:  # no lease, no claim: published again later
+        log.error(
+            "%s %s: this worker has no lease (%s); left to the supervisor",
+            tracker_cls.kind,
+            transaction_id,
+            exc,
+        )
+        return "left to the supervisor"
+    if not wp.wait_for_lease_to_claim():
+        wp.publish(message)
+        return "handed off before claim"
+    try:
+        row = _claim(tracker_cls, transaction_id, epoch, wp)
+    except RegistryUnavailable:  # only while shutting down: published again after the start grace
+        return "left to the supervisor"
+    except RegistryRefused as exc:  # it would fail the same way again: rejected once, logged
+        log.error("%s %r epoch %r: claim refused: %s", tracker_cls.kind, transaction_id, epoch, exc)
+        return "refused"
+    if row is None:
+        log.info(
+            "%s %s epoch %s: not claimed (duplicate or stale message)",
+            tracker_cls.kind,
+            transaction_id,
+            epoch,
+        )
+        return "dropped"
+    inc = Incarnation(row["id"], epoch, tracker_cls.kind, transaction_id, row["task_id"], row["worker_id"])
+    inc.mail = row["last_message_id"] > row["handled_message_id"]
+    wp.add(inc)
+    try:
+        return _Run(tracker_cls, row, inc, wp).run()
+    except Fenced:  # found superseded while recording its exit: it writes nothing more
+        return "fenced"
+    except RegistryUnavailable:  # only at shutdown: the lease runs out, a supervisor restarts it
+        return "left to the supervisor"
+    finally:
+        wp.remove(inc)
+
+
+def _claim(
+    tracker_cls: type[Tracker], transaction_id: str, epoch: int, wp: WorkerProcess
+) -> registry.Row | None:
+    """Claim the entry, retrying while the registry is unavailable (the message is acknowledged
+    already: giving up would leave the entry to the supervisor's start grace).
+
+    A retry after a claim whose commit succeeded but whose answer was lost finds the entry running
+    and returns None; the process then holds an entry it does not run, which the control loop
+    finds and hands off.
+    """
+    return retrying(
+        f"{tracker_cls.kind} {transaction_id}",
+        lambda: registry.claim(
+            wp.settings,
+            tracker_cls.kind,
+            transaction_id,
+            epoch,
+            worker=wp.hostname,
+            worker_id=wp.worker_id,
+            policy=tracker_cls.policy,
+        ),
+        wp.shutting_down,
+    )
+
+
+class _Run:
+    """One incarnation's loop, and how it records its exit."""
+
+    def __init__(self, tracker_cls: type[Tracker], row: registry.Row, inc: Incarnation, wp: WorkerProcess):
+        self.cls, self.row, self.inc, self.wp = tracker_cls, row, inc, wp
+        self.settings = wp.settings
+        self.tracker = tracker_cls.incarnate(row)
+        self.box = Mailbox(self.tracker, row, self.settings, self.persist)
+        park = tracker_cls.park
+        self.parks = park if park is not None else 0 < self.settings.park_seconds <= tracker_cls.interval
+
+    def run(self) -> str:
+        inc = self.inc
+        here = running_here.set((inc.kind, inc.transaction_id))
+        try:
+            return self._loop()
+        except Done as done:
+            return self._done(done)
+        except Fenced:
+            log.warning("%s %s epoch %s fenced out", inc.kind, inc.transaction_id, inc.epoch)
+            return "fenced"
+        except RegistryUnavailable:
+            # Only while shutting down do we stop retrying: the lease then runs out and a
+            # supervisor restarts the tracker elsewhere.
+            log.warning("%s %s: registry unavailable at shutdown", inc.kind, inc.transaction_id)
+            return "left to the supervisor"
+        except Exception as exc:
+            detail = redact_url("".join(traceback.format_exception(exc)))
+            log.error(
+                "%s %s epoch %s crashed: %s", inc.kind, inc.transaction_id, inc.epoch, redact_url(str(exc))
+            )
+            return self._abnormal("crashed", detail)
+        finally:
+            running_here.reset(here)
+
+    def _loop(self) -> str:
+        inc, wp, limit = self.inc, self.wp, self.settings.max_state_bytes
+        state: dict[str, Any] | None = self.row["state"]
+        if state is None:  # init never completed: first start (or it crashed in init)
+            if not wp.wait_for_lease(inc) or not inc.begin_work():
+                return self._interrupted()
+            state = json_object(
+                self.tracker.init(inc.transaction_id, **self.row["args"]), "init's state", limit
+            )
+            self.checkpoint(state)
+            inc.end_work()
+        next_tick = time.monotonic()
+        if self.row["tick_at"] is not None:  # woken from its park: the next tick keeps its schedule
+            next_tick += max(0.0, (self.row["tick_at"] - self.row["db_now"]).total_seconds())
+        may_park = True
+        while True:
+            # Cleared before the flags are read: a wake-up set after this is never lost.
+            inc.wake.clear()
+            if not wp.wait_for_lease(inc) or not inc.begin_work():
+                return self._interrupted()
+            if inc.mail:  # messages first: a call is answered now, not at the next tick
+                inc.mail = False
+                state, may_park = self.box.drain(state, lambda: wp.holds(inc)), True
+            elif time.monotonic() >= next_tick:
+                state = json_object(self.tracker.tick(state), "tick's state", limit)
+                # A fixed rate: ticks keep to their schedule (a late or slow tick does not push the
+                # later ones back), and one that fell a whole interval behind is not caught up.
+                next_tick = max(next_tick + self.cls.interval, time.monotonic())
+                if self.park(state, next_tick - time.monotonic()):
+                    return "parked"
+                self.checkpoint(state)  # (a message or stop request waits if it could not park)
+            elif may_park and self.park(state, next_tick - time.monotonic()):
+                return "parked"
+            else:
+                may_park = False  # until the waiting message is handled
+                inc.end_work()
+                inc.wake.wait(next_tick - time.monotonic())
+                continue
+            inc.end_work()
+
+    # -- registry writes ------------------------------------------------------------------------
+
+    def persist(self, write: Callable[[], T]) -> T:
+        """One registry write of this incarnation, retried while the registry is unavailable,
+        until it lands or the incarnation is fenced out."""
+        inc = self.inc
+        return retrying(
+            f"{inc.kind} {inc.transaction_id}",
+            write,
+            self.wp.shutting_down,
+            fenced=lambda: inc.interrupt is Interrupt.FENCED,
+        )
+
+    def checkpoint(self, state: dict[str, Any]) -> None:
+        inc = self.inc
+        self.persist(lambda: registry.checkpoint(self.settings, inc.row_id, inc.epoch, state))
+
+    def park(self, state: dict[str, Any], wait: float) -> bool:
+        if not (self.parks and wait >= PARK_MIN_WAIT):
+            return False
+        inc = self.inc
+        return self.persist(lambda: registry.park(self.settings, inc.row_id, inc.epoch, state, wait))
+
+    # -- exits ----------------------------------------------------------------------------------
+
+    def _interrupted(self) -> str:
+        inc, settings = self.inc, self.settings
+        if inc.interrupt in (None, Interrupt.FENCED, Interrupt.HANDED_OFF):
+            return (inc.interrupt or Interrupt.FENCED).value  # someone else moved it on: write nothing
+        if inc.interrupt is Interrupt.HAND_OFF:  # the worker shuts down: hand itself off
+            reason = f"worker {self.wp.hostname} shutting down"
+            for new in self.persist(lambda: registry.hand_off(settings, [(inc.row_id, inc.epoch)], reason)):
+                publish_or_warn(self.wp.publish, new)
+            return Interrupt.HANDED_OFF.value
+        stop = inc.stop_reason or "normal"
+        if stop in WINNING_STOPS:
+            self.persist(lambda: registry.exit_normally(settings, inc.row_id, inc.epoch, "stopped", stop))
+            return f"stopped ({stop})"
+        return self._abnormal("stopped", f"stop({stop!r})")
+
+    def _done(self, done: Done) -> str:
+        inc, settings = self.inc, self.settings
+        if self.cls.policy.restart != "permanent":
+            # Deregistered: the final state goes nowhere, so it is neither validated nor written.
+            self.persist(lambda: registry.exit_normally(settings, inc.row_id, inc.epoch, "done", None))
+            return "done"
+        if done.state is not None:
+            try:
+                state = json_object(done.state, "Done's state", settings.max_state_bytes)
+            except Exception as exc:
+                return self._abnormal("crashed", redact_url("".join(traceback.format_exception(exc))))
+            self.checkpoint(state)
+        return self._abnormal("done", None, normal=True)
+
+    def _abnormal(self, event: str, detail: str | None, *, normal: bool = False) -> str:
+        inc, settings = self.inc, self.settings
+        decision, new = self.persist(
+            lambda: registry.exit_abnormally(settings, inc.row_id, inc.epoch, event, detail, normal=normal)
+        )
+        if decision.action is Action.RESTART and new is not None:
+            if decision.delay == 0:
+                publish_or_warn(self.wp.publish, new)
+            else:  # failed until its backoff is over: the waker (or a sweep) restarts it then
+                self.wp.poke_waker()
+        return f"{event}: {decision.action.value}"
