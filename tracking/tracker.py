@@ -62,22 +62,7 @@ class Tracker:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if "kind" not in cls.__dict__:
-            cls.kind = cls.__name__
-        if not isinstance(cls.kind, str) or not _KIND.match(cls.kind):
-            raise InvalidTracker(f"kind must match {_KIND.pattern}, not {cls.kind!r}")
-        interval = cls.interval
-        if isinstance(interval, bool) or not isinstance(interval, int | float) or not interval > 0:
-            raise InvalidTracker(f"interval must be a positive number of seconds, not {interval!r}")
-        if cls.park is not None and not isinstance(cls.park, bool):
-            raise InvalidTracker(f"park must be True, False or None, not {cls.park!r}")
-        cls.policy = RestartPolicy(
-            restart=cls.restart,  # type: ignore[arg-type]  # validated by RestartPolicy
-            max_restarts=cls.max_restarts,
-            max_seconds=cls.max_seconds,
-            backoff=cls.backoff,
-            backoff_max=cls.backoff_max,
-        )
+        _configure(cls)
         _register(cls)
 
     @classmethod
@@ -186,6 +171,26 @@ class Tracker:
     def count(cls, status: str | None = None, kind: str | None = None) -> int:
         """How many registry entries ``list`` would return."""
         return client.current().count(kind if cls is Tracker else cls.kind, status)
+
+
+def _configure(cls: type[Tracker]) -> None:
+    """Check a subclass's class attributes (InvalidTracker) and derive its kind and policy."""
+    if "kind" not in cls.__dict__:
+        cls.kind = cls.__name__
+    if not isinstance(cls.kind, str) or not _KIND.match(cls.kind):
+        raise InvalidTracker(f"kind must match {_KIND.pattern}, not {cls.kind!r}")
+    interval = cls.interval
+    if isinstance(interval, bool) or not isinstance(interval, int | float) or not interval > 0:
+        raise InvalidTracker(f"interval must be a positive number of seconds, not {interval!r}")
+    if cls.park is not None and not isinstance(cls.park, bool):
+        raise InvalidTracker(f"park must be True, False or None, not {cls.park!r}")
+    cls.policy = RestartPolicy(
+        restart=cls.restart,  # type: ignore[arg-type]  # validated by RestartPolicy
+        max_restarts=cls.max_restarts,
+        max_seconds=cls.max_seconds,
+        backoff=cls.backoff,
+        backoff_max=cls.backoff_max,
+    )
 
 
 # -- the kinds this process knows ---------------------------------------------------------------------

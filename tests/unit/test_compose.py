@@ -1,21 +1,18 @@
 """docker-compose.yml and the Dockerfile run the processes the docs describe, with pinned images.
 
-No Docker needed: the files are read, not run. PyYAML is not a dependency of `tracking`, so the
-compose file is read with PyYAML when it is installed and otherwise with :func:`parse_yaml_subset`,
-which reads the YAML this file is written in (block mappings and lists, quoted or plain scalars,
-JSON-style flow collections) and refuses anything else.
+No Docker needed: the files are read (the compose file with PyYAML, a test dependency), not run.
 """
 
 from __future__ import annotations
 
 import importlib
-import json
 import re
 import shlex
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -30,91 +27,8 @@ PINNED_TAG = re.compile(r"^\d+\.\d+([.-][A-Za-z0-9.-]+)?$")
 # -- reading the files ------------------------------------------------------------------------------
 
 
-def parse_yaml_subset(text: str) -> Any:
-    """Parse the block-style YAML subset docker-compose.yml is written in."""
-    lines: list[tuple[int, str, int]] = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        stripped = raw.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        if "\t" in raw[: len(raw) - len(raw.lstrip())]:
-            raise ValueError(f"line {number}: tabs in indentation")
-        lines.append((len(raw) - len(raw.lstrip(" ")), stripped, number))
-    if not lines:
-        return None
-    value, end = _block(lines, 0, lines[0][0])
-    if end != len(lines):
-        raise ValueError(f"line {lines[end][2]}: unexpected indentation")
-    return value
-
-
-def _block(lines: list[tuple[int, str, int]], i: int, indent: int) -> tuple[Any, int]:
-    if lines[i][1].startswith("- ") or lines[i][1] == "-":
-        items: list[Any] = []
-        while i < len(lines) and lines[i][0] == indent and lines[i][1].startswith("-"):
-            rest = lines[i][1][1:].strip()
-            if not rest or _split_key(rest) is not None:
-                raise ValueError(f"line {lines[i][2]}: only scalars are supported as list items")
-            items.append(_scalar(rest, lines[i][2]))
-            i += 1
-        return items, i
-    mapping: dict[str, Any] = {}
-    while i < len(lines) and lines[i][0] == indent:
-        _, content, number = lines[i]
-        split = _split_key(content)
-        if split is None:
-            raise ValueError(f"line {number}: expected 'key: value', got {content!r}")
-        key, rest = split
-        if key in mapping:
-            raise ValueError(f"line {number}: duplicate key {key!r}")
-        i += 1
-        if rest:
-            mapping[key] = _scalar(rest, number)
-        elif i < len(lines) and lines[i][0] > indent:
-            mapping[key], i = _block(lines, i, lines[i][0])
-        elif i < len(lines) and lines[i][0] == indent and lines[i][1].startswith("- "):
-            mapping[key], i = _block(lines, i, indent)  # a list may sit at its key's indentation
-        else:
-            mapping[key] = None
-    if i < len(lines) and lines[i][0] > indent:
-        raise ValueError(f"line {lines[i][2]}: unexpected indentation")
-    return mapping, i
-
-
-def _split_key(content: str) -> tuple[str, str] | None:
-    match = re.match(r"^([A-Za-z0-9_.-]+|\"[^\"]*\"|'[^']*'):(?:\s+(.*))?$", content)
-    if match is None:
-        return None
-    return match.group(1).strip("\"'"), (match.group(2) or "").strip()
-
-
-def _scalar(text: str, number: int) -> Any:
-    if text[0] in "[{":
-        try:
-            return json.loads(text)
-        except ValueError as exc:
-            raise ValueError(f"line {number}: flow collections must be JSON-style: {text!r}") from exc
-    if text[0] == '"':
-        return json.loads(text)
-    if text[0] == "'":
-        if not text.endswith("'"):
-            raise ValueError(f"line {number}: unterminated quote in {text!r}")
-        return text[1:-1].replace("''", "'")
-    if text[0] in "&*!|>%@`":
-        raise ValueError(f"line {number}: anchors, tags and block scalars are not supported: {text!r}")
-    if " #" in text:
-        raise ValueError(f"line {number}: put comments on their own line: {text!r}")
-    return text
-
-
 def load_compose() -> dict[str, Any]:
-    text = COMPOSE.read_text(encoding="utf-8")
-    try:
-        import yaml  # type: ignore[import-untyped, unused-ignore]
-    except ImportError:
-        data = parse_yaml_subset(text)
-    else:
-        data = yaml.safe_load(text)
+    data = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
     assert isinstance(data, dict), "docker-compose.yml must be a mapping"
     return data
 
@@ -264,16 +178,3 @@ def test_the_tracker_modules_the_services_import_can_be_imported(services: dict[
     assert modules, "no service sets TRACKING_IMPORTS"
     for module in sorted(modules):
         importlib.import_module(module)
-
-
-def test_the_subset_parser_refuses_yaml_it_does_not_understand() -> None:
-    for text in ("a: &anchor 1", "a: |\n  text", "a:\n  - b: 1", "a: {b: 1}", "a: 1 # note"):
-        with pytest.raises(ValueError):
-            parse_yaml_subset(text)
-
-
-def test_the_subset_parser_reads_nested_mappings_lists_and_quotes() -> None:
-    text = 'top:\n  "key": "a: b"\n  list:\n    - one\n    - \'two\'\n  flow: ["x", "y"]\n  empty: {}\n'
-    assert parse_yaml_subset(text) == {
-        "top": {"key": "a: b", "list": ["one", "two"], "flow": ["x", "y"], "empty": {}}
-    }
