@@ -132,32 +132,7 @@ def run(
         )
         for txid in ids:
             DemoTracker.start(txid)
-        crashed: set[str] = set()
-        started = time.monotonic()
-        while time.monotonic() - started < seconds:
-            refs = {r.transaction_id: r for r in DemoTracker.list()}
-            running = [t for t, r in refs.items() if r.status == "running"]
-            if len(crashed) < crashes and len(running) >= crashes:
-                for txid in running[:crashes]:
-                    if txid not in crashed:
-                        DemoTracker.stop(txid, reason="demo_crash", timeout=5)
-                        crashed.add(txid)
-                print(
-                    f"  crashed {len(crashed)} trackers on purpose: they come back with their state", file=out
-                )
-            statuses = Counter(r.status.value for r in refs.values())
-            restarts = sum(r.restarts for r in refs.values())
-            done = count - len(refs)
-            print(
-                f"  t={time.monotonic() - started:4.1f}s  confirmed {done:3d}/{count}  "
-                f"running {statuses['running']:3d}  pending {statuses['pending']:3d}  "
-                f"failed {statuses['failed']:3d}  dead {statuses['dead']:3d}  restarts (live) {restarts}",
-                file=out,
-                flush=True,
-            )
-            if not refs:
-                break
-            time.sleep(1.0)
+        _follow(count, crashes, seconds, out)
         summary = _summary(settings, ids)
         print(
             f"summary: confirmed {summary['confirmed']}/{count}, restarts {summary['restarts']}, "
@@ -174,6 +149,35 @@ def run(
             print(f"demo files kept in {folder}", file=out)
         else:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def _follow(count: int, crashes: int, seconds: float, out: TextIO) -> None:
+    """Show the trackers' progress every second until none is left or ``seconds`` are over; once
+    ``crashes`` of them run, crash that many on purpose."""
+    crashed: set[str] = set()
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        refs = {r.transaction_id: r for r in DemoTracker.list()}
+        running = [t for t, r in refs.items() if r.status == "running"]
+        if len(crashed) < crashes and len(running) >= crashes:
+            for txid in running[:crashes]:
+                if txid not in crashed:
+                    DemoTracker.stop(txid, reason="demo_crash", timeout=5)
+                    crashed.add(txid)
+            print(f"  crashed {len(crashed)} trackers on purpose: they come back with their state", file=out)
+        statuses = Counter(r.status.value for r in refs.values())
+        restarts = sum(r.restarts for r in refs.values())
+        done = count - len(refs)
+        print(
+            f"  t={time.monotonic() - started:4.1f}s  confirmed {done:3d}/{count}  "
+            f"running {statuses['running']:3d}  pending {statuses['pending']:3d}  "
+            f"failed {statuses['failed']:3d}  dead {statuses['dead']:3d}  restarts (live) {restarts}",
+            file=out,
+            flush=True,
+        )
+        if not refs:
+            break
+        time.sleep(1.0)
 
 
 def _summary(settings: tracking.Settings, ids: list[str]) -> dict[str, int]:

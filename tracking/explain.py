@@ -52,32 +52,45 @@ def explanation(
         rows = registry.entries_of(settings, transaction_id)
     else:
         rows = [r for r in [registry.get(settings, kind, transaction_id)] if r is not None]
-    entries: list[dict[str, Any]] = []
-    for row in rows:
-        running = row["status"] == "running"
-        entries.append(
-            {
-                "kind": row["kind"],
-                "status": row["status"],
-                "epoch": row["epoch"],
-                "task_id": row["task_id"],
-                "restarts": row["restarts"],
-                "worker": row["worker"] if running else None,
-                "lease_renewed_ago": _seconds(now, row["heartbeat_at"]) if running else None,
-                "lease_seconds": settings.lease_seconds,
-                "due_at": _iso(row["due_at"]),
-                "due_ago": _seconds(now, row["due_at"]),
-                "stop_requested": row["stop_reason"],
-                "last_error": row["last_error"],
-                "next": _next(row["status"]),
-            }
-        )
+    entries = [_entry(settings, now, row) for row in rows]
     if rows:
         kinds = [r["kind"] for r in rows]
     elif kind is not None:
         kinds = [kind]
     else:
         kinds = sorted(set(known_kinds))
+    return {
+        "transaction_id": transaction_id,
+        "now": _iso(now),
+        "registered": bool(entries),
+        "entries": entries,
+        "history": _history(settings, kinds, transaction_id),
+        "supervisor": _supervisor(settings, now),
+    }
+
+
+def _entry(settings: Settings, now: datetime, row: registry.Row) -> dict[str, Any]:
+    """The facts about one registry entry."""
+    running = row["status"] == "running"
+    return {
+        "kind": row["kind"],
+        "status": row["status"],
+        "epoch": row["epoch"],
+        "task_id": row["task_id"],
+        "restarts": row["restarts"],
+        "worker": row["worker"] if running else None,
+        "lease_renewed_ago": _seconds(now, row["heartbeat_at"]) if running else None,
+        "lease_seconds": settings.lease_seconds,
+        "due_at": _iso(row["due_at"]),
+        "due_ago": _seconds(now, row["due_at"]),
+        "stop_requested": row["stop_reason"],
+        "last_error": row["last_error"],
+        "next": _next(row["status"]),
+    }
+
+
+def _history(settings: Settings, kinds: list[str], transaction_id: str) -> list[dict[str, Any]]:
+    """The recent events of the transaction's tracker of each of ``kinds``, kind by kind."""
     history: list[dict[str, Any]] = []
     for k in kinds:
         for event in registry.history(settings, k, transaction_id, limit=HISTORY):
@@ -91,20 +104,18 @@ def explanation(
                     "detail": event["detail"],
                 }
             )
+    return history
+
+
+def _supervisor(settings: Settings, now: datetime) -> dict[str, Any]:
+    """When a supervisor last swept, and whether that is recent enough."""
     latest = max((s["last_sweep_at"] for s in registry.last_sweeps(settings)), default=None)
     sweep_ago = _seconds(now, latest)
     return {
-        "transaction_id": transaction_id,
-        "now": _iso(now),
-        "registered": bool(entries),
-        "entries": entries,
-        "history": history,
-        "supervisor": {
-            "last_sweep_at": _iso(latest),
-            "last_sweep_ago": sweep_ago,
-            "sweep_seconds": settings.sweep_seconds,
-            "healthy": sweep_ago is not None and sweep_ago <= 3 * settings.sweep_seconds,
-        },
+        "last_sweep_at": _iso(latest),
+        "last_sweep_ago": sweep_ago,
+        "sweep_seconds": settings.sweep_seconds,
+        "healthy": sweep_ago is not None and sweep_ago <= 3 * settings.sweep_seconds,
     }
 
 
@@ -124,55 +135,10 @@ def render(facts: dict[str, Any]) -> str:
     txid = facts["transaction_id"]
     lines: list[str] = []
     for entry in facts["entries"]:
-        lines.append(
-            f"{entry['kind']} {txid!r}: {entry['status']} (epoch {entry['epoch']}, "
-            f"task {entry['task_id']}, restarts {entry['restarts']})"
-        )
-        status = entry["status"]
-        due = entry["due_ago"]
-        if status == "pending" and due is not None and due > 0:
-            lines.append(
-                f"  next: waiting for a worker to claim it; overdue by {due:.1f} s, so the next "
-                "supervisor sweep publishes it again"
-            )
-        elif status == "pending":
-            lines.append(
-                f"  next: waiting for a worker to claim it; published again {_ago(due)} if nobody does"
-            )
-        elif status == "running":
-            lines.append(
-                f"  running on {entry['worker']}, lease renewed {_ago(entry['lease_renewed_ago'])} "
-                f"(lost after {entry['lease_seconds']:g} s without renewal)"
-            )
-            if entry["stop_requested"]:
-                lines.append(f"  stop requested: {entry['stop_requested']!r}")
-        elif status == "parked" and due is not None and due > 0:
-            lines.append(
-                f"  parked (no worker slot held); due {_ago(due)}: a worker's waker or the next "
-                "supervisor sweep publishes it"
-            )
-        elif status == "parked":
-            lines.append(f"  parked (no worker slot held); next tick {_ago(due)}")
-        elif status == "failed" and due is not None and due > 0:
-            lines.append(f"  next: restart overdue by {due:.1f} s: the next supervisor sweep restarts it")
-        elif status == "failed":
-            lines.append(f"  next: restart {_ago(due)} (backoff)")
-        else:
-            lines.append(f"  {status}: {entry['next']}")
-        if entry["last_error"]:
-            lines.append(f"  last error: {_last_line(entry['last_error'])}")
+        lines += _entry_lines(txid, entry)
     if not facts["entries"]:
         lines.append(f"{txid!r}: not registered (never started, finished, or stopped)")
-    shown: str | None = None
-    for event in facts["history"]:
-        if event["kind"] != shown:
-            shown = event["kind"]
-            lines.append(f"  history of {shown} {txid!r} (newest last):")
-        at = datetime.fromisoformat(event["at"]) if event["at"] else None
-        lines.append(
-            f"    {at:%Y-%m-%d %H:%M:%S} epoch {event['epoch']:<3} {event['event']:<12} "
-            f"{event['worker'] or ''} {_last_line(event['detail'])}".rstrip()
-        )
+    lines += _history_lines(txid, facts["history"])
     supervisor = facts["supervisor"]
     if not supervisor["healthy"]:
         lines.append(
@@ -182,6 +148,62 @@ def render(facts: dict[str, Any]) -> str:
     else:
         lines.append(f"last supervisor sweep {_ago(supervisor['last_sweep_ago'])}")
     return "\n".join(lines)
+
+
+def _entry_lines(txid: str, entry: dict[str, Any]) -> list[str]:
+    """An entry's status, what happens to it next, and its last error."""
+    lines = [
+        f"{entry['kind']} {txid!r}: {entry['status']} (epoch {entry['epoch']}, "
+        f"task {entry['task_id']}, restarts {entry['restarts']})"
+    ]
+    status = entry["status"]
+    due = entry["due_ago"]
+    if status == "pending" and due is not None and due > 0:
+        lines.append(
+            f"  next: waiting for a worker to claim it; overdue by {due:.1f} s, so the next "
+            "supervisor sweep publishes it again"
+        )
+    elif status == "pending":
+        lines.append(f"  next: waiting for a worker to claim it; published again {_ago(due)} if nobody does")
+    elif status == "running":
+        lines.append(
+            f"  running on {entry['worker']}, lease renewed {_ago(entry['lease_renewed_ago'])} "
+            f"(lost after {entry['lease_seconds']:g} s without renewal)"
+        )
+        if entry["stop_requested"]:
+            lines.append(f"  stop requested: {entry['stop_requested']!r}")
+    elif status == "parked" and due is not None and due > 0:
+        lines.append(
+            f"  parked (no worker slot held); due {_ago(due)}: a worker's waker or the next "
+            "supervisor sweep publishes it"
+        )
+    elif status == "parked":
+        lines.append(f"  parked (no worker slot held); next tick {_ago(due)}")
+    elif status == "failed" and due is not None and due > 0:
+        lines.append(f"  next: restart overdue by {due:.1f} s: the next supervisor sweep restarts it")
+    elif status == "failed":
+        lines.append(f"  next: restart {_ago(due)} (backoff)")
+    else:
+        lines.append(f"  {status}: {entry['next']}")
+    if entry["last_error"]:
+        lines.append(f"  last error: {_last_line(entry['last_error'])}")
+    return lines
+
+
+def _history_lines(txid: str, history: list[dict[str, Any]]) -> list[str]:
+    """The events, under a heading for each kind."""
+    lines: list[str] = []
+    shown: str | None = None
+    for event in history:
+        if event["kind"] != shown:
+            shown = event["kind"]
+            lines.append(f"  history of {shown} {txid!r} (newest last):")
+        at = datetime.fromisoformat(event["at"]) if event["at"] else None
+        lines.append(
+            f"    {at:%Y-%m-%d %H:%M:%S} epoch {event['epoch']:<3} {event['event']:<12} "
+            f"{event['worker'] or ''} {_last_line(event['detail'])}".rstrip()
+        )
+    return lines
 
 
 def explain(

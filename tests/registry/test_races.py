@@ -33,7 +33,7 @@ from tests.registry.test_transitions import (
 from tracking import registry
 from tracking.exceptions import Fenced
 from tracking.policy import Action, Decision
-from tracking.registry import core
+from tracking.registry import rows
 from tracking.registry.transitions import live_lease
 from tracking.settings import Settings
 
@@ -162,7 +162,7 @@ def test_a_claim_that_commits_after_a_whole_sweep_declared_its_worker_lost_is_re
     rescue it."""
     settings = registry_settings
     gate = threading.Barrier(2)
-    real_event = core._event
+    real_event = rows._event
 
     def event_held_open(conn: sa.Connection, row: dict[str, Any], event: str, *args: Any, **kw: Any) -> None:
         if event == "running":  # inside the claim's transaction, after its update

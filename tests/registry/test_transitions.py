@@ -18,7 +18,7 @@ from tracking import registry, supervisor
 from tracking.exceptions import Fenced
 from tracking.models import events, trackers, workers
 from tracking.policy import Restart, RestartPolicy
-from tracking.registry import core
+from tracking.registry import rows
 from tracking.settings import Settings
 
 KIND = "transitions"
@@ -199,7 +199,7 @@ def test_start_on_postgresql_inserts_again_when_the_conflicting_row_is_deleted_m
     other = sa.create_engine(pg_database, poolclass=sa.NullPool)
     try:
         registry.start(settings, KIND, txid, {"life": 1}, POLICY)
-        real_one = core._one
+        real_one = rows._one
         deleted: list[bool] = []
 
         def one_after_a_delete(conn: sa.Connection, *where: Any, lock: bool = False) -> Any:

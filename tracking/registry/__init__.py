@@ -11,23 +11,20 @@ Times are always the database's clock (``db_now``), never a process's.
 On SQLite every write transaction starts with ``BEGIN IMMEDIATE`` (a deferred transaction that
 upgrades to a write can fail with ``SQLITE_BUSY`` despite ``busy_timeout``), in WAL mode.
 
-``core``          engines, the database clock, the helpers below every operation
+``core``          engines, transactions, driver errors translated, the database clock, migrations
+``rows``          the statements and row helpers below every operation: an entry with its lease,
+                  events, wake-ups
+``transitions``   the life of an entry as one table of transitions, and the exits it plans
 ``entries``       start, get, select, count, history
 ``incarnations``  one incarnation's fenced writes: claim, checkpoint, park, exits, handoff, stop
+``exits``         planned exits written: deregistered, dead or restarted, one entry or a batch
 ``mailboxes``     casts, calls, replies and wake-up notifications
-``supervision``   worker leases; what a sweep finds and changes; waking parked entries
+``leases``        worker leases: registered, renewed, retired, declared lost, forgotten
+``supervision``   what a sweep finds and changes: orphans, unclaimed and parked entries, pruning
 ``metrics``       counts from the events table (Prometheus, benchmarks)
 """
 
-from tracking.registry.core import (
-    WAKE_CHANNEL,
-    Row,
-    create_engine,
-    db_now,
-    dispose,
-    engine,
-    migrate,
-)
+from tracking.registry.core import Row, create_engine, db_now, dispose, engine, migrate
 from tracking.registry.entries import count, entries_of, get, history, select, start
 from tracking.registry.incarnations import (
     checkpoint,
@@ -37,6 +34,14 @@ from tracking.registry.incarnations import (
     hand_off,
     park,
     request_stop,
+)
+from tracking.registry.leases import (
+    forget_workers,
+    held,
+    mark_lost_workers,
+    register_worker,
+    renew_worker,
+    retire_worker,
 )
 from tracking.registry.mailboxes import (
     enqueue,
@@ -49,20 +54,15 @@ from tracking.registry.mailboxes import (
     withdraw,
 )
 from tracking.registry.metrics import census, count_events, count_restarts, recoveries, settled_event_id
+from tracking.registry.rows import WAKE_CHANNEL
 from tracking.registry.supervision import (
     database_now,
-    forget_workers,
-    held,
     last_sweeps,
-    mark_lost_workers,
     next_wake,
     not_published,
     prune,
     record_sweep,
-    register_worker,
-    renew_worker,
     restart_orphans,
-    retire_worker,
     take_due,
     wake_due,
 )

@@ -9,21 +9,8 @@ import sqlalchemy as sa
 from tracking.exceptions import Fenced
 from tracking.models import events, trackers
 from tracking.policy import RestartPolicy
-from tracking.registry.core import (
-    Row,
-    _aware,
-    _event,
-    _forget_mail,
-    _insert,
-    _one,
-    _read,
-    _row,
-    _rows,
-    _tracker_with_lease,
-    _write,
-    db_now,
-    greatest,
-)
+from tracking.registry.core import Row, _aware, _read, _write, db_now, greatest
+from tracking.registry.rows import _event, _forget_mail, _insert, _one, _row, _rows, _tracker_with_lease
 from tracking.registry.transitions import Op, Status, first_epoch, fresh_incarnation, guard, new_task_id
 from tracking.settings import Settings
 
@@ -61,47 +48,62 @@ def start(
             stmt = _insert(conn)(trackers).values(values).on_conflict_do_nothing()
             inserted = conn.execute(stmt.returning(*trackers.c)).mappings().first()
             if inserted is not None:
-                created: Row = {**_row(inserted), "heartbeat_at": None}
-                if conn.dialect.name == "postgresql":
-                    # The insert may have waited for an earlier life's exit to commit, while its
-                    # epoch was computed before: computed again now, that exit in sight, in the
-                    # statement that records the start (SQLite's write lock excludes the race).
-                    created["epoch"] = conn.execute(
-                        _record_start(created["id"], kind, transaction_id)
-                    ).scalar_one()
-                else:
-                    _event(conn, created, "started")
-                return created, True
+                return _created(conn, inserted, kind, transaction_id), True
             row = _one(conn, *key, lock=True)
             if row is not None:
                 break
             # The entry it conflicted with left between the two statements: insert again.
         if row["status"] != Status.DEAD:
             return row, False
-        fresh = {
-            **fresh_incarnation(settings),
-            "args": args,
-            "state": None,
-            "policy": policy.to_json(),
-            "restarts": 0,
-            "restart_times": [],
-            "backoff_step": 0,
-            "last_error": None,
-            "started_at": db_now(),
-            "checkpoint_at": None,
-        }
-        result = conn.execute(
-            trackers.update()
-            .where(trackers.c.id == row["id"], trackers.c.epoch == row["epoch"], *guard(Op.START))
-            .values(fresh)
-        )
-        if result.rowcount != 1:  # pragma: no cover - the write lock makes this unreachable
-            raise Fenced("the dead entry changed while it was being started afresh")
-        _forget_mail(conn, row)
-        afresh = _one(conn, *key)
-        assert afresh is not None
-        _event(conn, afresh, "started", "started afresh after dead")
-        return afresh, True
+        return _started_afresh(settings, conn, row, key, args, policy), True
+
+
+def _created(conn: sa.Connection, inserted: sa.RowMapping, kind: str, transaction_id: str) -> Row:
+    """The row ``start`` just inserted, its start recorded as an event."""
+    created: Row = {**_row(inserted), "heartbeat_at": None}
+    if conn.dialect.name == "postgresql":
+        # The insert may have waited for an earlier life's exit to commit, while its
+        # epoch was computed before: computed again now, that exit in sight, in the
+        # statement that records the start (SQLite's write lock excludes the race).
+        created["epoch"] = conn.execute(_record_start(created["id"], kind, transaction_id)).scalar_one()
+    else:
+        _event(conn, created, "started")
+    return created
+
+
+def _started_afresh(
+    settings: Settings,
+    conn: sa.Connection,
+    row: Row,
+    key: tuple[Any, ...],
+    args: dict[str, Any],
+    policy: RestartPolicy,
+) -> Row:
+    """Start a ``dead`` entry, read under a lock in this transaction, as a new life."""
+    fresh = {
+        **fresh_incarnation(settings),
+        "args": args,
+        "state": None,
+        "policy": policy.to_json(),
+        "restarts": 0,
+        "restart_times": [],
+        "backoff_step": 0,
+        "last_error": None,
+        "started_at": db_now(),
+        "checkpoint_at": None,
+    }
+    result = conn.execute(
+        trackers.update()
+        .where(trackers.c.id == row["id"], trackers.c.epoch == row["epoch"], *guard(Op.START))
+        .values(fresh)
+    )
+    if result.rowcount != 1:  # pragma: no cover - the write lock makes this unreachable
+        raise Fenced("the dead entry changed while it was being started afresh")
+    _forget_mail(conn, row)
+    afresh = _one(conn, *key)
+    assert afresh is not None
+    _event(conn, afresh, "started", "started afresh after dead")
+    return afresh
 
 
 def _record_start(row_id: int, kind: str, transaction_id: str) -> Any:

@@ -1,6 +1,7 @@
 """One incarnation's writes, each fenced by its epoch: claim, checkpoint, park, exits, handoff, stop.
 
-Every precondition comes from :mod:`tracking.registry.transitions`.
+Every precondition comes from :mod:`tracking.registry.transitions`; what an exit does to the entry
+is written by :mod:`tracking.registry.exits`.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ import sqlalchemy as sa
 from tracking.exceptions import Fenced, NotFound
 from tracking.models import trackers
 from tracking.policy import Action, Decision, RestartPolicy
-from tracking.registry.core import (
-    Row,
+from tracking.registry.core import Row, _write, db_now
+from tracking.registry.exits import _deregister, apply_exits
+from tracking.registry.rows import (
     _event,
     _events,
-    _forget_mail,
     _now,
     _one,
     _row,
@@ -25,12 +26,9 @@ from tracking.registry.core import (
     _rows_by_id,
     _tracker_with_lease,
     _wake,
-    _write,
-    db_now,
 )
 from tracking.registry.transitions import (
     WINNING_STOPS,
-    Exit,
     Op,
     Status,
     fresh_incarnation,
@@ -143,14 +141,6 @@ def exit_normally(settings: Settings, row_id: int, epoch: int, event: str, detai
         _deregister(conn, row, event, detail)
 
 
-def _deregister(conn: sa.Connection, row: Row, event: str, detail: str | None) -> None:
-    """Delete an entry read under a lock in this transaction, its mail, and record why."""
-    if conn.execute(trackers.delete().where(*_as_read(row))).rowcount != 1:
-        raise Fenced("the entry changed while it was being deregistered")
-    _forget_mail(conn, row)
-    _event(conn, row, event, detail)
-
-
 def exit_abnormally(
     settings: Settings, row_id: int, epoch: int, event: str, detail: str | None, *, normal: bool = False
 ) -> tuple[Decision, Row | None]:
@@ -166,93 +156,6 @@ def exit_abnormally(
             raise Fenced()
         plan = plan_exit(row, _now(conn), event, detail, normal=normal)
         return plan.decision, apply_exits(settings, conn, [plan])[0]
-
-
-def apply_exits(settings: Settings, conn: sa.Connection, exits: Sequence[Exit]) -> list[Row | None]:
-    """Write planned exits, in a few statements whatever their number; returns each new row (a
-    restart) or None (deregistered, dead).
-
-    Each entry must have been read under a lock in this transaction; every write is conditional
-    on the epoch and status read, and a mismatch raises Fenced (someone else moved it on).
-    """
-    if not exits:
-        return []
-    recorded = [(ex.row, event, detail) for ex in exits for event, detail in ex.events]
-    written = 0
-    gone = [ex.row for ex in exits if ex.decision.action is Action.DEREGISTER]
-    for r in gone:
-        written += conn.execute(trackers.delete().where(*_as_read(r))).rowcount
-        _forget_mail(conn, r)
-    dead = [ex for ex in exits if ex.decision.action is Action.DEAD]
-    if dead:
-        written += _update_each(
-            conn,
-            {"status": Status.DEAD.value, "worker_id": None, "due_at": None, "stop_reason": None},
-            [{**_read_params(ex.row), "v_last_error": ex.last_error} for ex in dead],
-        )
-        for ex in dead:  # nobody will handle it: a waiting caller sees NotFound
-            _forget_mail(conn, ex.row)
-    restarts = [ex for ex in exits if ex.decision.action is Action.RESTART]
-    for delay in sorted({ex.decision.delay for ex in restarts}):
-        group = [ex for ex in restarts if ex.decision.delay == delay]
-        shared = {**fresh_incarnation(settings), "restarts": trackers.c.restarts + 1}
-        shared.pop("task_id")
-        if delay > 0:
-            shared.update(status=Status.FAILED.value, due_at=db_now(delay))
-        written += _update_each(
-            conn,
-            shared,
-            [
-                {
-                    **_read_params(ex.row),
-                    "v_task_id": new_task_id(),
-                    "v_restart_times": list(ex.decision.restart_times),
-                    "v_backoff_step": ex.decision.backoff_step,
-                    "v_last_error": ex.last_error,
-                }
-                for ex in group
-            ],
-        )
-    if written != len(exits):
-        raise Fenced("an entry changed while its exit was being recorded")
-    new = {r["id"]: r for r in _rows_by_id(conn, [ex.row["id"] for ex in restarts])}
-    for ex in restarts:
-        delay = ex.decision.delay
-        recorded.append(
-            (
-                new[ex.row["id"]],
-                "restarting" if delay == 0 else "backoff",
-                None if delay == 0 else f"restart in {delay:g} s",
-            )
-        )
-    _events(conn, recorded)
-    return [new.get(ex.row["id"]) for ex in exits]
-
-
-def _as_read(row: Row) -> tuple[Any, ...]:
-    return (trackers.c.id == row["id"], trackers.c.epoch == row["epoch"], trackers.c.status == row["status"])
-
-
-def _read_params(row: Row) -> dict[str, Any]:
-    return {"b_id": row["id"], "b_epoch": row["epoch"], "b_status": row["status"]}
-
-
-def _update_each(conn: sa.Connection, shared: dict[str, Any], each: list[dict[str, Any]]) -> int:
-    """One UPDATE run for every parameter set of ``each`` (``v_<column>``: its own values; ``shared``
-    the same for all), each conditional on the entry's id, epoch and status as read. Returns how
-    many rows it changed (the drivers tracking supports sum a batch's row counts)."""
-    own = {
-        key[2:]: sa.bindparam(key, type_=trackers.c[key[2:]].type) for key in each[0] if key.startswith("v_")
-    }
-    stmt = (
-        trackers.update()
-        .where(trackers.c.id == sa.bindparam("b_id"), trackers.c.epoch == sa.bindparam("b_epoch"))
-        .where(trackers.c.status == sa.bindparam("b_status"))
-        .values({**shared, **own})
-    )
-    result = conn.execute(stmt, each[0] if len(each) == 1 else each)
-    assert conn.dialect.supports_sane_multi_rowcount or len(each) == 1
-    return result.rowcount
 
 
 def hand_off(settings: Settings, incarnations: Sequence[tuple[int, int]], reason: str) -> list[Row]:

@@ -13,17 +13,8 @@ from sqlalchemy import exc as sa_exc
 from tracking.exceptions import Fenced, NotFound
 from tracking.models import messages, trackers
 from tracking.redact import redact_url
-from tracking.registry.core import (
-    WAKE_CHANNEL,
-    Row,
-    _one,
-    _read,
-    _rows,
-    _wake,
-    _write,
-    db_now,
-    log,
-)
+from tracking.registry.core import Row, _read, _write, db_now, log
+from tracking.registry.rows import WAKE_CHANNEL, _one, _rows, _wake
 from tracking.registry.transitions import Op, guard
 from tracking.settings import Settings
 

@@ -1,5 +1,5 @@
-"""Worker leases, and what a supervisor sweep reads and writes: lost workers, orphans, due and
-parked entries."""
+"""What a supervisor sweep reads and writes, besides the leases: orphans restarted, unclaimed
+entries published again, parked and failed entries woken, history pruned, the sweeps' log."""
 
 from __future__ import annotations
 
@@ -9,25 +9,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tracking.models import events, messages, supervisors, token_floor, trackers, workers
+from tracking.models import events, messages, supervisors, token_floor, trackers
 from tracking.policy import Decision
-from tracking.registry.core import (
-    Row,
-    _aware,
-    _events,
-    _insert,
-    _now,
-    _read,
-    _rows,
-    _rows_by_id,
-    _tracker_with_lease,
-    _translated,
-    _write,
-    db_now,
-    greatest,
-    lease_engine,
-)
-from tracking.registry.incarnations import apply_exits
+from tracking.registry.core import Row, _aware, _read, _write, db_now, greatest
+from tracking.registry.exits import apply_exits
+from tracking.registry.rows import _events, _insert, _now, _rows, _rows_by_id, _tracker_with_lease
 from tracking.registry.transitions import (
     RULES,
     Op,
@@ -39,92 +25,6 @@ from tracking.registry.transitions import (
     republish_grace,
 )
 from tracking.settings import Settings
-
-# -- worker leases --------------------------------------------------------------------------------
-
-
-def register_worker(settings: Settings, worker_id: str, hostname: str, pid: int) -> None:
-    """Record a worker process start: the lease all its trackers share."""
-    with _write(settings) as conn:
-        conn.execute(
-            workers.insert().values(
-                id=worker_id,
-                hostname=hostname,
-                pid=pid,
-                status="alive",
-                started_at=db_now(),
-                heartbeat_at=db_now(),
-            )
-        )
-
-
-def renew_worker(settings: Settings, worker_id: str) -> bool:
-    """Renew a worker process's lease; False if a supervisor already declared it lost.
-
-    Atomicity: one conditional update; a supervisor's "lost" update on the same row is serialized
-    with it, so either the renewal lands first (and the worker is not lost) or it fails.
-    """
-    with _translated(settings), lease_engine(settings).begin() as conn:
-        result = conn.execute(
-            workers.update()
-            .where(workers.c.id == worker_id, workers.c.status == "alive")
-            .values(heartbeat_at=db_now())
-        )
-        return result.rowcount == 1
-
-
-def retire_worker(settings: Settings, worker_id: str) -> None:
-    """A worker process that exits cleanly gives up its lease."""
-    with _write(settings) as conn:
-        conn.execute(
-            workers.update()
-            .where(workers.c.id == worker_id, workers.c.status == "alive")
-            .values(status="stopped")
-        )
-
-
-def held(settings: Settings, worker_id: str, claimed_before: float) -> list[tuple[int, int]]:
-    """``(row id, epoch)`` of the running entries a worker process holds, claimed more than
-    ``claimed_before`` seconds ago (the process compares them with the incarnations it runs)."""
-    stmt = sa.select(trackers.c.id, trackers.c.epoch).where(
-        trackers.c.worker_id == worker_id,
-        trackers.c.status == "running",
-        trackers.c.claimed_at < db_now(-claimed_before),
-    )
-    return _read(settings, lambda conn: [(r.id, r.epoch) for r in conn.execute(stmt)])
-
-
-# -- supervision ----------------------------------------------------------------------------------
-
-
-def mark_lost_workers(settings: Settings) -> tuple[int, list[str]]:
-    """Declare lost every worker process whose lease expired by the database clock.
-
-    Returns how many were declared lost now, and the IDs of all lost or stopped worker rows (whose
-    running entries are orphans).
-    """
-    expired = (workers.c.status == "alive", workers.c.heartbeat_at < db_now(-settings.lease_seconds))
-    with _write(settings) as conn:
-        newly = conn.execute(workers.update().where(*expired).values(status="lost")).rowcount
-        ids = conn.execute(sa.select(workers.c.id).where(workers.c.status.in_(["lost", "stopped"])))
-        return newly, [r.id for r in ids]
-
-
-def forget_workers(settings: Settings, worker_ids: Sequence[str]) -> None:
-    """Delete lost or stopped worker rows that no longer own a running entry."""
-    if not worker_ids:
-        return
-    owning = sa.select(trackers.c.id).where(
-        trackers.c.worker_id == workers.c.id, trackers.c.status == "running"
-    )
-    with _write(settings) as conn:
-        conn.execute(
-            workers.delete().where(
-                workers.c.id.in_(list(worker_ids)),
-                workers.c.status != "alive",
-                ~sa.exists(owning),
-            )
-        )
 
 
 def restart_orphans(settings: Settings, limit: int = 1000) -> list[tuple[Decision, Row | None]]:

@@ -1,0 +1,127 @@
+"""The statements and row helpers below every operation: an entry read with its lease, rows made
+into :data:`~tracking.registry.core.Row` dicts, events, wake-ups and dropped mailboxes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from tracking.exceptions import RegistryUnavailable
+from tracking.models import events, messages, trackers, workers
+from tracking.registry.core import Row, _aware, db_now
+
+# -- entries and rows ------------------------------------------------------------------------------
+
+_tracker_with_lease = sa.select(trackers, workers.c.heartbeat_at).select_from(
+    trackers.outerjoin(workers, workers.c.id == trackers.c.worker_id)
+)
+
+
+def _one(conn: sa.Connection, *where: Any, lock: bool = False) -> Row | None:
+    """One entry with its lease. ``lock``: hold its row until the transaction ends (PostgreSQL
+    ``FOR UPDATE``; SQLite's write transaction already excludes every other writer), so that a
+    concurrent writer waits and then sees the new version instead of acting on a stale read."""
+    stmt = _tracker_with_lease.where(*where)
+    if lock:
+        stmt = stmt.with_for_update(of=trackers)
+    row = conn.execute(stmt).mappings().first()
+    return _row(row) if row is not None else None
+
+
+def _rows(conn: sa.Connection, stmt: Any) -> list[Row]:
+    return [_row(m) for m in conn.execute(stmt).mappings()]
+
+
+def _row(mapping: Any) -> Row:
+    row = dict(mapping)
+    for key in ("started_at", "claimed_at", "checkpoint_at", "due_at", "tick_at", "heartbeat_at", "db_now"):
+        if key in row:
+            row[key] = _aware(row[key])
+    return row
+
+
+def _now(conn: sa.Connection) -> datetime:
+    value = conn.execute(sa.select(db_now())).scalar_one()
+    now = _aware(value)
+    assert now is not None
+    return now
+
+
+def _insert(conn: sa.Connection) -> Any:
+    name = conn.dialect.name
+    if name == "postgresql":
+        return postgresql.insert
+    if name == "sqlite":
+        return sqlite.insert
+    raise RegistryUnavailable(f"unsupported registry database {name!r} (use PostgreSQL or SQLite)")
+
+
+def _event(
+    conn: sa.Connection, row: Row, event: str, detail: str | None = None, epoch: int | None = None
+) -> None:
+    conn.execute(
+        events.insert().values(
+            kind=row["kind"],
+            transaction_id=row["transaction_id"],
+            epoch=row["epoch"] if epoch is None else epoch,
+            at=db_now(),
+            event=event,
+            worker=row.get("worker"),
+            detail=detail,
+        )
+    )
+
+
+def _events(conn: sa.Connection, entries: Sequence[tuple[Row, str, str | None]]) -> None:
+    """Record ``(row, event, detail)`` for many entries in one statement (one executemany)."""
+    if entries:
+        conn.execute(
+            events.insert().values(at=db_now()),
+            [
+                {
+                    "kind": row["kind"],
+                    "transaction_id": row["transaction_id"],
+                    "epoch": row["epoch"],
+                    "worker": row.get("worker"),
+                    "event": event,
+                    "detail": detail,
+                }
+                for row, event, detail in entries
+            ],
+        )
+
+
+def _rows_by_id(conn: sa.Connection, ids: Sequence[int]) -> list[Row]:
+    """The entries with these IDs, with their leases (read in chunks: IN lists stay short)."""
+    found: list[Row] = []
+    for begin in range(0, len(ids), 1000):
+        found += _rows(conn, _tracker_with_lease.where(trackers.c.id.in_(list(ids[begin : begin + 1000]))))
+    return found
+
+
+# -- wake-ups and mail ------------------------------------------------------------------------------
+
+
+#: the PostgreSQL channel a cast, call or stop notifies, so that the tracker wakes at once
+WAKE_CHANNEL = "tracking_wakeup"
+
+
+def _wake(conn: sa.Connection, row_id: int, why: str) -> None:
+    """Wake the tracker of entry ``row_id`` when this transaction commits (PostgreSQL NOTIFY;
+    elsewhere its worker finds out on its next control poll). ``why``: "mail" or "stop" for a
+    running tracker (its worker wakes it), "wake" for a parked one (every waker looks for it)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_notify(WAKE_CHANNEL, f"{row_id}:{why}")))
+
+
+def _forget_mail(conn: sa.Connection, row: Row) -> None:
+    """Drop the mailbox of an entry that leaves the registry (a waiting caller sees NotFound)."""
+    conn.execute(
+        messages.delete().where(
+            messages.c.kind == row["kind"], messages.c.transaction_id == row["transaction_id"]
+        )
+    )
