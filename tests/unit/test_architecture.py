@@ -1,10 +1,12 @@
-"""The shape of the package: small modules, classes and functions (the import layers are checked
-by ``lint-imports``, configured in ``.importlinter``)."""
+"""The shape of the package: no import circle, small modules, classes and functions (the layers
+themselves are checked by ``lint-imports``, configured in ``.importlinter``)."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
+
+import grimp
 
 PACKAGE = Path(__file__).resolve().parents[2] / "tracking"
 MAX_MODULE, MAX_CLASS, MAX_FUNCTION = 300, 150, 60
@@ -51,3 +53,15 @@ def test_the_check_finds_what_is_too_long(tmp_path: Path) -> None:
         f"module pkg/long.py: {MAX_FUNCTION + 1 + MAX_MODULE} lines",
         f"FunctionDef pkg/long.py:1 f: {MAX_FUNCTION + 1} lines",
     ]
+
+
+def test_no_module_imports_one_that_imports_it_back() -> None:
+    graph = grimp.build_graph("tracking", cache_dir=None)
+    circles = []
+    for module in sorted(graph.modules):
+        for imported in sorted(graph.find_modules_directly_imported_by(module)):
+            back = graph.find_shortest_chain(importer=imported, imported=module)
+            if back:
+                circles.append(f"{module} -> {' -> '.join(back)}")
+    assert len(graph.modules) > 20
+    assert circles == []

@@ -6,26 +6,44 @@ never hold up the lease), and at a warm shutdown hands every idle incarnation of
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from tracking import registry
-from tracking.client import publish_or_warn
+from tracking.client import Publish, publish_or_warn
 from tracking.exceptions import RegistryUnavailable
+from tracking.settings import Settings
+from tracking.worker.incarnation import Incarnation
+from tracking.worker.lease import Lease
 from tracking.worker.retry import retrying
-
-if TYPE_CHECKING:
-    from tracking.worker.process import WorkerProcess
 
 log = logging.getLogger("tracking.worker")
 
 
+@dataclasses.dataclass(frozen=True)
+class Process:
+    """What the control loop reads of its worker process."""
+
+    settings: Settings
+    hostname: str
+    publish: Publish
+    lease: Lease
+    #: the running incarnations, as they are now
+    incarnations: Callable[[], list[Incarnation]]
+    shutting_down: threading.Event
+    stopped: threading.Event
+
+    @property
+    def worker_id(self) -> str:
+        return self.lease.worker_id
+
+
 class Control:
     def __init__(
-        self, process: WorkerProcess, sweep: Callable[[], object] | None, revoked: Callable[[str], bool]
+        self, process: Process, sweep: Callable[[], object] | None, revoked: Callable[[str], bool]
     ) -> None:
         self.process = process
         self.settings = process.settings

@@ -18,7 +18,7 @@ from tracking import registry
 from tracking.client import Publish
 from tracking.exceptions import RegistryUnavailable
 from tracking.settings import Settings
-from tracking.worker.control import Control
+from tracking.worker.control import Control, Process
 from tracking.worker.incarnation import Incarnation
 from tracking.worker.lease import Lease
 from tracking.worker.waker import Waker
@@ -43,9 +43,12 @@ class WorkerProcess:
         self.pid = os.getpid()
         self.lease = Lease(settings, hostname, self.pid)
         self.waker = Waker(settings, publish)
-        self.control = Control(self, sweep, revoked or (lambda _task_id: False))
         self.shutting_down = threading.Event()
         self.stopped = threading.Event()
+        parts = Process(
+            settings, hostname, publish, self.lease, self.incarnations, self.shutting_down, self.stopped
+        )
+        self.control = Control(parts, sweep, revoked or (lambda _task_id: False))
         self._incarnations: dict[int, Incarnation] = {}
         self._lock = threading.Lock()
         self._control_thread: threading.Thread | None = None
