@@ -16,13 +16,13 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from tracking import registry
 from tracking.exceptions import NotFound, Timeout, TrackerCrashed, TrackingError
+from tracking.models import Entry, MessageStatus, MessageType, Status
 from tracking.policy import RestartPolicy
 from tracking.redact import redact_url
-from tracking.registry import Status
 from tracking.settings import Settings
 from tracking.validation import json_object, json_value
 from tracking.validation import stop_reason as valid_stop_reason
@@ -30,8 +30,34 @@ from tracking.validation import transaction_id as valid_transaction_id
 
 log = logging.getLogger("tracking")
 
-#: sends the message that starts incarnation ``row["epoch"]`` of a tracker
-Publish = Callable[[registry.Row], None]
+
+class Publishable(Protocol):
+    """What the message that starts an incarnation names: an :class:`~tracking.models.Entry`, or a
+    :class:`Publication` where there is no entry at hand."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def transaction_id(self) -> str: ...
+    @property
+    def epoch(self) -> int: ...
+    @property
+    def task_id(self) -> str: ...
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Publication:
+    """The message that starts incarnation ``epoch`` of a tracker, as its task received it (a
+    worker passing on a message it will not claim)."""
+
+    kind: str
+    transaction_id: str
+    epoch: int
+    task_id: str
+
+
+#: sends the message that starts incarnation ``epoch`` of a tracker
+Publish = Callable[[Publishable], None]
 
 #: the (kind, transaction ID) whose incarnation runs in this thread (set by the worker), so that
 #: a tracker calling itself is told at once instead of waiting for ever
@@ -58,20 +84,20 @@ class TrackerRef:
     already_started: bool = False
 
     @classmethod
-    def from_row(cls, row: registry.Row, already_started: bool = False) -> TrackerRef:
-        status = Status(row["status"])
-        running = status is Status.RUNNING
+    def from_row(cls, entry: Entry, already_started: bool = False) -> TrackerRef:
+        """The reference to a registry entry (its worker and lease only while it runs)."""
+        running = entry.status is Status.RUNNING
         return cls(
-            kind=row["kind"],
-            transaction_id=row["transaction_id"],
-            task_id=row["task_id"],
-            worker=row["worker"] if running else None,
-            status=status,
-            restarts=row["restarts"],
-            started_at=row["started_at"],
-            heartbeat_at=row["heartbeat_at"] if running else None,
-            epoch=row["epoch"],
-            last_error=row["last_error"],
+            kind=entry.kind,
+            transaction_id=entry.transaction_id,
+            task_id=entry.task_id,
+            worker=entry.worker if running else None,
+            status=entry.status,
+            restarts=entry.restarts,
+            started_at=entry.started_at,
+            heartbeat_at=entry.heartbeat_at if running else None,
+            epoch=entry.epoch,
+            last_error=entry.last_error,
             already_started=already_started,
         )
 
@@ -80,14 +106,14 @@ class TrackerRef:
         return current().lookup(self.kind, self.transaction_id)
 
 
-def publish_or_warn(publish: Publish, row: registry.Row, what: str = "published") -> bool:
+def publish_or_warn(publish: Publish, row: Publishable, what: str = "published") -> bool:
     """Publish ``row``; if the broker cannot take it, log why and return False. The entry is
     recorded already, so the supervisor publishes it again after the start grace."""
     try:
         publish(row)
         return True
     except Exception as exc:
-        log.warning("%s %s not %s yet: %s", row["kind"], row["transaction_id"], what, redact_url(str(exc)))
+        log.warning("%s %s not %s yet: %s", row.kind, row.transaction_id, what, redact_url(str(exc)))
         return False
 
 
@@ -113,7 +139,7 @@ class Client:
     def lookup(self, kind: str, transaction_id: str) -> TrackerRef | None:
         valid_transaction_id(transaction_id)
         row = registry.get(self.settings, kind, transaction_id)
-        if row is None or row["status"] == Status.DEAD:
+        if row is None or row.status is Status.DEAD:
             return None
         return TrackerRef.from_row(row)
 
@@ -122,8 +148,7 @@ class Client:
         row = registry.get(self.settings, kind, transaction_id)
         if row is None:
             raise NotFound(f"no {kind} tracker is registered for {transaction_id!r}")
-        state: dict[str, Any] | None = row["state"]
-        return state
+        return row.state
 
     def stop(self, kind: str, transaction_id: str, reason: str, timeout: float) -> None:
         """Record the stop and wait until the incarnation it concerns has exited."""
@@ -137,12 +162,12 @@ class Client:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             now = registry.get(self.settings, kind, transaction_id)
-            if now is None or now["epoch"] != row["epoch"] or now["status"] != Status.RUNNING:
+            if now is None or now.epoch != row.epoch or now.status is not Status.RUNNING:
                 return
             time.sleep(0.02)
         raise Timeout(f"{kind} {transaction_id!r} did not exit within {timeout} s; the stop stays requested")
 
-    def send(self, kind: str, transaction_id: str, type_: str, message: Any) -> int:
+    def send(self, kind: str, transaction_id: str, type_: MessageType, message: Any) -> int:
         """Queue a cast or a call; returns the message's ID."""
         valid_transaction_id(transaction_id)
         body = json_value(message, "a message", self.settings.max_state_bytes)
@@ -152,7 +177,7 @@ class Client:
         """Send a call and wait for its reply (see ``Tracker.call``)."""
         if running_here.get() == (kind, transaction_id):
             raise TrackingError(f"{kind} {transaction_id!r} called itself: it would wait forever")
-        message_id = self.send(kind, transaction_id, "call", message)
+        message_id = self.send(kind, transaction_id, MessageType.CALL, message)
         began = time.monotonic()
         deadline = began + timeout
         while not registry.reply_ready(self.settings, message_id):
@@ -166,19 +191,19 @@ class Client:
         answer = registry.take_reply(self.settings, message_id)
         if answer is None:
             raise NotFound(f"{kind} {transaction_id!r} left the registry before answering")
-        if answer["status"] == "failed":
-            raise TrackerCrashed(f"{kind} {transaction_id!r} crashed handling the call: {answer['error']}")
-        return answer["reply"]
+        if answer.status is MessageStatus.FAILED:
+            raise TrackerCrashed(f"{kind} {transaction_id!r} crashed handling the call: {answer.error}")
+        return answer.reply
 
     def select(
         self, kind: str | None = None, status: str | None = None, worker: str | None = None
     ) -> list[TrackerRef]:
-        status = Status(status).value if status is not None else None
-        return [TrackerRef.from_row(r) for r in registry.select(self.settings, kind, status, worker)]
+        wanted = Status(status) if status is not None else None
+        return [TrackerRef.from_row(r) for r in registry.select(self.settings, kind, wanted, worker)]
 
     def count(self, kind: str | None = None, status: str | None = None) -> int:
-        status = Status(status).value if status is not None else None
-        return registry.count(self.settings, kind, status)
+        wanted = Status(status) if status is not None else None
+        return registry.count(self.settings, kind, wanted)
 
 
 # -- the current client -----------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from typing import Any, TextIO
 
 import tracking
 from tracking import registry
+from tracking.models import Status
 
 REQUIRED_CONFIRMATIONS = 6
 
@@ -158,20 +159,21 @@ def _follow(count: int, crashes: int, seconds: float, out: TextIO) -> None:
     started = time.monotonic()
     while time.monotonic() - started < seconds:
         refs = {r.transaction_id: r for r in DemoTracker.list()}
-        running = [t for t, r in refs.items() if r.status == "running"]
+        running = [t for t, r in refs.items() if r.status is Status.RUNNING]
         if len(crashed) < crashes and len(running) >= crashes:
             for txid in running[:crashes]:
                 if txid not in crashed:
                     DemoTracker.stop(txid, reason="demo_crash", timeout=5)
                     crashed.add(txid)
             print(f"  crashed {len(crashed)} trackers on purpose: they come back with their state", file=out)
-        statuses = Counter(r.status.value for r in refs.values())
+        statuses = Counter(r.status for r in refs.values())
         restarts = sum(r.restarts for r in refs.values())
         done = count - len(refs)
         print(
             f"  t={time.monotonic() - started:4.1f}s  confirmed {done:3d}/{count}  "
-            f"running {statuses['running']:3d}  pending {statuses['pending']:3d}  "
-            f"failed {statuses['failed']:3d}  dead {statuses['dead']:3d}  restarts (live) {restarts}",
+            f"running {statuses[Status.RUNNING]:3d}  pending {statuses[Status.PENDING]:3d}  "
+            f"failed {statuses[Status.FAILED]:3d}  dead {statuses[Status.DEAD]:3d}  "
+            f"restarts (live) {restarts}",
             file=out,
             flush=True,
         )
@@ -184,8 +186,8 @@ def _summary(settings: tracking.Settings, ids: list[str]) -> dict[str, int]:
     confirmed = duplicates = restarts = lost = dead = unfinished = 0
     for txid in ids:
         events = registry.history(settings, DemoTracker.kind, txid, limit=200)
-        dones = sum(1 for e in events if e["event"] == "done")
-        names = [e["event"] for e in events]
+        dones = sum(1 for e in events if e.event == "done")
+        names = [e.event for e in events]
         # A delayed restart records "backoff", then "restarting" when it is due: count it once.
         restarts += sum(
             1
@@ -195,7 +197,7 @@ def _summary(settings: tracking.Settings, ids: list[str]) -> dict[str, int]:
         row = registry.get(settings, DemoTracker.kind, txid)
         confirmed += dones >= 1
         duplicates += max(0, dones - 1)
-        if row is not None and row["status"] == "dead":
+        if row is not None and row.status is Status.DEAD:
             dead += 1
         elif row is not None:
             unfinished += 1

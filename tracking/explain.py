@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from tracking import registry
+from tracking.models import Entry, Status
 from tracking.settings import Settings
 
 #: how many events of each kind's history an explanation shows
@@ -26,15 +27,15 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
-def _next(status: str) -> str:
-    return {
-        "pending": "waiting for a worker to claim it; published again if nobody does in time",
-        "running": "ticking; lost (and restarted) if its worker stops renewing its lease",
-        "parked": "woken for its next tick (or at once for a message or stop); holds no worker slot",
-        "failed": "restart once its backoff is over",
-        "dead": "not restarted (past its restart intensity, or temporary); `start` starts it "
-        "afresh, `stop` removes the entry",
-    }.get(status, "unknown")
+#: what happens next to an entry of each status
+_NEXT = {
+    Status.PENDING: "waiting for a worker to claim it; published again if nobody does in time",
+    Status.RUNNING: "ticking; lost (and restarted) if its worker stops renewing its lease",
+    Status.PARKED: "woken for its next tick (or at once for a message or stop); holds no worker slot",
+    Status.FAILED: "restart once its backoff is over",
+    Status.DEAD: "not restarted (past its restart intensity, or temporary); `start` starts it "
+    "afresh, `stop` removes the entry",
+}
 
 
 def explanation(
@@ -54,7 +55,7 @@ def explanation(
         rows = [r for r in [registry.get(settings, kind, transaction_id)] if r is not None]
     entries = [_entry(settings, now, row) for row in rows]
     if rows:
-        kinds = [r["kind"] for r in rows]
+        kinds = [r.kind for r in rows]
     elif kind is not None:
         kinds = [kind]
     else:
@@ -69,23 +70,23 @@ def explanation(
     }
 
 
-def _entry(settings: Settings, now: datetime, row: registry.Row) -> dict[str, Any]:
+def _entry(settings: Settings, now: datetime, row: Entry) -> dict[str, Any]:
     """The facts about one registry entry."""
-    running = row["status"] == "running"
+    running = row.status is Status.RUNNING
     return {
-        "kind": row["kind"],
-        "status": row["status"],
-        "epoch": row["epoch"],
-        "task_id": row["task_id"],
-        "restarts": row["restarts"],
-        "worker": row["worker"] if running else None,
-        "lease_renewed_ago": _seconds(now, row["heartbeat_at"]) if running else None,
+        "kind": row.kind,
+        "status": row.status.value,
+        "epoch": row.epoch,
+        "task_id": row.task_id,
+        "restarts": row.restarts,
+        "worker": row.worker if running else None,
+        "lease_renewed_ago": _seconds(now, row.heartbeat_at) if running else None,
         "lease_seconds": settings.lease_seconds,
-        "due_at": _iso(row["due_at"]),
-        "due_ago": _seconds(now, row["due_at"]),
-        "stop_requested": row["stop_reason"],
-        "last_error": row["last_error"],
-        "next": _next(row["status"]),
+        "due_at": _iso(row.due_at),
+        "due_ago": _seconds(now, row.due_at),
+        "stop_requested": row.stop_reason,
+        "last_error": row.last_error,
+        "next": _NEXT[row.status],
     }
 
 
@@ -97,11 +98,11 @@ def _history(settings: Settings, kinds: list[str], transaction_id: str) -> list[
             history.append(
                 {
                     "kind": k,
-                    "at": _iso(event["at"]),
-                    "epoch": event["epoch"],
-                    "event": event["event"],
-                    "worker": event["worker"],
-                    "detail": event["detail"],
+                    "at": _iso(event.at),
+                    "epoch": event.epoch,
+                    "event": event.event,
+                    "worker": event.worker,
+                    "detail": event.detail,
                 }
             )
     return history
@@ -109,7 +110,7 @@ def _history(settings: Settings, kinds: list[str], transaction_id: str) -> list[
 
 def _supervisor(settings: Settings, now: datetime) -> dict[str, Any]:
     """When a supervisor last swept, and whether that is recent enough."""
-    latest = max((s["last_sweep_at"] for s in registry.last_sweeps(settings)), default=None)
+    latest = max((s.last_sweep_at for s in registry.last_sweeps(settings)), default=None)
     sweep_ago = _seconds(now, latest)
     return {
         "last_sweep_at": _iso(latest),
@@ -158,30 +159,30 @@ def _entry_lines(txid: str, entry: dict[str, Any]) -> list[str]:
     ]
     status = entry["status"]
     due = entry["due_ago"]
-    if status == "pending" and due is not None and due > 0:
+    if status == Status.PENDING and due is not None and due > 0:
         lines.append(
             f"  next: waiting for a worker to claim it; overdue by {due:.1f} s, so the next "
             "supervisor sweep publishes it again"
         )
-    elif status == "pending":
+    elif status == Status.PENDING:
         lines.append(f"  next: waiting for a worker to claim it; published again {_ago(due)} if nobody does")
-    elif status == "running":
+    elif status == Status.RUNNING:
         lines.append(
             f"  running on {entry['worker']}, lease renewed {_ago(entry['lease_renewed_ago'])} "
             f"(lost after {entry['lease_seconds']:g} s without renewal)"
         )
         if entry["stop_requested"]:
             lines.append(f"  stop requested: {entry['stop_requested']!r}")
-    elif status == "parked" and due is not None and due > 0:
+    elif status == Status.PARKED and due is not None and due > 0:
         lines.append(
             f"  parked (no worker slot held); due {_ago(due)}: a worker's waker or the next "
             "supervisor sweep publishes it"
         )
-    elif status == "parked":
+    elif status == Status.PARKED:
         lines.append(f"  parked (no worker slot held); next tick {_ago(due)}")
-    elif status == "failed" and due is not None and due > 0:
+    elif status == Status.FAILED and due is not None and due > 0:
         lines.append(f"  next: restart overdue by {due:.1f} s: the next supervisor sweep restarts it")
-    elif status == "failed":
+    elif status == Status.FAILED:
         lines.append(f"  next: restart {_ago(due)} (backoff)")
     else:
         lines.append(f"  {status}: {entry['next']}")

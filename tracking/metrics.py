@@ -6,7 +6,7 @@ A worker started with ``TRACKING_METRICS_PORT`` serves them on ``/metrics`` at
 :class:`RegistryCollector` on a ``prometheus_client`` registry yourself, or call :func:`serve`.
 
 =============================================== ==========================================================
-``tracking_trackers{kind,status}``               gauge: registry entries (pending, running, failed, dead)
+``tracking_trackers{kind,status}``               gauge: registry entries, by status (each of ``Status``)
 ``tracking_restarts_total{kind}``                counter: restarts decided (at once or after a backoff)
 ``tracking_handoffs_total{kind}``                counter: trackers handed off by a worker shutting down
 ``tracking_worker_lost_total{kind}``             counter: trackers whose worker stopped renewing its lease
@@ -40,13 +40,14 @@ from prometheus_client.registry import Collector
 
 from tracking import registry
 from tracking.exceptions import RegistryUnavailable
+from tracking.models import Status
 from tracking.redact import redact_url
 from tracking.settings import Settings
 
 log = logging.getLogger("tracking.metrics")
 
 #: the statuses reported for every kind, 0 when it has none
-STATUSES = tuple(s.value for s in registry.Status)
+STATUSES: tuple[Status, ...] = tuple(Status)
 #: recovery takes a lease (30 s by default) plus a sweep: buckets around that
 RECOVERY_BUCKETS = (1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 300.0, 600.0)
 #: the counters and the events they count (restarts are counted by registry.count_restarts)
@@ -94,7 +95,7 @@ class RegistryCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         with self._lock:
-            census: list[tuple[str, str, int]] | None
+            census: list[tuple[str, Status, int]] | None
             try:
                 self._count_new_events()
                 census = registry.census(self.settings)
@@ -136,7 +137,7 @@ class RegistryCollector(Collector):
 
     def _sweep_age(self) -> float | None:
         sweeps = registry.last_sweeps(self.settings)
-        latest: datetime | None = max((s["last_sweep_at"] for s in sweeps), default=None)
+        latest: datetime | None = max((s.last_sweep_at for s in sweeps), default=None)
         if latest is None:
             return None
         return max(0.0, (registry.database_now(self.settings) - latest).total_seconds())
@@ -144,7 +145,7 @@ class RegistryCollector(Collector):
     # -- the metric families -------------------------------------------------------------------------
 
     def _families(
-        self, *, census: list[tuple[str, str, int]] | None, sweep_age: float | None, up: bool
+        self, *, census: list[tuple[str, Status, int]] | None, sweep_age: float | None, up: bool
     ) -> Iterator[Metric]:
         if census is not None:
             self._kinds.update(kind for kind, _status, _n in census)
@@ -157,7 +158,7 @@ class RegistryCollector(Collector):
             present = {(kind, status): n for kind, status, n in census}
             for kind in kinds:
                 for status in STATUSES:
-                    entries.add_metric([kind, status], present.get((kind, status), 0))
+                    entries.add_metric([kind, status.value], present.get((kind, status), 0))
         yield entries
 
         documentation = {

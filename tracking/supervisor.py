@@ -36,13 +36,15 @@ from collections.abc import Callable
 
 from tracking import registry
 from tracking.exceptions import RegistryUnavailable
+from tracking.models import Entry
 from tracking.policy import Action
 from tracking.redact import redact_url
 from tracking.settings import Settings
 
 log = logging.getLogger("tracking.supervisor")
 
-Publish = Callable[[registry.Row], None]
+#: sends the message that starts the incarnation of an entry (``tracking.client.Publish`` is one)
+Publish = Callable[[Entry], None]
 
 
 def sweep(settings: Settings, publish: Publish, name: str | None = None, limit: int = 1000) -> dict[str, int]:
@@ -95,10 +97,10 @@ def sweep(settings: Settings, publish: Publish, name: str | None = None, limit: 
     return counts
 
 
-def _publish(publish: Publish, row: registry.Row) -> bool:
+def _publish(publish: Publish, row: Entry) -> bool:
     try:
         publish(row)
     except Exception as exc:  # broker down: the entry stays due and the next sweep tries again
-        log.warning("could not publish %s %s: %s", row["kind"], row["transaction_id"], redact_url(str(exc)))
+        log.warning("could not publish %s %s: %s", row.kind, row.transaction_id, redact_url(str(exc)))
         return False
     return True

@@ -17,8 +17,8 @@ from typing import Any, ClassVar, Self
 from tracking import client
 from tracking.client import TrackerRef
 from tracking.exceptions import InvalidTracker
+from tracking.models import Entry, MessageType
 from tracking.policy import RestartPolicy
-from tracking.registry import Row
 
 __all__ = ["Tracker", "TrackerRef", "of_kind", "subscribe"]
 
@@ -66,13 +66,13 @@ class Tracker:
         _register(cls)
 
     @classmethod
-    def incarnate(cls, row: Row) -> Self:
-        """An instance for the incarnation ``row`` describes (what a worker runs)."""
+    def incarnate(cls, entry: Entry) -> Self:
+        """An instance for the incarnation of ``entry`` (what a worker runs)."""
         tracker = cls()
-        tracker.transaction_id = row["transaction_id"]
-        tracker.args = dict(row["args"])
-        tracker.task_id = row["task_id"]
-        tracker.token = row["epoch"]
+        tracker.transaction_id = entry.transaction_id
+        tracker.args = dict(entry.args)
+        tracker.task_id = entry.task_id
+        tracker.token = entry.epoch
         return tracker
 
     # -- what subclasses define ---------------------------------------------------------------------
@@ -140,8 +140,8 @@ class Tracker:
         Messages survive crashes, restarts and handoffs, and are handled in order, each once.
         Raises NotFound if no live tracker has that ID, StateNotSerializable if it is not JSON.
         """
-        cls._handles("cast")
-        client.current().send(cls._own_kind(), transaction_id, "cast", message)
+        cls._handles(MessageType.CAST)
+        client.current().send(cls._own_kind(), transaction_id, MessageType.CAST, message)
 
     @classmethod
     def call(cls, transaction_id: str, message: Any, timeout: float = 5.0) -> Any:
@@ -151,11 +151,11 @@ class Tracker:
         no reply comes within ``timeout`` seconds (the message is then withdrawn), TrackerCrashed if
         the tracker crashed handling it. A tracker calling itself gets an error at once.
         """
-        cls._handles("call")
+        cls._handles(MessageType.CALL)
         return client.current().call(cls._own_kind(), transaction_id, message, timeout)
 
     @classmethod
-    def _handles(cls, type_: str) -> None:
+    def _handles(cls, type_: MessageType) -> None:
         if getattr(cls, f"handle_{type_}") is getattr(Tracker, f"handle_{type_}"):
             raise TypeError(f"{cls.__name__} does not define handle_{type_}")
 

@@ -128,7 +128,7 @@ def test_a_tracker_revoked_from_flower_stops_as_shutdown_and_is_deregistered(
 
     wait_for(lambda: Counter.lookup(txid) is None, timeout=30, what="the revoked tracker to leave")
     last = registry.history(stack.settings(), "Counter", txid)[-1]
-    assert (last["event"], last["detail"]) == ("stopped", "shutdown")
+    assert (last.event, last.detail) == ("stopped", "shutdown")
 
     def ended() -> dict[str, Any] | None:
         info: dict[str, Any] = flower.request("GET", f"/api/task/info/{ref.task_id}")

@@ -69,12 +69,12 @@ def test_a_message_delivered_twice_runs_one_incarnation(cluster: Cluster, txid: 
     assert row is not None
     publish(row)  # the same message again: same task ID, same epoch
     publish(row)
-    wait_for(lambda: dropped(cluster, row["task_id"]) == 2, what="both duplicates to be dropped")
+    wait_for(lambda: dropped(cluster, row.task_id) == 2, what="both duplicates to be dropped")
     assert _running_events(stack, txid) == [1]
 
     Counter.stop(txid, reason="crash")
     wait_for(lambda: (r := Counter.lookup(txid)) is not None and r.status == "running" and r.epoch == 2)
     publish(row)  # a stale message of epoch 1, after the restart
-    wait_for(lambda: dropped(cluster, row["task_id"]) == 3, what="the stale message to be dropped")
+    wait_for(lambda: dropped(cluster, row.task_id) == 3, what="the stale message to be dropped")
     assert _running_events(stack, txid) == [1, 2]
     Counter.stop(txid)

@@ -173,6 +173,6 @@ def test_an_entry_claimed_for_a_live_worker_that_runs_nothing_is_handed_off(
     )
     assert ref.restarts == 0, "a hand-off, not a restart"
     wait_for(lambda: (Counter.get_state(txid) or {}).get("ticks", 0) >= 1, what="a tick")
-    events = [e["event"] for e in registry.history(settings, Counter.kind, txid)]
+    events = [e.event for e in registry.history(settings, Counter.kind, txid)]
     assert "handoff" in events
     Counter.stop(txid)

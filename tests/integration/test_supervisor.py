@@ -46,9 +46,9 @@ def test_supervisors_sweeping_at_once_restart_each_lost_tracker_exactly_once(
     published: list[tuple[str, int]] = []
     lock = threading.Lock()
 
-    def record(row: registry.Row) -> None:
+    def record(row: registry.Entry) -> None:
         with lock:
-            published.append((row["transaction_id"], row["epoch"]))
+            published.append((row.transaction_id, row.epoch))
 
     barrier = threading.Barrier(supervisors)
     errors: list[BaseException] = []
@@ -85,7 +85,7 @@ def _parked_entries(settings: tracking.Settings, count: int, wait: float) -> lis
             settings, Counter.kind, txid, 1, worker="parker@here", worker_id=worker_id, policy=Counter.policy
         )
         assert claimed is not None
-        assert registry.park(settings, row["id"], 1, {"ticks": 1}, wait)
+        assert registry.park(settings, row.id, 1, {"ticks": 1}, wait)
     return ids
 
 
@@ -103,7 +103,7 @@ def test_wakers_running_at_once_wake_each_due_parked_tracker_exactly_once(stack:
             barrier.wait(timeout=30)
             rows = registry.wake_due(settings, limit=1000)
             with lock:
-                woken.extend((r["transaction_id"], r["epoch"]) for r in rows)
+                woken.extend((r.transaction_id, r.epoch) for r in rows)
         except BaseException as exc:  # reported below
             errors.append(exc)
 
@@ -116,18 +116,18 @@ def test_wakers_running_at_once_wake_each_due_parked_tracker_exactly_once(stack:
     assert sorted(woken) == sorted((txid, 2) for txid in ids), "each woken once, under a new epoch"
     for txid in ids:
         row = registry.get(settings, Counter.kind, txid)
-        assert row is not None and row["status"] == "pending" and row["state"] == {"ticks": 1}
-        assert row["tick_at"] is not None, "the woken incarnation keeps the tick schedule"
+        assert row is not None and row.status == "pending" and row.state == {"ticks": 1}
+        assert row.tick_at is not None, "the woken incarnation keeps the tick schedule"
     for txid in not_due:
         row = registry.get(settings, Counter.kind, txid)
-        assert row is not None and row["status"] == "parked" and row["epoch"] == 1
+        assert row is not None and row.status == "parked" and row.epoch == 1
 
 
 def test_a_sweep_wakes_due_parked_trackers_when_no_worker_does(stack: Stack) -> None:
     settings = stack.settings()
     ids = _parked_entries(settings, 5, wait=0.0)
     published: list[str] = []
-    counts = supervisor.sweep(settings, lambda row: published.append(row["transaction_id"]), name="test-wake")
+    counts = supervisor.sweep(settings, lambda row: published.append(row.transaction_id), name="test-wake")
     assert counts["woken"] >= len(ids)
     assert set(ids) <= set(published)
 
@@ -141,15 +141,17 @@ def test_a_tracker_does_not_park_while_a_message_waits_and_a_superseded_one_cann
     txid = f"txn_mail_{uuid.uuid4().hex}"
     row, _ = registry.start(settings, Counter.kind, txid, {}, Counter.policy)
     registry.claim(settings, Counter.kind, txid, 1, worker="w", worker_id=worker_id, policy=Counter.policy)
-    message_id = registry.enqueue(settings, Counter.kind, txid, "cast", {"n": 1})
-    assert not registry.park(settings, row["id"], 1, {"ticks": 1}, 60.0)
-    assert registry.get(settings, Counter.kind, txid)["status"] == "running"  # type: ignore[index]
-    registry.handled(settings, row["id"], 1, message_id, {"ticks": 1, "n": 1})
+    message_id = registry.enqueue(settings, Counter.kind, txid, registry.MessageType.CAST, {"n": 1})
+    assert not registry.park(settings, row.id, 1, {"ticks": 1}, 60.0)
+    assert registry.get(settings, Counter.kind, txid).status == "running"  # type: ignore[union-attr]
+    registry.handled(settings, row.id, 1, message_id, {"ticks": 1, "n": 1})
     with pytest.raises(Fenced):
-        registry.park(settings, row["id"], 2, {"ticks": 99}, 60.0)
-    assert registry.park(settings, row["id"], 1, {"ticks": 2}, 60.0)
+        registry.park(settings, row.id, 2, {"ticks": 99}, 60.0)
+    assert registry.park(settings, row.id, 1, {"ticks": 2}, 60.0)
     parked = registry.get(settings, Counter.kind, txid)
-    assert parked is not None and parked["status"] == "parked" and parked["state"] == {"ticks": 2}
-    assert parked["worker_id"] is None
-    registry.enqueue(settings, Counter.kind, txid, "cast", {"n": 2})  # a message wakes it now
-    assert [r["transaction_id"] for r in registry.wake_due(settings)] == [txid]
+    assert parked is not None and parked.status == "parked" and parked.state == {"ticks": 2}
+    assert parked.worker_id is None
+    registry.enqueue(
+        settings, Counter.kind, txid, registry.MessageType.CAST, {"n": 2}
+    )  # a message wakes it now
+    assert [r.transaction_id for r in registry.wake_due(settings)] == [txid]

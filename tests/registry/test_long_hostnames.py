@@ -47,14 +47,14 @@ def test_a_worker_with_a_long_hostname_registers_claims_and_hands_off(
     row, created = registry.start(registry_settings, KIND, txid, {}, POLICY)
     assert created
     running = registry.claim(
-        registry_settings, KIND, txid, row["epoch"], worker=hostname, worker_id=worker_id, policy=POLICY
+        registry_settings, KIND, txid, row.epoch, worker=hostname, worker_id=worker_id, policy=POLICY
     )
     assert running is not None
-    assert (running["status"], running["worker"], running["worker_id"]) == ("running", hostname, worker_id)
+    assert (running.status, running.worker, running.worker_id) == ("running", hostname, worker_id)
 
     # a handoff records an event naming the worker's hostname
-    handed = registry.hand_off(registry_settings, [(running["id"], running["epoch"])], f"{hostname} leaving")
-    assert [r["status"] for r in handed] == ["pending"]
+    handed = registry.hand_off(registry_settings, [(running.id, running.epoch)], f"{hostname} leaving")
+    assert [r.status for r in handed] == ["pending"]
     registry.retire_worker(registry_settings, worker_id)
 
 
@@ -71,4 +71,4 @@ def test_a_supervisor_named_after_the_longest_hostname_records_its_sweep(registr
     # a supervisor's default name is f"{hostname}/{pid}"
     name = f"{'h' * 255}/{PID_MAX}"
     supervisor.sweep(registry_settings, lambda _row: None, name=name)
-    assert name in {s["name"] for s in registry.last_sweeps(registry_settings)}
+    assert name in {s.name for s in registry.last_sweeps(registry_settings)}

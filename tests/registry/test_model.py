@@ -350,16 +350,14 @@ class RegistryModel(RuleBasedStateMachine):
         if created != fresh:
             self.violation("model", f"{e.txid}: start created={created} {self._brief(e)}")
         if not fresh:
-            if (row["id"], row["epoch"]) != e.current():
-                self.violation(
-                    "model", f"{e.txid}: start returned {row['id']}/{row['epoch']} {self._brief(e)}"
-                )
+            if (row.id, row.epoch) != e.current():
+                self.violation("model", f"{e.txid}: start returned {row.id}/{row.epoch} {self._brief(e)}")
             self.expect(i, self.unchanged(e))
             return
-        if row["epoch"] <= e.max_epoch:
+        if row.epoch <= e.max_epoch:
             self.violation(
                 "token",
-                f"{e.txid}: started afresh under epoch {row['epoch']}, but the ID had epoch {e.max_epoch}",
+                f"{e.txid}: started afresh under epoch {row.epoch}, but the ID had epoch {e.max_epoch}",
             )
         self.expect(
             i, Want("model", "pending", epoch="new", new_life=e.status is None, due=False, state=None)
@@ -610,7 +608,7 @@ class RegistryModel(RuleBasedStateMachine):
             return
         rows = registry.hand_off(self.s, pairs, "worker shutting down")
         self.counts["handoffs"] += len(handed)
-        got = {r["transaction_id"] for r in rows}
+        got = {r.transaction_id for r in rows}
         for txid in got ^ set(handed):
             e = next(e for e in self.entries if e.txid == txid)
             why = "stop" if e.normal_stop else "fencing" if self.entries.index(e) in stale else "model"
@@ -629,7 +627,8 @@ class RegistryModel(RuleBasedStateMachine):
         e = self.entries[i]
         live = e.status not in (None, "dead")
         try:
-            message_id = registry.enqueue(self.s, KIND, e.txid, "call" if call else "cast", {"n": self.n})
+            type_ = registry.MessageType.CALL if call else registry.MessageType.CAST
+            message_id = registry.enqueue(self.s, KIND, e.txid, type_, {"n": self.n})
         except NotFound:
             if live:
                 self.violation("model", f"{e.txid}: enqueue raised NotFound {self._brief(e)}")
@@ -772,7 +771,7 @@ class RegistryModel(RuleBasedStateMachine):
             if lease.expired:
                 lease.alive = lease.expired = False
 
-        published: list[dict[str, Any]] = []
+        published: list[registry.Entry] = []
         errors: list[BaseException] = []
         barrier = threading.Barrier(supervisors)
 
@@ -794,7 +793,7 @@ class RegistryModel(RuleBasedStateMachine):
 
         rows = self._entries()
         for i, e in enumerate(self.entries):
-            got = [r["epoch"] for r in published if r["transaction_id"] == e.txid]
+            got = [r.epoch for r in published if r.transaction_id == e.txid]
             row = rows.get(e.txid)
             if i in publish:
                 now = (row["epoch"], row["status"]) if row is not None else None
@@ -906,7 +905,7 @@ class RegistryModel(RuleBasedStateMachine):
                 continue
             if e.status == "dead":  # its mail may be kept for inspection or dropped: nobody reads it
                 e.queue = [m for m in e.queue if m in queued.get(e.txid, [])]
-            found = [m["id"] for m in registry.mailbox(self.s, KIND, e.txid, after=after)]
+            found = [m.id for m in registry.mailbox(self.s, KIND, e.txid, after=after)]
             if found != e.queue:
                 self.violation("mailbox", f"{e.txid}: mailbox after {after}: {found}, expected {e.queue}")
                 e.queue = found

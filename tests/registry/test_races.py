@@ -32,6 +32,7 @@ from tests.registry.test_transitions import (
 )
 from tracking import registry
 from tracking.exceptions import Fenced
+from tracking.models import Entry
 from tracking.policy import Action, Decision
 from tracking.registry import rows
 from tracking.registry.transitions import live_lease
@@ -81,13 +82,13 @@ def new_txid() -> str:
 def assert_not_stranded(settings: Settings, txid: str) -> None:
     """A running entry's worker holds a live lease, by the database clock."""
     row = entry(settings, txid)
-    if row is not None and row["status"] == "running":
+    if row is not None and row.status == "running":
         with registry.engine(settings).connect() as conn:
-            live = conn.execute(sa.select(live_lease(row["worker_id"], settings))).scalar_one()
-        assert live, f"{txid} is running under {row['worker_id']}, which has no live lease: stranded"
+            live = conn.execute(sa.select(live_lease(row.worker_id, settings))).scalar_one()
+        assert live, f"{txid} is running under {row.worker_id}, which has no live lease: stranded"
 
 
-def expire_and_sweep(settings: Settings, worker_id: str) -> list[dict[str, Any]]:
+def expire_and_sweep(settings: Settings, worker_id: str) -> list[Entry]:
     expire_lease(settings, worker_id)
     return sweep(settings)
 
@@ -113,14 +114,14 @@ def test_a_claim_by_a_worker_without_a_live_lease_racing_a_sweep_is_refused(
             delete_worker_row(settings, worker_id)
 
         claimed, published = race(
-            partial(claim, settings, txid, row["epoch"], worker_id), partial(sweep, settings)
+            partial(claim, settings, txid, row.epoch, worker_id), partial(sweep, settings)
         )
 
         assert ok(claimed) is None
-        assert txid not in {r["transaction_id"] for r in ok(published)}
+        assert txid not in {r.transaction_id for r in ok(published)}
         sweep(settings)
         after = entry(settings, txid)
-        assert after is not None and (after["status"], after["epoch"]) == ("pending", row["epoch"])
+        assert after is not None and (after.status, after.epoch) == ("pending", row.epoch)
 
 
 def test_a_claim_racing_the_expiry_of_its_lease_and_a_sweep_leaves_nothing_stranded(
@@ -137,19 +138,19 @@ def test_a_claim_racing_the_expiry_of_its_lease_and_a_sweep_leaves_nothing_stran
         worker_id = new_worker(settings)
 
         claimed, published = race(
-            partial(claim, settings, txid, row["epoch"], worker_id),
+            partial(claim, settings, txid, row.epoch, worker_id),
             partial(expire_and_sweep, settings, worker_id),
         )
 
         won = ok(claimed) is not None
-        mine = [r for r in ok(published) if r["transaction_id"] == txid]
-        assert all(r["epoch"] == row["epoch"] + 1 for r in mine)  # only a rescue publishes it
-        published_again = [r for r in sweep(settings) if r["transaction_id"] == txid]
+        mine = [r for r in ok(published) if r.transaction_id == txid]
+        assert all(r.epoch == row.epoch + 1 for r in mine)  # only a rescue publishes it
+        published_again = [r for r in sweep(settings) if r.transaction_id == txid]
         assert len(mine) + len(published_again) == (1 if won else 0), "rescued twice, or never"
         assert_not_stranded(settings, txid)
         after = entry(settings, txid)
-        assert after is not None and after["status"] == "pending"
-        assert after["epoch"] == row["epoch"] + (1 if won else 0) and after["restarts"] == (1 if won else 0)
+        assert after is not None and after.status == "pending"
+        assert after.epoch == row.epoch + (1 if won else 0) and after.restarts == (1 if won else 0)
 
 
 def test_a_claim_that_commits_after_a_whole_sweep_declared_its_worker_lost_is_rescued(
@@ -164,13 +165,13 @@ def test_a_claim_that_commits_after_a_whole_sweep_declared_its_worker_lost_is_re
     gate = threading.Barrier(2)
     real_event = rows._event
 
-    def event_held_open(conn: sa.Connection, row: dict[str, Any], event: str, *args: Any, **kw: Any) -> None:
+    def event_held_open(conn: sa.Connection, row: Entry, event: str, *args: Any, **kw: Any) -> None:
         if event == "running":  # inside the claim's transaction, after its update
             gate.wait(timeout=60)  # the claim has passed its lease check: sweep now
             gate.wait(timeout=60)  # the sweep is over: commit
         real_event(conn, row, event, *args, **kw)
 
-    def expire_and_sweep_between(worker_id: str) -> list[dict[str, Any]]:
+    def expire_and_sweep_between(worker_id: str) -> list[Entry]:
         gate.wait(timeout=60)
         try:
             return expire_and_sweep(settings, worker_id)
@@ -184,12 +185,12 @@ def test_a_claim_that_commits_after_a_whole_sweep_declared_its_worker_lost_is_re
         worker_id = new_worker(settings)
 
         claimed, published = race(
-            partial(claim, settings, txid, row["epoch"], worker_id),
+            partial(claim, settings, txid, row.epoch, worker_id),
             partial(expire_and_sweep_between, worker_id),
         )
 
-        assert ok(claimed) is not None and txid not in {r["transaction_id"] for r in ok(published)}
-        assert [r["epoch"] for r in sweep(settings) if r["transaction_id"] == txid] == [row["epoch"] + 1]
+        assert ok(claimed) is not None and txid not in {r.transaction_id for r in ok(published)}
+        assert [r.epoch for r in sweep(settings) if r.transaction_id == txid] == [row.epoch + 1]
         assert_not_stranded(settings, txid)
 
 
@@ -216,8 +217,8 @@ def test_a_normal_stop_racing_the_incarnations_exit_always_wins(
             partial(
                 registry.exit_abnormally,
                 settings,
-                running["id"],
-                running["epoch"],
+                running.id,
+                running.epoch,
                 event,
                 detail,
                 normal=normal,
@@ -231,9 +232,9 @@ def test_a_normal_stop_racing_the_incarnations_exit_always_wins(
         else:  # the exit first: the stop removes its restart
             assert (outcome, decision.action) == ("removed", Action.RESTART)
         assert entry(settings, txid) is None
-        assert txid not in {r["transaction_id"] for r in sweep(settings)}
+        assert txid not in {r.transaction_id for r in sweep(settings)}
         assert entry(settings, txid) is None
-        assert claim(settings, txid, running["epoch"] + 1, worker_id, policy) is None
+        assert claim(settings, txid, running.epoch + 1, worker_id, policy) is None
 
 
 # -- handoff vs tick ---------------------------------------------------------------------------------
@@ -251,11 +252,11 @@ def test_a_checkpoint_racing_a_handoff_is_either_carried_over_or_refused(
     for _ in range(ROUNDS):
         txid = new_txid()
         running, _ = started_and_claimed(settings, txid)
-        registry.checkpoint(settings, running["id"], running["epoch"], before)
+        registry.checkpoint(settings, running.id, running.epoch, before)
 
         checkpointed, handed = race(
-            partial(registry.checkpoint, settings, running["id"], running["epoch"], tick),
-            partial(registry.hand_off, settings, [(running["id"], running["epoch"])], "shutting down"),
+            partial(registry.checkpoint, settings, running.id, running.epoch, tick),
+            partial(registry.hand_off, settings, [(running.id, running.epoch)], "shutting down"),
         )
 
         if isinstance(checkpointed, Fenced):
@@ -264,11 +265,11 @@ def test_a_checkpoint_racing_a_handoff_is_either_carried_over_or_refused(
             assert ok(checkpointed) is None
             expected = tick
         rows = ok(handed)
-        assert [(r["status"], r["epoch"]) for r in rows] == [("pending", running["epoch"] + 1)]
-        assert rows[0]["state"] == expected, "the successor does not start from the last checkpoint"
+        assert [(r.status, r.epoch) for r in rows] == [("pending", running.epoch + 1)]
+        assert rows[0].state == expected, "the successor does not start from the last checkpoint"
         after = entry(settings, txid)
-        assert after is not None and (after["status"], after["epoch"]) == ("pending", running["epoch"] + 1)
-        assert after["state"] == expected
+        assert after is not None and (after.status, after.epoch) == ("pending", running.epoch + 1)
+        assert after.state == expected
 
 
 # -- a message delivered twice -----------------------------------------------------------------------
@@ -287,15 +288,15 @@ def test_two_claims_of_the_same_epoch_by_two_live_workers_exactly_one_wins(
         first, second = new_worker(settings), new_worker(settings)
 
         one, other = race(
-            partial(claim, settings, txid, row["epoch"], first),
-            partial(claim, settings, txid, row["epoch"], second),
+            partial(claim, settings, txid, row.epoch, first),
+            partial(claim, settings, txid, row.epoch, second),
         )
 
         winners = [w for w, got in ((first, ok(one)), (second, ok(other))) if got is not None]
         assert len(winners) == 1, f"{len(winners)} claims of one epoch succeeded"
         after = entry(settings, txid)
         assert after is not None
-        assert (after["status"], after["epoch"], after["worker_id"]) == ("running", row["epoch"], winners[0])
-        running = [e for e in registry.history(settings, KIND, txid) if e["event"] == "running"]
+        assert (after.status, after.epoch, after.worker_id) == ("running", row.epoch, winners[0])
+        running = [e for e in registry.history(settings, KIND, txid) if e.event == "running"]
         assert len(running) == 1
         assert_not_stranded(settings, txid)

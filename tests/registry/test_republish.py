@@ -7,7 +7,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from tracking import registry, supervisor
-from tracking.models import events, trackers
+from tracking.models import Entry, aware, events, trackers
 from tracking.policy import RestartPolicy
 from tracking.registry.transitions import REPUBLISH_STEADY
 from tracking.settings import Settings
@@ -26,7 +26,7 @@ def _wait_and_events(settings: Settings) -> tuple[float, int]:
         recorded = conn.execute(
             sa.select(sa.func.count()).select_from(events).where(events.c.event == "republished")
         ).scalar_one()
-    wait = (registry.core._aware(due) - registry.core._aware(now)).total_seconds()  # type: ignore[operator]
+    wait = (aware(due) - aware(now)).total_seconds()  # type: ignore[operator]
     return wait, int(recorded)
 
 
@@ -35,7 +35,7 @@ def test_an_unclaimed_entry_is_published_again_less_and_less_often_with_one_even
 ) -> None:
     settings = registry_settings
     registry.start(settings, "K", "t-unclaimed", {}, RestartPolicy())
-    published: list[registry.Row] = []
+    published: list[Entry] = []
     grace = settings.start_grace_seconds
     waits = []
     steady = REPUBLISH_STEADY
@@ -46,14 +46,14 @@ def test_an_unclaimed_entry_is_published_again_less_and_less_often_with_one_even
         waits.append(round(wait / grace))
         assert recorded == 1
     assert waits == [1] * steady + [2, 4, 8, 16, 32, 32, 32]
-    assert len(published) == steady + 7 and len({r["epoch"] for r in published}) == 1
+    assert len(published) == steady + 7 and len({r.epoch for r in published}) == 1
 
 
 def test_a_publish_that_failed_does_not_lengthen_the_wait(registry_settings: Settings) -> None:
     settings = registry_settings
     registry.start(settings, "K", "t-broker-down", {}, RestartPolicy())
 
-    def broker_down(_row: registry.Row) -> None:
+    def broker_down(_row: Entry) -> None:
         raise ConnectionError("broker unreachable")
 
     for _ in range(3):

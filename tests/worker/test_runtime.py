@@ -19,7 +19,7 @@ from tracking.settings import Settings
 from tracking.worker import Incarnation, Interrupt, WorkerProcess
 
 
-class Published(list[registry.Row]):
+class Published(list[client.Publishable]):
     """The rows a runtime published, in order."""
 
 
@@ -96,7 +96,7 @@ def rt(tmp_path: Path, published: Published) -> Iterator[WorkerProcess]:
         registry.dispose(settings)
 
 
-def _start(rt: WorkerProcess, cls: type[tracking.Tracker], txid: str) -> registry.Row:
+def _start(rt: WorkerProcess, cls: type[tracking.Tracker], txid: str) -> registry.Entry:
     row, created = registry.start(rt.settings, cls.kind, txid, {}, cls.policy)
     assert created
     return row
@@ -104,7 +104,7 @@ def _start(rt: WorkerProcess, cls: type[tracking.Tracker], txid: str) -> registr
 
 def test_an_incarnation_leaves_no_current_tracker_on_its_worker_thread(rt: WorkerProcess) -> None:
     row = _start(rt, FinishesAtOnce, "t-current")
-    assert worker.run(FinishesAtOnce, "t-current", row["epoch"], row["task_id"], rt) == "done"
+    assert worker.run(FinishesAtOnce, "t-current", row.epoch, row.task_id, rt) == "done"
     # A plain task that runs next on this thread and calls the tracker must not be told it
     # "called itself".
     assert client.running_here.get() is None
@@ -114,19 +114,19 @@ def test_a_backoff_restart_holds_no_thread_and_the_waker_restarts_it_when_due(
     rt: WorkerProcess, published: Published
 ) -> None:
     row = _start(rt, LeaksAPassword, "t-backoff")
-    assert worker.run(LeaksAPassword, "t-backoff", row["epoch"], row["task_id"], rt) == "crashed: restart"
+    assert worker.run(LeaksAPassword, "t-backoff", row.epoch, row.task_id, rt) == "crashed: restart"
     first = published[-1]  # the first restart is immediate
-    assert worker.run(LeaksAPassword, "t-backoff", first["epoch"], first["task_id"], rt) == "crashed: restart"
+    assert worker.run(LeaksAPassword, "t-backoff", first.epoch, first.task_id, rt) == "crashed: restart"
     entry = registry.get(rt.settings, LeaksAPassword.kind, "t-backoff")
-    assert entry is not None and entry["status"] == "failed"
+    assert entry is not None and entry.status == "failed"
     assert not [t for t in threading.enumerate() if isinstance(t, threading.Timer)]
     wait_for(
-        lambda: len(published) == 2 and published[-1]["epoch"] == entry["epoch"],
+        lambda: len(published) == 2 and published[-1].epoch == entry.epoch,
         timeout=10,
         what="the waker to restart the failed tracker once its backoff is over",
     )
     restarted = registry.get(rt.settings, LeaksAPassword.kind, "t-backoff")
-    assert restarted is not None and restarted["status"] == "pending"
+    assert restarted is not None and restarted.status == "pending"
 
 
 def test_a_crash_is_logged_with_the_password_masked(
@@ -134,12 +134,12 @@ def test_a_crash_is_logged_with_the_password_masked(
 ) -> None:
     row = _start(rt, LeaksAPassword, "t-mask")
     with caplog.at_level(logging.ERROR, logger="tracking.runtime"):
-        worker.run(LeaksAPassword, "t-mask", row["epoch"], row["task_id"], rt)
+        worker.run(LeaksAPassword, "t-mask", row.epoch, row.task_id, rt)
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "crashed" in logged and "app:***@127.0.0.1" in logged
     assert "s3cr" not in logged and "tpass" not in logged
     stored = registry.get(rt.settings, LeaksAPassword.kind, "t-mask")
-    assert stored is not None and "s3cr" not in (stored["last_error"] or "")
+    assert stored is not None and "s3cr" not in (stored.last_error or "")
 
 
 def test_a_warm_shutdown_lets_the_tick_in_progress_end_and_keeps_its_checkpoint(
@@ -150,16 +150,14 @@ def test_a_warm_shutdown_lets_the_tick_in_progress_end_and_keeps_its_checkpoint(
     row = _start(rt, WaitsForTheGate, "t-handoff")
     outcome: list[str] = []
     thread = threading.Thread(
-        target=lambda: outcome.append(
-            worker.run(WaitsForTheGate, "t-handoff", row["epoch"], row["task_id"], rt)
-        )
+        target=lambda: outcome.append(worker.run(WaitsForTheGate, "t-handoff", row.epoch, row.task_id, rt))
     )
     thread.start()
     assert TICKING.wait(10), "the tick never started"
     rt.begin_shutdown()
     wait_for(lambda: rt.control.handed_off, timeout=10, what="the runtime to act on the shutdown")
     during = registry.get(rt.settings, WaitsForTheGate.kind, "t-handoff")
-    assert during is not None and (during["status"], during["epoch"]) == ("running", row["epoch"]), (
+    assert during is not None and (during.status, during.epoch) == ("running", row.epoch), (
         "handed off while its tick was still running"
     )
     assert published == []
@@ -167,9 +165,9 @@ def test_a_warm_shutdown_lets_the_tick_in_progress_end_and_keeps_its_checkpoint(
     thread.join(10)
     assert outcome == ["handed off"]
     after = registry.get(rt.settings, WaitsForTheGate.kind, "t-handoff")
-    assert after is not None and after["status"] == "pending" and after["epoch"] == row["epoch"] + 1
-    assert after["state"] == {"ticks": 1}, "the interrupted tick's checkpoint was lost"
-    assert [r["epoch"] for r in published] == [row["epoch"] + 1]
+    assert after is not None and after.status == "pending" and after.epoch == row.epoch + 1
+    assert after.state == {"ticks": 1}, "the interrupted tick's checkpoint was lost"
+    assert [r.epoch for r in published] == [row.epoch + 1]
 
 
 def test_a_warm_shutdown_leaves_an_incarnation_asked_to_stop_to_stop() -> None:

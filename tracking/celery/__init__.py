@@ -20,7 +20,7 @@ from typing import Any
 from celery import Celery
 
 from tracking import client as clients
-from tracking import embedded, registry, tracker
+from tracking import embedded, tracker
 from tracking.celery import process, state, tasks
 from tracking.celery.config import (
     default_conf,
@@ -30,7 +30,7 @@ from tracking.celery.config import (
     settings_for,
 )
 from tracking.celery.tasks import task_name
-from tracking.client import Client
+from tracking.client import Client, Publishable
 from tracking.settings import Settings
 
 embedded.register()
@@ -75,15 +75,15 @@ def install(app: Celery, settings: Settings | None = None) -> Celery:
 
 
 def publish_with(app: Celery, settings: Settings) -> clients.Publish:
-    """A publisher: sends the message that starts incarnation ``row["epoch"]`` with ``app``."""
+    """A publisher: sends the message that starts incarnation ``row.epoch`` with ``app``."""
     queue = {"queue": settings.queue} if settings.queue else {}
 
-    def publish(row: registry.Row) -> None:
+    def publish(row: Publishable) -> None:
         app.send_task(
-            task_name(row["kind"]),
-            args=[row["transaction_id"]],
-            kwargs={"epoch": row["epoch"]},
-            task_id=row["task_id"],
+            task_name(row.kind),
+            args=[row.transaction_id],
+            kwargs={"epoch": row.epoch},
+            task_id=row.task_id,
             serializer="json",
             retry=True,
             retry_policy=RETRY_POLICY,
@@ -122,8 +122,8 @@ def current_settings() -> Settings:
     return clients.current().settings
 
 
-def publish(row: registry.Row) -> None:
-    """Publish ``row`` with the current client."""
+def publish(row: Publishable) -> None:
+    """Publish the message that starts incarnation ``row.epoch`` with the current client."""
     clients.current().publish(row)
 
 

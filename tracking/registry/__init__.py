@@ -6,13 +6,18 @@ holds; the callers never see ``sqlalchemy.exc``: driver errors become
 :class:`~tracking.exceptions.RegistryUnavailable`, and a lost token becomes
 :class:`~tracking.exceptions.Fenced`.
 
-Times are always the database's clock (``db_now``), never a process's.
+What crosses the registry's boundary is typed and frozen (:mod:`tracking.models`): an entry is an
+:class:`~tracking.models.Entry`, its history :class:`~tracking.models.Event` rows, its mailbox
+:class:`~tracking.models.Message` rows, a call's answer a :class:`~tracking.models.Reply`, a
+supervisor's last sweep a :class:`~tracking.models.Sweep`; statuses are enums
+(:class:`~tracking.models.Status`). Times are always the database's clock (``db_now``), never a
+process's.
 
 On SQLite every write transaction starts with ``BEGIN IMMEDIATE`` (a deferred transaction that
 upgrades to a write can fail with ``SQLITE_BUSY`` despite ``busy_timeout``), in WAL mode.
 
 ``core``          engines, transactions, driver errors translated, the database clock, migrations
-``rows``          the statements and row helpers below every operation: an entry with its lease,
+``rows``          the statements and helpers below every operation: an entry read with its lease,
                   events, wake-ups
 ``transitions``   the life of an entry as one table of transitions, and the exits it plans
 ``entries``       start, get, select, count, history
@@ -24,7 +29,8 @@ upgrades to a write can fail with ``SQLITE_BUSY`` despite ``busy_timeout``), in 
 ``metrics``       counts from the events table (Prometheus, benchmarks)
 """
 
-from tracking.registry.core import Row, create_engine, db_now, dispose, engine, migrate
+from tracking.models import Entry, Event, Message, MessageStatus, MessageType, Reply, Status, Sweep
+from tracking.registry.core import create_engine, db_now, dispose, engine, migrate
 from tracking.registry.entries import count, entries_of, get, history, select, start
 from tracking.registry.incarnations import (
     checkpoint,
@@ -66,12 +72,17 @@ from tracking.registry.supervision import (
     take_due,
     wake_due,
 )
-from tracking.registry.transitions import Status
 
 __all__ = [
-    "Row",
-    "Status",
     "WAKE_CHANNEL",
+    "Entry",
+    "Event",
+    "Message",
+    "MessageStatus",
+    "MessageType",
+    "Reply",
+    "Status",
+    "Sweep",
     "census",
     "checkpoint",
     "claim",

@@ -8,7 +8,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -21,7 +21,6 @@ from tracking.redact import redact_url
 from tracking.settings import Settings
 
 log = logging.getLogger("tracking.registry")
-Row = dict[str, Any]
 T = TypeVar("T")
 
 
@@ -64,14 +63,6 @@ def _greatest_pg(element: greatest, compiler: Any, **kw: Any) -> str:
 @compiles(greatest, "sqlite")
 def _greatest_sqlite(element: greatest, compiler: Any, **kw: Any) -> str:
     return f"max({compiler.process(element.clauses, **kw)})"
-
-
-def _aware(value: datetime | str | None) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 # -- engines -------------------------------------------------------------------------------------

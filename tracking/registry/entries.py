@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import sqlalchemy as sa
 
 from tracking.exceptions import Fenced
-from tracking.models import events, trackers
+from tracking.models import Entry, Event, Status, events, trackers
 from tracking.policy import RestartPolicy
-from tracking.registry.core import Row, _aware, _read, _write, db_now, greatest
-from tracking.registry.rows import _event, _forget_mail, _insert, _one, _row, _rows, _tracker_with_lease
-from tracking.registry.transitions import Op, Status, first_epoch, fresh_incarnation, guard, new_task_id
+from tracking.registry.core import _read, _write, db_now, greatest
+from tracking.registry.rows import _entries, _event, _forget_mail, _insert, _one, _tracker_with_lease
+from tracking.registry.transitions import Op, first_epoch, fresh_incarnation, guard, new_task_id
 from tracking.settings import Settings
 
 # -- start, lookup, list -------------------------------------------------------------------------
@@ -19,7 +20,7 @@ from tracking.settings import Settings
 
 def start(
     settings: Settings, kind: str, transaction_id: str, args: dict[str, Any], policy: RestartPolicy
-) -> tuple[Row, bool]:
+) -> tuple[Entry, bool]:
     """Register a tracker, or return the one registered. ``(row, created)``.
 
     Atomicity: one transaction. The insert relies on the unique (kind, transaction_id) key: two
@@ -53,32 +54,32 @@ def start(
             if row is not None:
                 break
             # The entry it conflicted with left between the two statements: insert again.
-        if row["status"] != Status.DEAD:
+        if row.status is not Status.DEAD:
             return row, False
         return _started_afresh(settings, conn, row, key, args, policy), True
 
 
-def _created(conn: sa.Connection, inserted: sa.RowMapping, kind: str, transaction_id: str) -> Row:
+def _created(conn: sa.Connection, inserted: sa.RowMapping, kind: str, transaction_id: str) -> Entry:
     """The row ``start`` just inserted, its start recorded as an event."""
-    created: Row = {**_row(inserted), "heartbeat_at": None}
+    created = Entry.from_mapping(inserted)
     if conn.dialect.name == "postgresql":
         # The insert may have waited for an earlier life's exit to commit, while its
         # epoch was computed before: computed again now, that exit in sight, in the
         # statement that records the start (SQLite's write lock excludes the race).
-        created["epoch"] = conn.execute(_record_start(created["id"], kind, transaction_id)).scalar_one()
-    else:
-        _event(conn, created, "started")
+        epoch = conn.execute(_record_start(created.id, kind, transaction_id)).scalar_one()
+        return dataclasses.replace(created, epoch=epoch)
+    _event(conn, created, "started")
     return created
 
 
 def _started_afresh(
     settings: Settings,
     conn: sa.Connection,
-    row: Row,
+    row: Entry,
     key: tuple[Any, ...],
     args: dict[str, Any],
     policy: RestartPolicy,
-) -> Row:
+) -> Entry:
     """Start a ``dead`` entry, read under a lock in this transaction, as a new life."""
     fresh = {
         **fresh_incarnation(settings),
@@ -94,7 +95,7 @@ def _started_afresh(
     }
     result = conn.execute(
         trackers.update()
-        .where(trackers.c.id == row["id"], trackers.c.epoch == row["epoch"], *guard(Op.START))
+        .where(trackers.c.id == row.id, trackers.c.epoch == row.epoch, *guard(Op.START))
         .values(fresh)
     )
     if result.rowcount != 1:  # pragma: no cover - the write lock makes this unreachable
@@ -127,13 +128,13 @@ _GET = _tracker_with_lease.where(
 )
 
 
-def get(settings: Settings, kind: str, transaction_id: str) -> Row | None:
+def get(settings: Settings, kind: str, transaction_id: str) -> Entry | None:
     """The registry entry for (kind, transaction_id), whatever its status, or None."""
     params = {"kind": kind, "transaction_id": transaction_id}
 
-    def query(conn: sa.Connection) -> Row | None:
+    def query(conn: sa.Connection) -> Entry | None:
         found = conn.execute(_GET, params).mappings().first()
-        return _row(found) if found is not None else None
+        return Entry.from_mapping(found) if found is not None else None
 
     return _read(settings, query)
 
@@ -141,33 +142,34 @@ def get(settings: Settings, kind: str, transaction_id: str) -> Row | None:
 def select(
     settings: Settings,
     kind: str | None = None,
-    status: str | None = None,
+    status: Status | str | None = None,
     worker: str | None = None,
     limit: int | None = None,
-) -> list[Row]:
-    """Registry entries, oldest first, narrowed by kind, status and worker hostname."""
+) -> list[Entry]:
+    """Registry entries, oldest first, narrowed by kind, status (a :class:`Status` or its value)
+    and worker hostname."""
     stmt = _tracker_with_lease.order_by(trackers.c.id)
     if kind is not None:
         stmt = stmt.where(trackers.c.kind == kind)
     if status is not None:
-        stmt = stmt.where(trackers.c.status == status)
+        stmt = stmt.where(trackers.c.status == Status(status).value)
     if worker is not None:
         stmt = stmt.where(trackers.c.worker == worker)
     if limit is not None:
         stmt = stmt.limit(limit)
-    return _read(settings, lambda conn: _rows(conn, stmt))
+    return _read(settings, lambda conn: _entries(conn, stmt))
 
 
-def count(settings: Settings, kind: str | None = None, status: str | None = None) -> int:
+def count(settings: Settings, kind: str | None = None, status: Status | str | None = None) -> int:
     stmt = sa.select(sa.func.count()).select_from(trackers)
     if kind is not None:
         stmt = stmt.where(trackers.c.kind == kind)
     if status is not None:
-        stmt = stmt.where(trackers.c.status == status)
+        stmt = stmt.where(trackers.c.status == Status(status).value)
     return _read(settings, lambda conn: int(conn.execute(stmt).scalar_one()))
 
 
-def history(settings: Settings, kind: str, transaction_id: str, limit: int = 20) -> list[Row]:
+def history(settings: Settings, kind: str, transaction_id: str, limit: int = 20) -> list[Event]:
     """The most recent events of a tracker, newest last."""
     stmt = (
         sa.select(events)
@@ -175,17 +177,15 @@ def history(settings: Settings, kind: str, transaction_id: str, limit: int = 20)
         .order_by(events.c.id.desc())
         .limit(limit)
     )
-    rows = _read(settings, lambda conn: _rows(conn, stmt))
-    for row in rows:
-        row["at"] = _aware(row["at"])
+    rows = _read(settings, lambda conn: [Event.from_mapping(m) for m in conn.execute(stmt).mappings()])
     return rows[::-1]
 
 
-def entries_of(settings: Settings, transaction_id: str) -> list[Row]:
+def entries_of(settings: Settings, transaction_id: str) -> list[Entry]:
     """Every kind's entry for a transaction ID (``tracking explain`` without ``--kind``).
 
     The unique key leads with the kind, so this reads the whole registry on databases that cannot
     skip-scan an index: an operator's query, not one for hot paths (pass the kind there).
     """
     stmt = _tracker_with_lease.where(trackers.c.transaction_id == transaction_id).order_by(trackers.c.kind)
-    return _read(settings, lambda conn: _rows(conn, stmt))
+    return _read(settings, lambda conn: _entries(conn, stmt))

@@ -13,15 +13,15 @@ from typing import Any
 import sqlalchemy as sa
 
 from tracking.exceptions import Fenced
-from tracking.models import trackers
+from tracking.models import Entry, Status, trackers
 from tracking.policy import Action
-from tracking.registry.core import Row, db_now
-from tracking.registry.rows import _event, _events, _forget_mail, _rows_by_id
-from tracking.registry.transitions import Exit, Status, fresh_incarnation, new_task_id
+from tracking.registry.core import db_now
+from tracking.registry.rows import _entries_by_id, _event, _events, _forget_mail
+from tracking.registry.transitions import Exit, fresh_incarnation, new_task_id
 from tracking.settings import Settings
 
 
-def apply_exits(settings: Settings, conn: sa.Connection, exits: Sequence[Exit]) -> list[Row | None]:
+def apply_exits(settings: Settings, conn: sa.Connection, exits: Sequence[Exit]) -> list[Entry | None]:
     """Write planned exits, in a few statements whatever their number; returns each new row (a
     restart) or None (deregistered, dead).
 
@@ -68,26 +68,26 @@ def apply_exits(settings: Settings, conn: sa.Connection, exits: Sequence[Exit]) 
         )
     if written != len(exits):
         raise Fenced("an entry changed while its exit was being recorded")
-    new = {r["id"]: r for r in _rows_by_id(conn, [ex.row["id"] for ex in restarts])}
+    new = {r.id: r for r in _entries_by_id(conn, [ex.row.id for ex in restarts])}
     for ex in restarts:
         delay = ex.decision.delay
         recorded.append(
             (
-                new[ex.row["id"]],
+                new[ex.row.id],
                 "restarting" if delay == 0 else "backoff",
                 None if delay == 0 else f"restart in {delay:g} s",
             )
         )
     _events(conn, recorded)
-    return [new.get(ex.row["id"]) for ex in exits]
+    return [new.get(ex.row.id) for ex in exits]
 
 
-def _as_read(row: Row) -> tuple[Any, ...]:
-    return (trackers.c.id == row["id"], trackers.c.epoch == row["epoch"], trackers.c.status == row["status"])
+def _as_read(row: Entry) -> tuple[Any, ...]:
+    return (trackers.c.id == row.id, trackers.c.epoch == row.epoch, trackers.c.status == row.status.value)
 
 
-def _read_params(row: Row) -> dict[str, Any]:
-    return {"b_id": row["id"], "b_epoch": row["epoch"], "b_status": row["status"]}
+def _read_params(row: Entry) -> dict[str, Any]:
+    return {"b_id": row.id, "b_epoch": row.epoch, "b_status": row.status.value}
 
 
 def _update_each(conn: sa.Connection, shared: dict[str, Any], each: list[dict[str, Any]]) -> int:
@@ -108,7 +108,7 @@ def _update_each(conn: sa.Connection, shared: dict[str, Any], each: list[dict[st
     return result.rowcount
 
 
-def _deregister(conn: sa.Connection, row: Row, event: str, detail: str | None) -> None:
+def _deregister(conn: sa.Connection, row: Entry, event: str, detail: str | None) -> None:
     """Delete an entry read under a lock in this transaction, its mail, and record why."""
     if conn.execute(trackers.delete().where(*_as_read(row))).rowcount != 1:
         raise Fenced("the entry changed while it was being deregistered")

@@ -12,25 +12,23 @@ from typing import Any
 import sqlalchemy as sa
 
 from tracking.exceptions import Fenced, NotFound
-from tracking.models import trackers
+from tracking.models import Entry, Status, trackers
 from tracking.policy import Action, Decision, RestartPolicy
-from tracking.registry.core import Row, _write, db_now
+from tracking.registry.core import _write, db_now
 from tracking.registry.exits import _deregister, apply_exits
 from tracking.registry.rows import (
+    _entries,
+    _entries_by_id,
     _event,
     _events,
     _now,
     _one,
-    _row,
-    _rows,
-    _rows_by_id,
     _tracker_with_lease,
     _wake,
 )
 from tracking.registry.transitions import (
     WINNING_STOPS,
     Op,
-    Status,
     fresh_incarnation,
     guard,
     new_task_id,
@@ -52,7 +50,7 @@ def claim(
     worker: str,
     worker_id: str,
     policy: RestartPolicy,
-) -> Row | None:
+) -> Entry | None:
     """Take a pending entry for the incarnation ``epoch``; None if it is not ours to run.
 
     The row comes back with ``db_now``, the database's time of the claim (a woken tracker's next
@@ -84,9 +82,8 @@ def claim(
         )
         if found is None:
             return None
-        row = _row(found)
-        row["heartbeat_at"] = None
-        if row["tick_at"] is None:
+        row = Entry.from_mapping(found)
+        if row.tick_at is None:
             _event(conn, row, "running")
         return row
 
@@ -143,7 +140,7 @@ def exit_normally(settings: Settings, row_id: int, epoch: int, event: str, detai
 
 def exit_abnormally(
     settings: Settings, row_id: int, epoch: int, event: str, detail: str | None, *, normal: bool = False
-) -> tuple[Decision, Row | None]:
+) -> tuple[Decision, Entry | None]:
     """Apply the restart policy to incarnation ``epoch``'s exit; returns the decision and new row.
 
     ``normal`` is a ``Done`` of a permanent tracker. A winning stop recorded meanwhile deregisters
@@ -158,7 +155,7 @@ def exit_abnormally(
         return plan.decision, apply_exits(settings, conn, [plan])[0]
 
 
-def hand_off(settings: Settings, incarnations: Sequence[tuple[int, int]], reason: str) -> list[Row]:
+def hand_off(settings: Settings, incarnations: Sequence[tuple[int, int]], reason: str) -> list[Entry]:
     """Give entries back as pending, each under a new epoch: a handoff, not a crash.
 
     ``incarnations`` are ``(row id, epoch)`` pairs; an entry no longer held by that epoch is left
@@ -171,23 +168,23 @@ def hand_off(settings: Settings, incarnations: Sequence[tuple[int, int]], reason
         return []
     wanted = dict(incarnations)
     with _write(settings) as conn:
-        owned: list[Row] = []
+        owned: list[Entry] = []
         ids = list(wanted)
         for start in range(0, len(ids), 1000):
             chunk = ids[start : start + 1000]
             stmt = _tracker_with_lease.where(trackers.c.id.in_(chunk), trackers.c.status == Status.RUNNING)
-            owned += _rows(conn, stmt.with_for_update(of=trackers))
-        owned = [r for r in owned if wanted[r["id"]] == r["epoch"]]
+            owned += _entries(conn, stmt.with_for_update(of=trackers))
+        owned = [r for r in owned if wanted[r.id] == r.epoch]
         # A recorded stop is honoured, not handed on: a winning one deregisters, any other is an
         # abnormal exit under the restart policy (a temporary tracker asked to crash stays dead).
-        stopped = [r for r in owned if r["stop_reason"] is not None]
-        restarted: list[Row] = []
+        stopped = [r for r in owned if r.stop_reason is not None]
+        restarted: list[Entry] = []
         if stopped:
             now = _now(conn)
-            plans = [plan_exit(r, now, "stopped", f"stop({r['stop_reason']!r}); handed off") for r in stopped]
+            plans = [plan_exit(r, now, "stopped", f"stop({r.stop_reason!r}); handed off") for r in stopped]
             new_rows = apply_exits(settings, conn, plans)
-            restarted = [r for r in new_rows if r is not None and r["status"] == Status.PENDING]
-        owned = [r for r in owned if r["stop_reason"] is None]
+            restarted = [r for r in new_rows if r is not None and r.status is Status.PENDING]
+        owned = [r for r in owned if r.stop_reason is None]
         if not owned:
             return restarted
         values = {**fresh_incarnation(settings), "task_id": sa.bindparam("b_task")}
@@ -196,10 +193,10 @@ def hand_off(settings: Settings, incarnations: Sequence[tuple[int, int]], reason
             .where(trackers.c.id == sa.bindparam("b_id"))
             .where(*guard(Op.HAND_OFF, epoch=sa.bindparam("b_epoch")))
             .values(values),
-            [{"b_id": r["id"], "b_epoch": r["epoch"], "b_task": new_task_id()} for r in owned],
+            [{"b_id": r.id, "b_epoch": r.epoch, "b_task": new_task_id()} for r in owned],
         )
         _events(conn, [(r, "handoff", reason) for r in owned])
-        return restarted + _rows_by_id(conn, [r["id"] for r in owned])
+        return restarted + _entries_by_id(conn, [r.id for r in owned])
 
 
 # -- stop --------------------------------------------------------------------------------------
@@ -207,7 +204,7 @@ def hand_off(settings: Settings, incarnations: Sequence[tuple[int, int]], reason
 
 def request_stop(
     settings: Settings, kind: str, transaction_id: str, reason: str, task_id: str | None = None
-) -> tuple[str, Row | None]:
+) -> tuple[str, Entry | None]:
     """Ask a tracker to stop. Returns what happened and the row to act on:
 
     ``("requested", row)``   it is running; its incarnation will exit (wait for the epoch to change)
@@ -226,23 +223,23 @@ def request_stop(
         row = _one(conn, trackers.c.kind == kind, trackers.c.transaction_id == transaction_id, lock=True)
         if row is None:
             raise NotFound(f"no {kind} tracker is registered for {transaction_id!r}")
-        if task_id is not None and row["task_id"] != task_id:
+        if task_id is not None and row.task_id != task_id:
             return "unchanged", row
-        if row["status"] == Status.RUNNING:
-            if row["stop_reason"] not in WINNING_STOPS:
+        if row.status is Status.RUNNING:
+            if row.stop_reason not in WINNING_STOPS:
                 conn.execute(
                     trackers.update()
-                    .where(trackers.c.id == row["id"], *guard(Op.STOP))
-                    .where(trackers.c.epoch == row["epoch"])
+                    .where(trackers.c.id == row.id, *guard(Op.STOP))
+                    .where(trackers.c.epoch == row.epoch)
                     .values(stop_reason=reason)
                 )
-            _wake(conn, row["id"], "stop")
+            _wake(conn, row.id, "stop")
             return "requested", row
-        if normal or row["status"] == Status.DEAD:
-            _deregister(conn, row, "stopped", f"stop({reason!r}) while {row['status']}")
+        if normal or row.status is Status.DEAD:
+            _deregister(conn, row, "stopped", f"stop({reason!r}) while {row.status}")
             return "removed", None
-        if row["status"] == Status.FAILED:
+        if row.status is Status.FAILED:
             return "unchanged", row
-        plan = plan_exit(row, _now(conn), "stopped", f"stop({reason!r}) while {row['status']}")
+        plan = plan_exit(row, _now(conn), "stopped", f"stop({reason!r}) while {row.status}")
         new = apply_exits(settings, conn, [plan])[0]
         return ("restarting" if plan.decision.action is Action.RESTART else "removed"), new

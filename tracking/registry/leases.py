@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 
-from tracking.models import trackers, workers
+from tracking.models import Status, WorkerStatus, trackers, workers
 from tracking.registry.core import _read, _translated, _write, db_now, lease_engine
 from tracking.settings import Settings
 
@@ -24,7 +24,7 @@ def register_worker(settings: Settings, worker_id: str, hostname: str, pid: int)
                 id=worker_id,
                 hostname=hostname,
                 pid=pid,
-                status="alive",
+                status=WorkerStatus.ALIVE.value,
                 started_at=db_now(),
                 heartbeat_at=db_now(),
             )
@@ -40,7 +40,7 @@ def renew_worker(settings: Settings, worker_id: str) -> bool:
     with _translated(settings), lease_engine(settings).begin() as conn:
         result = conn.execute(
             workers.update()
-            .where(workers.c.id == worker_id, workers.c.status == "alive")
+            .where(workers.c.id == worker_id, workers.c.status == WorkerStatus.ALIVE.value)
             .values(heartbeat_at=db_now())
         )
         return result.rowcount == 1
@@ -51,8 +51,8 @@ def retire_worker(settings: Settings, worker_id: str) -> None:
     with _write(settings) as conn:
         conn.execute(
             workers.update()
-            .where(workers.c.id == worker_id, workers.c.status == "alive")
-            .values(status="stopped")
+            .where(workers.c.id == worker_id, workers.c.status == WorkerStatus.ALIVE.value)
+            .values(status=WorkerStatus.STOPPED.value)
         )
 
 
@@ -61,7 +61,7 @@ def held(settings: Settings, worker_id: str, claimed_before: float) -> list[tupl
     ``claimed_before`` seconds ago (the process compares them with the incarnations it runs)."""
     stmt = sa.select(trackers.c.id, trackers.c.epoch).where(
         trackers.c.worker_id == worker_id,
-        trackers.c.status == "running",
+        trackers.c.status == Status.RUNNING.value,
         trackers.c.claimed_at < db_now(-claimed_before),
     )
     return _read(settings, lambda conn: [(r.id, r.epoch) for r in conn.execute(stmt)])
@@ -76,10 +76,14 @@ def mark_lost_workers(settings: Settings) -> tuple[int, list[str]]:
     Returns how many were declared lost now, and the IDs of all lost or stopped worker rows (whose
     running entries are orphans).
     """
-    expired = (workers.c.status == "alive", workers.c.heartbeat_at < db_now(-settings.lease_seconds))
+    expired = (
+        workers.c.status == WorkerStatus.ALIVE.value,
+        workers.c.heartbeat_at < db_now(-settings.lease_seconds),
+    )
+    gone = [WorkerStatus.LOST.value, WorkerStatus.STOPPED.value]
     with _write(settings) as conn:
-        newly = conn.execute(workers.update().where(*expired).values(status="lost")).rowcount
-        ids = conn.execute(sa.select(workers.c.id).where(workers.c.status.in_(["lost", "stopped"])))
+        newly = conn.execute(workers.update().where(*expired).values(status=WorkerStatus.LOST.value)).rowcount
+        ids = conn.execute(sa.select(workers.c.id).where(workers.c.status.in_(gone)))
         return newly, [r.id for r in ids]
 
 
@@ -88,13 +92,13 @@ def forget_workers(settings: Settings, worker_ids: Sequence[str]) -> None:
     if not worker_ids:
         return
     owning = sa.select(trackers.c.id).where(
-        trackers.c.worker_id == workers.c.id, trackers.c.status == "running"
+        trackers.c.worker_id == workers.c.id, trackers.c.status == Status.RUNNING.value
     )
     with _write(settings) as conn:
         conn.execute(
             workers.delete().where(
                 workers.c.id.in_(list(worker_ids)),
-                workers.c.status != "alive",
+                workers.c.status != WorkerStatus.ALIVE.value,
                 ~sa.exists(owning),
             )
         )

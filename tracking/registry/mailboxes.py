@@ -11,17 +11,17 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
 from tracking.exceptions import Fenced, NotFound
-from tracking.models import messages, trackers
+from tracking.models import Message, MessageStatus, MessageType, Reply, Status, messages, trackers
 from tracking.redact import redact_url
-from tracking.registry.core import Row, _read, _write, db_now, log
-from tracking.registry.rows import WAKE_CHANNEL, _one, _rows, _wake
+from tracking.registry.core import _read, _write, db_now, log
+from tracking.registry.rows import WAKE_CHANNEL, _one, _wake
 from tracking.registry.transitions import Op, guard
 from tracking.settings import Settings
 
 # -- mailboxes -----------------------------------------------------------------------------------
 
 
-def enqueue(settings: Settings, kind: str, transaction_id: str, type_: str, body: Any) -> int:
+def enqueue(settings: Settings, kind: str, transaction_id: str, type_: MessageType, body: Any) -> int:
     """Queue a cast or call for a registered, not dead tracker; returns the message ID.
 
     Atomicity: one transaction that locks the entry first, so that the messages of one tracker get
@@ -29,39 +29,41 @@ def enqueue(settings: Settings, kind: str, transaction_id: str, type_: str, body
     """
     with _write(settings) as conn:
         row = _one(conn, trackers.c.kind == kind, trackers.c.transaction_id == transaction_id, lock=True)
-        if row is None or row["status"] == "dead":
+        if row is None or row.status is Status.DEAD:
             raise NotFound(f"no live {kind} tracker for {transaction_id!r}")
         message_id = conn.execute(
             messages.insert()
             .values(
                 kind=kind,
                 transaction_id=transaction_id,
-                type=type_,
-                status="queued",
+                type=MessageType(type_).value,
+                status=MessageStatus.QUEUED.value,
                 body=body,
                 created_at=db_now(),
             )
             .returning(messages.c.id)
         ).scalar_one()
         values: dict[str, Any] = {"last_message_id": message_id}
-        parked = row["status"] == "parked"
+        parked = row.status is Status.PARKED
         if parked:  # due now: the message is handled before its next tick
             values["due_at"] = db_now()
-        conn.execute(trackers.update().where(trackers.c.id == row["id"]).values(values))
-        _wake(conn, row["id"], "wake" if parked else "mail")
+        conn.execute(trackers.update().where(trackers.c.id == row.id).values(values))
+        _wake(conn, row.id, "wake" if parked else "mail")
         return int(message_id)
 
 
-def mailbox(settings: Settings, kind: str, transaction_id: str, after: int, limit: int = 100) -> list[Row]:
+def mailbox(
+    settings: Settings, kind: str, transaction_id: str, after: int, limit: int = 100
+) -> list[Message]:
     """Queued messages of a tracker after message ``after``, oldest first."""
     stmt = (
         sa.select(messages.c.id, messages.c.type, messages.c.body)
         .where(messages.c.kind == kind, messages.c.transaction_id == transaction_id)
-        .where(messages.c.id > after, messages.c.status == "queued")
+        .where(messages.c.id > after, messages.c.status == MessageStatus.QUEUED.value)
         .order_by(messages.c.id)
         .limit(limit)
     )
-    return _read(settings, lambda conn: _rows(conn, stmt))
+    return _read(settings, lambda conn: [Message.from_mapping(m) for m in conn.execute(stmt).mappings()])
 
 
 def handled(
@@ -92,7 +94,7 @@ def handled(
                     messages.c.transaction_id == trackers.c.transaction_id,
                     messages.c.id > trackers.c.handled_message_id,
                     messages.c.id < message_id,
-                    messages.c.status == "queued",
+                    messages.c.status == MessageStatus.QUEUED.value,
                 )
             )
             .values(values)
@@ -102,9 +104,11 @@ def handled(
                 return  # a retry of this write, whose commit landed but whose answer was lost
             raise Fenced()
         message = messages.c.id == message_id
-        if conn.execute(sa.select(messages.c.type).where(message)).scalar_one_or_none() == "call":
-            status = "failed" if error is not None else "replied"
-            conn.execute(messages.update().where(message).values(status=status, reply=reply, error=error))
+        if conn.execute(sa.select(messages.c.type).where(message)).scalar_one_or_none() == MessageType.CALL:
+            status = MessageStatus.FAILED if error is not None else MessageStatus.REPLIED
+            conn.execute(
+                messages.update().where(message).values(status=status.value, reply=reply, error=error)
+            )
         else:
             conn.execute(messages.delete().where(message))
 
@@ -119,9 +123,9 @@ def _handled_already(conn: sa.Connection, row_id: int, epoch: int, message_id: i
     return mark == message_id
 
 
-def take_reply(settings: Settings, message_id: int) -> Row | None:
-    """The answer to a call once it has one, deleting it; ``{"status": "queued"}`` while it waits;
-    None if the message is gone (the tracker left the registry)."""
+def take_reply(settings: Settings, message_id: int) -> Reply | None:
+    """The answer to a call once it has one, deleting it; a reply whose status is queued while it
+    waits; None if the message is gone (the tracker left the registry)."""
     with _write(settings) as conn:
         row = (
             conn.execute(
@@ -134,22 +138,25 @@ def take_reply(settings: Settings, message_id: int) -> Row | None:
         )
         if row is None:
             return None
-        if row["status"] != "queued":
+        reply = Reply.from_mapping(row)
+        if reply.status is not MessageStatus.QUEUED:
             conn.execute(messages.delete().where(messages.c.id == message_id))
-        return dict(row)
+        return reply
 
 
 def reply_ready(settings: Settings, message_id: int) -> bool:
     """Whether a call has been answered or is gone (a cheap read for the caller's wait)."""
     stmt = sa.select(messages.c.status).where(messages.c.id == message_id)
-    return _read(settings, lambda conn: conn.execute(stmt).scalar_one_or_none()) != "queued"
+    return _read(settings, lambda conn: conn.execute(stmt).scalar_one_or_none()) != MessageStatus.QUEUED
 
 
 def withdraw(settings: Settings, message_id: int) -> bool:
     """Take back a call nobody answered in time; False if it was handled meanwhile."""
     with _write(settings) as conn:
         deleted = conn.execute(
-            messages.delete().where(messages.c.id == message_id, messages.c.status == "queued")
+            messages.delete().where(
+                messages.c.id == message_id, messages.c.status == MessageStatus.QUEUED.value
+            )
         ).rowcount
         return deleted == 1
 
@@ -164,7 +171,7 @@ def signals(settings: Settings, worker_id: str) -> list[tuple[int, int, str | No
         (trackers.c.last_message_id > trackers.c.handled_message_id).label("mail"),
     ).where(
         trackers.c.worker_id == worker_id,
-        trackers.c.status == "running",
+        trackers.c.status == Status.RUNNING.value,
         sa.or_(
             trackers.c.stop_reason.is_not(None), trackers.c.last_message_id > trackers.c.handled_message_id
         ),

@@ -6,12 +6,8 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 
-from tracking.models import events, trackers
-from tracking.registry.core import (
-    _aware,
-    _read,
-    db_now,
-)
+from tracking.models import Status, aware, events, trackers
+from tracking.registry.core import _read, db_now
 from tracking.settings import Settings
 
 # -- metrics (tracking.contrib.prometheus) ----------------------------------------------------------
@@ -20,7 +16,7 @@ from tracking.settings import Settings
 # it counted (a range of the primary key), never the whole table again.
 
 
-def census(settings: Settings) -> list[tuple[str, str, int]]:
+def census(settings: Settings) -> list[tuple[str, Status, int]]:
     """``(kind, status, entries)`` for every kind and status present in the registry.
 
     One aggregate over the registry (its live entries, not its history).
@@ -28,7 +24,7 @@ def census(settings: Settings) -> list[tuple[str, str, int]]:
     stmt = sa.select(trackers.c.kind, trackers.c.status, sa.func.count()).group_by(
         trackers.c.kind, trackers.c.status
     )
-    return _read(settings, lambda conn: [(r[0], r[1], int(r[2])) for r in conn.execute(stmt)])
+    return _read(settings, lambda conn: [(r[0], Status(r[1]), int(r[2])) for r in conn.execute(stmt)])
 
 
 def settled_event_id(settings: Settings, after: int, settle_seconds: float) -> int:
@@ -148,7 +144,7 @@ def recoveries(settings: Settings, after: int, upto: int) -> list[tuple[str, flo
     def query(conn: sa.Connection) -> list[tuple[str, float]]:
         found: list[tuple[str, float]] = []
         for kind, lost_at_, running_at in conn.execute(stmt):
-            began, ended = _aware(lost_at_), _aware(running_at)
+            began, ended = aware(lost_at_), aware(running_at)
             assert began is not None and ended is not None
             found.append((kind, max(0.0, (ended - began).total_seconds())))
         return found

@@ -1,5 +1,5 @@
-"""The statements and row helpers below every operation: an entry read with its lease, rows made
-into :data:`~tracking.registry.core.Row` dicts, events, wake-ups and dropped mailboxes."""
+"""The statements and row helpers below every operation: an entry read with its lease (an
+:class:`~tracking.models.Entry`), events, wake-ups and dropped mailboxes."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from tracking.exceptions import RegistryUnavailable
-from tracking.models import events, messages, trackers, workers
-from tracking.registry.core import Row, _aware, db_now
+from tracking.models import Entry, aware, events, messages, trackers, workers
+from tracking.registry.core import db_now
 
 # -- entries and rows ------------------------------------------------------------------------------
 
@@ -21,7 +21,7 @@ _tracker_with_lease = sa.select(trackers, workers.c.heartbeat_at).select_from(
 )
 
 
-def _one(conn: sa.Connection, *where: Any, lock: bool = False) -> Row | None:
+def _one(conn: sa.Connection, *where: Any, lock: bool = False) -> Entry | None:
     """One entry with its lease. ``lock``: hold its row until the transaction ends (PostgreSQL
     ``FOR UPDATE``; SQLite's write transaction already excludes every other writer), so that a
     concurrent writer waits and then sees the new version instead of acting on a stale read."""
@@ -29,24 +29,18 @@ def _one(conn: sa.Connection, *where: Any, lock: bool = False) -> Row | None:
     if lock:
         stmt = stmt.with_for_update(of=trackers)
     row = conn.execute(stmt).mappings().first()
-    return _row(row) if row is not None else None
+    return Entry.from_mapping(row) if row is not None else None
 
 
-def _rows(conn: sa.Connection, stmt: Any) -> list[Row]:
-    return [_row(m) for m in conn.execute(stmt).mappings()]
-
-
-def _row(mapping: Any) -> Row:
-    row = dict(mapping)
-    for key in ("started_at", "claimed_at", "checkpoint_at", "due_at", "tick_at", "heartbeat_at", "db_now"):
-        if key in row:
-            row[key] = _aware(row[key])
-    return row
+def _entries(conn: sa.Connection, stmt: Any) -> list[Entry]:
+    """The entries a statement selects (every column of ``tracking_trackers``, and the lease's
+    ``heartbeat_at`` when it joins it)."""
+    return [Entry.from_mapping(m) for m in conn.execute(stmt).mappings()]
 
 
 def _now(conn: sa.Connection) -> datetime:
     value = conn.execute(sa.select(db_now())).scalar_one()
-    now = _aware(value)
+    now = aware(value)
     assert now is not None
     return now
 
@@ -61,32 +55,32 @@ def _insert(conn: sa.Connection) -> Any:
 
 
 def _event(
-    conn: sa.Connection, row: Row, event: str, detail: str | None = None, epoch: int | None = None
+    conn: sa.Connection, row: Entry, event: str, detail: str | None = None, epoch: int | None = None
 ) -> None:
     conn.execute(
         events.insert().values(
-            kind=row["kind"],
-            transaction_id=row["transaction_id"],
-            epoch=row["epoch"] if epoch is None else epoch,
+            kind=row.kind,
+            transaction_id=row.transaction_id,
+            epoch=row.epoch if epoch is None else epoch,
             at=db_now(),
             event=event,
-            worker=row.get("worker"),
+            worker=row.worker,
             detail=detail,
         )
     )
 
 
-def _events(conn: sa.Connection, entries: Sequence[tuple[Row, str, str | None]]) -> None:
+def _events(conn: sa.Connection, entries: Sequence[tuple[Entry, str, str | None]]) -> None:
     """Record ``(row, event, detail)`` for many entries in one statement (one executemany)."""
     if entries:
         conn.execute(
             events.insert().values(at=db_now()),
             [
                 {
-                    "kind": row["kind"],
-                    "transaction_id": row["transaction_id"],
-                    "epoch": row["epoch"],
-                    "worker": row.get("worker"),
+                    "kind": row.kind,
+                    "transaction_id": row.transaction_id,
+                    "epoch": row.epoch,
+                    "worker": row.worker,
                     "event": event,
                     "detail": detail,
                 }
@@ -95,11 +89,11 @@ def _events(conn: sa.Connection, entries: Sequence[tuple[Row, str, str | None]])
         )
 
 
-def _rows_by_id(conn: sa.Connection, ids: Sequence[int]) -> list[Row]:
+def _entries_by_id(conn: sa.Connection, ids: Sequence[int]) -> list[Entry]:
     """The entries with these IDs, with their leases (read in chunks: IN lists stay short)."""
-    found: list[Row] = []
+    found: list[Entry] = []
     for begin in range(0, len(ids), 1000):
-        found += _rows(conn, _tracker_with_lease.where(trackers.c.id.in_(list(ids[begin : begin + 1000]))))
+        found += _entries(conn, _tracker_with_lease.where(trackers.c.id.in_(list(ids[begin : begin + 1000]))))
     return found
 
 
@@ -118,10 +112,8 @@ def _wake(conn: sa.Connection, row_id: int, why: str) -> None:
         conn.execute(sa.select(sa.func.pg_notify(WAKE_CHANNEL, f"{row_id}:{why}")))
 
 
-def _forget_mail(conn: sa.Connection, row: Row) -> None:
+def _forget_mail(conn: sa.Connection, row: Entry) -> None:
     """Drop the mailbox of an entry that leaves the registry (a waiting caller sees NotFound)."""
     conn.execute(
-        messages.delete().where(
-            messages.c.kind == row["kind"], messages.c.transaction_id == row["transaction_id"]
-        )
+        messages.delete().where(messages.c.kind == row.kind, messages.c.transaction_id == row.transaction_id)
     )

@@ -9,15 +9,25 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tracking.models import events, messages, supervisors, token_floor, trackers
+from tracking.models import (
+    Entry,
+    MessageStatus,
+    Status,
+    Sweep,
+    aware,
+    events,
+    messages,
+    supervisors,
+    token_floor,
+    trackers,
+)
 from tracking.policy import Decision
-from tracking.registry.core import Row, _aware, _read, _write, db_now, greatest
+from tracking.registry.core import _read, _write, db_now, greatest
 from tracking.registry.exits import apply_exits
-from tracking.registry.rows import _events, _insert, _now, _rows, _rows_by_id, _tracker_with_lease
+from tracking.registry.rows import _entries, _entries_by_id, _events, _insert, _now, _tracker_with_lease
 from tracking.registry.transitions import (
     RULES,
     Op,
-    Status,
     guard,
     new_task_id,
     orphan_owners,
@@ -27,7 +37,7 @@ from tracking.registry.transitions import (
 from tracking.settings import Settings
 
 
-def restart_orphans(settings: Settings, limit: int = 1000) -> list[tuple[Decision, Row | None]]:
+def restart_orphans(settings: Settings, limit: int = 1000) -> list[tuple[Decision, Entry | None]]:
     """Apply the restart policy to running entries whose worker process has no live lease (lost,
     stopped, or its row missing): an exit of cause "worker lost", restarted at once.
 
@@ -46,18 +56,18 @@ def restart_orphans(settings: Settings, limit: int = 1000) -> list[tuple[Decisio
             .limit(limit)
             .with_for_update(of=trackers, skip_locked=True)
         )
-        rows = _rows(conn, stmt)
+        rows = _entries(conn, stmt)
         if not rows:
             return []
         now = _now(conn)
         plans = [
-            plan_exit(row, now, "worker_lost", f"worker {row['worker']} has no live lease", lost=True)
+            plan_exit(row, now, "worker_lost", f"worker {row.worker} has no live lease", lost=True)
             for row in rows
         ]
         return list(zip((p.decision for p in plans), apply_exits(settings, conn, plans), strict=True))
 
 
-def take_due(settings: Settings, limit: int = 1000) -> list[Row]:
+def take_due(settings: Settings, limit: int = 1000) -> list[Entry]:
     """Pending entries nobody claimed in time, published again under the same epoch: returns
     them to publish. Each wait doubles (``transitions.republish_grace``), and only the first is
     recorded as an event, so an entry that no worker takes costs a bounded trickle.
@@ -82,15 +92,15 @@ def take_due(settings: Settings, limit: int = 1000) -> list[Row]:
                 .where(trackers.c.id.in_([i for i, n in had.items() if n == step]), *guard(Op.REPUBLISH))
                 .values(republished=step + 1, due_at=db_now(republish_grace(settings, step + 1)))
             )
-        rows = _rows_by_id(conn, list(had))
+        rows = _entries_by_id(conn, list(had))
         _events(conn, [(r, "republished", None) for r in _not_yet_republished(conn, rows)])
         return rows
 
 
-def _not_yet_republished(conn: sa.Connection, rows: list[Row]) -> list[Row]:
+def _not_yet_republished(conn: sa.Connection, rows: list[Entry]) -> list[Entry]:
     """The rows whose incarnation has no "republished" event yet: one per epoch, however many
     times the broker was down meanwhile (a failed publish starts the waits again, not the history)."""
-    keys = [(r["kind"], r["transaction_id"], r["epoch"]) for r in rows]
+    keys = [(r.kind, r.transaction_id, r.epoch) for r in rows]
     recorded = {
         tuple(r)
         for r in conn.execute(
@@ -103,7 +113,7 @@ def _not_yet_republished(conn: sa.Connection, rows: list[Row]) -> list[Row]:
     return [r for r, key in zip(rows, keys, strict=True) if key not in recorded]
 
 
-def not_published(settings: Settings, rows: Sequence[Row]) -> None:
+def not_published(settings: Settings, rows: Sequence[Entry]) -> None:
     """Pending entries whose message could not be published (the broker is down): due again after
     one start grace, their republish count back to zero, since no copy of them waits anywhere."""
     if not rows:
@@ -114,7 +124,7 @@ def not_published(settings: Settings, rows: Sequence[Row]) -> None:
             .where(trackers.c.id == sa.bindparam("b_id"), trackers.c.epoch == sa.bindparam("b_epoch"))
             .where(trackers.c.status == Status.PENDING.value)
             .values(republished=0, due_at=db_now(settings.start_grace_seconds)),
-            [{"b_id": r["id"], "b_epoch": r["epoch"]} for r in rows],
+            [{"b_id": r.id, "b_epoch": r.epoch} for r in rows],
         )
 
 
@@ -126,13 +136,13 @@ def next_wake(settings: Settings) -> float | None:
 
     def query(conn: sa.Connection) -> float | None:
         row = conn.execute(sa.select(soonest.scalar_subquery(), db_now())).one()
-        due, now = _aware(row[0]), _aware(row[1])
+        due, now = aware(row[0]), aware(row[1])
         return None if due is None or now is None else (due - now).total_seconds()
 
     return _read(settings, query)
 
 
-def wake_due(settings: Settings, limit: int = 500) -> list[Row]:
+def wake_due(settings: Settings, limit: int = 500) -> list[Entry]:
     """Make due parked and failed entries pending; returns them to publish. A parked entry gets a
     new epoch and task ID (a failed one got them when it failed); its wake-up records no event (it
     wakes at every tick), a failed one's restart does.
@@ -170,10 +180,10 @@ def wake_due(settings: Settings, limit: int = 500) -> list[Row]:
                 .values(values),
                 [{"b_id": r.id, "b_epoch": r.epoch, "b_task": new_task_id()} for r in group],
             )
-        rows = _rows_by_id(conn, [r.id for r in due_rows])
+        rows = _entries_by_id(conn, [r.id for r in due_rows])
         failed = {r.id for r in due_rows if r.status == Status.FAILED}
-        _events(conn, [(r, "restarting", None) for r in rows if r["id"] in failed])
-        return [r for r in rows if r["status"] == Status.PENDING]
+        _events(conn, [(r, "restarting", None) for r in rows if r.id in failed])
+        return [r for r in rows if r.status is Status.PENDING]
 
 
 def prune(settings: Settings, limit: int = 1000) -> int:
@@ -205,7 +215,7 @@ def prune(settings: Settings, limit: int = 1000) -> int:
             ).rowcount
         answered = (
             sa.select(messages.c.id)
-            .where(messages.c.status != "queued", messages.c.created_at < cutoff)
+            .where(messages.c.status != MessageStatus.QUEUED.value, messages.c.created_at < cutoff)
             .limit(limit)
             .scalar_subquery()
         )
@@ -226,11 +236,10 @@ def record_sweep(settings: Settings, name: str, counts: dict[str, int]) -> None:
         conn.execute(supervisors.delete().where(supervisors.c.last_sweep_at < db_now(-86400)))
 
 
-def last_sweeps(settings: Settings) -> list[Row]:
-    rows = _read(settings, lambda conn: _rows(conn, sa.select(supervisors).order_by(supervisors.c.name)))
-    for row in rows:
-        row["last_sweep_at"] = _aware(row["last_sweep_at"])
-    return rows
+def last_sweeps(settings: Settings) -> list[Sweep]:
+    """Every supervisor's last sweep (those of the last day), by name."""
+    stmt = sa.select(supervisors).order_by(supervisors.c.name)
+    return _read(settings, lambda conn: [Sweep.from_mapping(m) for m in conn.execute(stmt).mappings()])
 
 
 def database_now(settings: Settings) -> datetime:

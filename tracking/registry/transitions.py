@@ -51,20 +51,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tracking.models import events, token_floor, trackers, workers
+from tracking.models import Entry, Status, WorkerStatus, events, token_floor, trackers, workers
 from tracking.policy import Action, Decision, RestartPolicy, decide
 from tracking.registry.core import db_now, greatest
 from tracking.settings import Settings
 from tracking.validation import storable_text
-
-
-class Status(enum.StrEnum):
-    PENDING = "pending"  # recorded and published, not yet claimed by a worker
-    RUNNING = "running"  # an incarnation holds the entry and ticks
-    PARKED = "parked"  # between two ticks of a sparse tracker: no worker slot held, woken when due
-    FAILED = "failed"  # exited abnormally; its restart waits for the backoff delay
-    DEAD = "dead"  # past its restart intensity (or temporary): kept for inspection, not restarted
-
 
 #: stop reasons that deregister, whatever else happens to the running incarnation meanwhile
 WINNING_STOPS = frozenset({"normal", "shutdown"})
@@ -160,7 +151,7 @@ def live_lease(worker_id: Any, settings: Settings) -> sa.ColumnElement[bool]:
     """The worker process ``worker_id`` holds a live lease, by the database clock."""
     return sa.exists().where(
         workers.c.id == worker_id,
-        workers.c.status == "alive",
+        workers.c.status == WorkerStatus.ALIVE.value,
         workers.c.heartbeat_at >= db_now(-settings.lease_seconds),
     )
 
@@ -178,7 +169,7 @@ def orphan_owners() -> sa.Select[tuple[str]]:
     walk = sa.select(sa.func.min(trackers.c.worker_id).label("owner")).cte("owners", recursive=True)
     after = sa.select(sa.func.min(trackers.c.worker_id)).where(trackers.c.worker_id > walk.c.owner)
     walk = walk.union_all(sa.select(after.scalar_subquery()).where(walk.c.owner.is_not(None)))
-    alive = sa.exists().where(workers.c.id == walk.c.owner, workers.c.status == "alive")
+    alive = sa.exists().where(workers.c.id == walk.c.owner, workers.c.status == WorkerStatus.ALIVE.value)
     return sa.select(walk.c.owner).where(walk.c.owner.is_not(None), ~alive)
 
 
@@ -227,7 +218,7 @@ def first_epoch(kind: Any, transaction_id: Any) -> sa.ColumnElement[int]:
 class Exit:
     """What an exit does to one entry: the decision and the events to record."""
 
-    row: dict[str, Any]
+    row: Entry
     decision: Decision
     #: ``(event, detail)`` recorded under the exiting epoch
     events: tuple[tuple[str, str | None], ...]
@@ -235,7 +226,7 @@ class Exit:
 
 
 def plan_exit(
-    row: dict[str, Any],
+    row: Entry,
     now: datetime,
     event: str,
     detail: str | None,
@@ -249,24 +240,24 @@ def plan_exit(
     stop recorded on the entry deregisters it, whatever the exit. Writes nothing.
     """
     detail = storable_text(detail) if detail is not None else None
-    stop = row.get("stop_reason")
+    stop = row.stop_reason
     if stop in WINNING_STOPS:
         why = f"stop({stop!r}) recorded; the incarnation ended with {event}"
-        return Exit(row, Decision(Action.DEREGISTER), (("stopped", why),), row["last_error"])
-    claimed = row["claimed_at"]
+        return Exit(row, Decision(Action.DEREGISTER), (("stopped", why),), row.last_error)
+    claimed = row.claimed_at
     decision = decide(
-        RestartPolicy.from_json(row["policy"]),
+        RestartPolicy.from_json(row.policy),
         normal=normal,
         lost=lost,
         now=now,
-        restart_times=list(row["restart_times"]),
-        backoff_step=row["backoff_step"],
+        restart_times=list(row.restart_times),
+        backoff_step=row.backoff_step,
         ran_seconds=(now - claimed).total_seconds() if claimed else None,
     )
     recorded: tuple[tuple[str, str | None], ...] = ((event, detail),)
     if decision.action is Action.DEAD:
-        recorded += (("dead", _why_dead(row["policy"])),)
-    return Exit(row, decision, recorded, row["last_error"] if normal else detail)
+        recorded += (("dead", _why_dead(row.policy)),)
+    return Exit(row, decision, recorded, row.last_error if normal else detail)
 
 
 def _why_dead(policy: dict[str, Any]) -> str:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from tracking import registry
 from tracking.client import Publish, publish_or_warn
 from tracking.exceptions import RegistryUnavailable
+from tracking.models import Entry
 from tracking.settings import Settings
 from tracking.worker.incarnation import Incarnation
 from tracking.worker.lease import Lease
@@ -137,7 +138,7 @@ class Control:
         # the lease.
         threading.Thread(target=self._publish_all, args=(rows,), name="tracking-publish", daemon=True).start()
 
-    def _publish_all(self, rows: list[registry.Row]) -> None:
+    def _publish_all(self, rows: list[Entry]) -> None:
         for row in rows:
             publish_or_warn(self.process.publish, row)
 

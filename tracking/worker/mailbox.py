@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from tracking import registry
 from tracking.exceptions import Done
+from tracking.models import Entry, Message, MessageType
 from tracking.redact import redact_url
 from tracking.settings import Settings
 from tracking.tracker import Tracker
@@ -30,13 +31,11 @@ Persist = Callable[[Callable[[], T]], T]
 class Mailbox:
     """The mailbox of one incarnation."""
 
-    def __init__(
-        self, tracker: Tracker, row: registry.Row, settings: Settings, persist: Persist[Any]
-    ) -> None:
+    def __init__(self, tracker: Tracker, row: Entry, settings: Settings, persist: Persist[Any]) -> None:
         self.tracker = tracker
-        self.row_id: int = row["id"]
-        self.epoch: int = row["epoch"]
-        self.handled: int = row["handled_message_id"]
+        self.row_id = row.id
+        self.epoch = row.epoch
+        self.handled = row.handled_message_id
         self.settings = settings
         self.persist = persist
 
@@ -57,29 +56,27 @@ class Mailbox:
                 state = self._handle(message, state)
         return state
 
-    def _handle(self, message: registry.Row, state: dict[str, Any]) -> dict[str, Any]:
+    def _handle(self, message: Message, state: dict[str, Any]) -> dict[str, Any]:
         limit = self.settings.max_state_bytes
         reply: Any = None
         try:
-            if message["type"] == "call":
-                result = self.tracker.handle_call(message["body"], state)
+            if message.type is MessageType.CALL:
+                result = self.tracker.handle_call(message.body, state)
                 if not (isinstance(result, tuple) and len(result) == 2):
                     raise TypeError("handle_call must return a (reply, state) pair")
                 reply = json_value(result[0], "handle_call's reply", limit)
                 new = json_object(result[1], "handle_call's state", limit)
             else:
-                new = json_object(
-                    self.tracker.handle_cast(message["body"], state), "handle_cast's state", limit
-                )
+                new = json_object(self.tracker.handle_cast(message.body, state), "handle_cast's state", limit)
         except Done as done:  # a handler may finish the tracker: the message is handled first
             final = json_object(done.state if done.state is not None else state, "Done's state", limit)
-            self._record(message["id"], final, None, None)
+            self._record(message.id, final, None, None)
             raise Done(final) from None
         except Exception as exc:
             error = storable_text(redact_url("".join(traceback.format_exception_only(exc)).strip()))
-            self._record(message["id"], None, None, error)
+            self._record(message.id, None, None, error)
             raise
-        self._record(message["id"], new, reply, None)
+        self._record(message.id, new, reply, None)
         return new
 
     def _record(self, message_id: int, state: dict[str, Any] | None, reply: Any, error: str | None) -> None:

@@ -15,8 +15,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from tracking import registry
-from tracking.client import publish_or_warn, running_here
+from tracking.client import Publication, publish_or_warn, running_here
 from tracking.exceptions import Done, Fenced, RegistryRefused, RegistryUnavailable
+from tracking.models import Entry
 from tracking.policy import Action
 from tracking.redact import redact_url
 from tracking.registry.transitions import WINNING_STOPS
@@ -36,7 +37,7 @@ PARK_MIN_WAIT = 0.5
 
 def run(tracker_cls: type[Tracker], transaction_id: str, epoch: int, task_id: str, wp: WorkerProcess) -> str:
     """Claim the entry for ``epoch`` and run the tracker until it exits. Returns how it ended."""
-    message = {"kind": tracker_cls.kind, "transaction_id": transaction_id, "epoch": epoch, "task_id": task_id}
+    message = Publication(tracker_cls.kind, transaction_id, epoch, task_id)
     if wp.shutting_down.is_set():
         # Do not claim work on the way out; the next worker takes the same message.
         wp.publish(message)
@@ -69,8 +70,8 @@ def run(tracker_cls: type[Tracker], transaction_id: str, epoch: int, task_id: st
             epoch,
         )
         return "dropped"
-    inc = Incarnation(row["id"], epoch, tracker_cls.kind, transaction_id, row["task_id"], row["worker_id"])
-    inc.mail = row["last_message_id"] > row["handled_message_id"]
+    inc = Incarnation(row.id, epoch, tracker_cls.kind, transaction_id, row.task_id, row.worker_id or "")
+    inc.mail = row.last_message_id > row.handled_message_id
     wp.add(inc)
     try:
         return _Run(tracker_cls, row, inc, wp).run()
@@ -82,9 +83,7 @@ def run(tracker_cls: type[Tracker], transaction_id: str, epoch: int, task_id: st
         wp.remove(inc)
 
 
-def _claim(
-    tracker_cls: type[Tracker], transaction_id: str, epoch: int, wp: WorkerProcess
-) -> registry.Row | None:
+def _claim(tracker_cls: type[Tracker], transaction_id: str, epoch: int, wp: WorkerProcess) -> Entry | None:
     """Claim the entry, retrying while the registry is unavailable (the message is acknowledged
     already: giving up would leave the entry to the supervisor's start grace).
 
@@ -110,7 +109,7 @@ def _claim(
 class _Run:
     """One incarnation's loop, and how it records its exit."""
 
-    def __init__(self, tracker_cls: type[Tracker], row: registry.Row, inc: Incarnation, wp: WorkerProcess):
+    def __init__(self, tracker_cls: type[Tracker], row: Entry, inc: Incarnation, wp: WorkerProcess):
         self.cls, self.row, self.inc, self.wp = tracker_cls, row, inc, wp
         self.settings = wp.settings
         self.tracker = tracker_cls.incarnate(row)
@@ -144,18 +143,17 @@ class _Run:
 
     def _loop(self) -> str:
         inc, wp, limit = self.inc, self.wp, self.settings.max_state_bytes
-        state: dict[str, Any] | None = self.row["state"]
+        state = self.row.state
         if state is None:  # init never completed: first start (or it crashed in init)
             if not wp.wait_for_lease(inc) or not inc.begin_work():
                 return self._interrupted()
-            state = json_object(
-                self.tracker.init(inc.transaction_id, **self.row["args"]), "init's state", limit
-            )
+            state = json_object(self.tracker.init(inc.transaction_id, **self.row.args), "init's state", limit)
             self.checkpoint(state)
             inc.end_work()
         next_tick = time.monotonic()
-        if self.row["tick_at"] is not None:  # woken from its park: the next tick keeps its schedule
-            next_tick += max(0.0, (self.row["tick_at"] - self.row["db_now"]).total_seconds())
+        tick_at, claimed_at = self.row.tick_at, self.row.db_now
+        if tick_at is not None and claimed_at is not None:  # woken from its park: it keeps its schedule
+            next_tick += max(0.0, (tick_at - claimed_at).total_seconds())
         may_park = True
         while True:
             # Cleared before the flags are read: a wake-up set after this is never lost.

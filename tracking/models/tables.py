@@ -1,4 +1,5 @@
-"""The registry's tables, as SQLAlchemy Core metadata. Alembic migrates exactly this.
+"""The registry's tables, as SQLAlchemy Core metadata (Alembic migrates exactly this), and the
+values their status columns take.
 
 ``tracking_trackers``    one row per registered tracker (the Registry): unique (kind, transaction_id)
 ``tracking_workers``     one row per worker process start: the lease every tracker it runs shares
@@ -10,8 +11,45 @@
 
 from __future__ import annotations
 
+import enum
+
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
+
+
+class Status(enum.StrEnum):
+    """Where a registry entry is in its life (``tracking_trackers.status``); see
+    :mod:`tracking.registry.transitions` for the transitions between them."""
+
+    PENDING = "pending"  # recorded and published, not yet claimed by a worker
+    RUNNING = "running"  # an incarnation holds the entry and ticks
+    PARKED = "parked"  # between two ticks of a sparse tracker: no worker slot held, woken when due
+    FAILED = "failed"  # exited abnormally; its restart waits for the backoff delay
+    DEAD = "dead"  # past its restart intensity (or temporary): kept for inspection, not restarted
+
+
+class WorkerStatus(enum.StrEnum):
+    """The state of a worker process's lease (``tracking_workers.status``)."""
+
+    ALIVE = "alive"  # renewed by the process; live while its heartbeat is younger than the lease
+    LOST = "lost"  # expired by the database clock: a sweep declared it lost, its trackers restart
+    STOPPED = "stopped"  # given up by a process that exited cleanly
+
+
+class MessageType(enum.StrEnum):
+    """What a mailbox message is (``tracking_messages.type``)."""
+
+    CAST = "cast"  # handled and deleted: nobody waits for it
+    CALL = "call"  # answered: its row keeps the reply (or error) until the caller takes it
+
+
+class MessageStatus(enum.StrEnum):
+    """Where a mailbox message is (``tracking_messages.status``)."""
+
+    QUEUED = "queued"  # not handled yet
+    REPLIED = "replied"  # a call answered by its handler
+    FAILED = "failed"  # a call whose handler crashed: the caller gets TrackerCrashed
+
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -40,7 +78,7 @@ trackers = sa.Table(
     sa.Column("id", BigId, primary_key=True, autoincrement=True),
     sa.Column("kind", sa.String(255), nullable=False),
     sa.Column("transaction_id", sa.String(255), nullable=False),
-    # pending | running | parked | failed | dead (see tracking.registry.transitions.Status)
+    # a Status
     sa.Column("status", sa.String(16), nullable=False),
     # the fencing token: bumped for every new incarnation; every write checks it
     sa.Column("epoch", sa.BigInteger, nullable=False),
@@ -70,7 +108,7 @@ trackers = sa.Table(
     # pending: how often the sweep published this incarnation again (its grace doubles each time)
     sa.Column("republished", sa.Integer, nullable=False, server_default="0"),
     sa.UniqueConstraint("kind", "transaction_id"),
-    sa.CheckConstraint("status IN ('pending', 'running', 'parked', 'failed', 'dead')", name="status"),
+    sa.CheckConstraint(f"status IN ({', '.join(repr(s.value) for s in Status)})", name="status"),
     # An ID is never reused (SQLite would reuse the highest after a delete): writes are fenced by
     # (id, epoch), and a new entry must not inherit a departed one's identity.
     sqlite_autoincrement=True,
@@ -84,7 +122,7 @@ workers = sa.Table(
     sa.Column("id", WorkerId, primary_key=True),
     sa.Column("hostname", Hostname, nullable=False),
     sa.Column("pid", sa.Integer, nullable=False),
-    # alive | lost | stopped
+    # a WorkerStatus
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("started_at", Timestamp, nullable=False),
     sa.Column("heartbeat_at", Timestamp, nullable=False),
@@ -122,9 +160,9 @@ messages = sa.Table(
     sa.Column("id", BigId, primary_key=True, autoincrement=True),
     sa.Column("kind", sa.String(255), nullable=False),
     sa.Column("transaction_id", sa.String(255), nullable=False),
-    # cast | call
+    # a MessageType
     sa.Column("type", sa.String(8), nullable=False),
-    # queued | replied | failed (calls keep their row until the caller has read the reply)
+    # a MessageStatus (calls keep their row until the caller has read the reply)
     sa.Column("status", sa.String(8), nullable=False),
     sa.Column("body", Json, nullable=False),
     sa.Column("reply", Json),
