@@ -52,7 +52,6 @@ from tracking.registry.leases import (
 from tracking.registry.mailboxes import (
     enqueue,
     handled,
-    listen_for_wakeups,
     mailbox,
     reply_ready,
     signals,
@@ -105,7 +104,6 @@ __all__ = [
     "handled",
     "history",
     "last_sweeps",
-    "listen_for_wakeups",
     "mailbox",
     "mark_lost_workers",
     "migrate",

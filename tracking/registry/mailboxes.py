@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import threading
-from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import exc as sa_exc
 
 from tracking.exceptions import Fenced, NotFound
 from tracking.models import Message, MessageStatus, MessageType, Reply, Status, messages, trackers
-from tracking.redact import redact_url
-from tracking.registry.core import _read, _write, db_now, log
-from tracking.registry.rows import WAKE_CHANNEL, _one, _wake
+from tracking.registry.core import _read, _write, db_now
+from tracking.registry.rows import _one, _wake
 from tracking.registry.transitions import Op, guard
 from tracking.settings import Settings
 
@@ -179,46 +174,3 @@ def signals(settings: Settings, worker_id: str) -> list[tuple[int, int, str | No
     return _read(
         settings, lambda conn: [(r.id, r.epoch, r.stop_reason, bool(r.mail)) for r in conn.execute(stmt)]
     )
-
-
-def listen_for_wakeups(
-    settings: Settings, on_wake: Callable[[int, str], None], stopped: threading.Event
-) -> None:
-    """Call ``on_wake(row id, why)`` for every wake-up notification until ``stopped`` (PostgreSQL with
-    psycopg 3 only: elsewhere it returns at once and control polling alone wakes trackers).
-    Reconnects after a failure; a notification missed meanwhile is found by the control poll."""
-    url = sa.make_url(settings.database_url)
-    if url.get_backend_name() != "postgresql":
-        return
-    listener = sa.create_engine(
-        url,
-        poolclass=sa.NullPool,
-        connect_args={"application_name": f"tracking-{os.getpid()}-listen", "connect_timeout": 5},
-    )
-    try:
-        while not stopped.is_set():
-            try:
-                raw = listener.raw_connection()
-            except (sa_exc.DBAPIError, listener.dialect.loaded_dbapi.Error) as exc:
-                # raw_connection() raises the driver's own error, not wrapped in DBAPIError.
-                log.warning("wake-up listener cannot connect: %s", redact_url(str(getattr(exc, "orig", exc))))
-                stopped.wait(1.0)
-                continue
-            try:
-                driver: Any = raw.driver_connection
-                if not hasattr(driver, "notifies"):
-                    return  # not psycopg 3
-                driver.autocommit = True
-                driver.execute(f"LISTEN {WAKE_CHANNEL}")
-                while not stopped.is_set():
-                    for note in driver.notifies(timeout=1.0):
-                        row_id, _, why = note.payload.partition(":")
-                        if row_id.isdigit():
-                            on_wake(int(row_id), why)
-            except Exception as exc:  # the connection broke: reconnect
-                log.warning("wake-up listener lost its connection: %s", redact_url(str(exc)))
-                stopped.wait(1.0)
-            finally:
-                raw.close()
-    finally:
-        listener.dispose()

@@ -14,10 +14,10 @@ import threading
 import time
 from collections.abc import Callable
 
-from tracking import registry
 from tracking.client import Publish
 from tracking.exceptions import RegistryUnavailable
 from tracking.settings import Settings
+from tracking.worker import listener
 from tracking.worker.control import Control, Process
 from tracking.worker.incarnation import Incarnation
 from tracking.worker.lease import Lease
@@ -66,7 +66,7 @@ class WorkerProcess:
             self._control_thread = self._thread("tracking-runtime", self.control.run)
             self._thread(
                 "tracking-wakeups",
-                lambda: registry.listen_for_wakeups(self.settings, self._on_wakeup, self.stopped),
+                lambda: listener.listen(self.settings, self._on_wakeup, self.stopped),
             )
             self._thread("tracking-waker", self.waker.run)
 
