@@ -85,7 +85,14 @@ def test_stop_with_an_abnormal_reason_restarts_the_tracker(cli: Cli, cluster: Cl
     assert second.restarts == 1
     result = cli("lookup", "--kind", "Counter", txid, "--json")
     assert json.loads(result.stdout)["task_id"] == second.task_id
-    assert cli("stop", "--kind", "Counter", txid).returncode == 0
+    stopped = cli("stop", "--kind", "Counter", txid, "--json")
+    assert stopped.returncode == 0, stopped.stderr
+    assert json.loads(stopped.stdout) == {
+        "kind": "Counter",
+        "transaction_id": txid,
+        "reason": "normal",
+        "stopped": True,
+    }
 
 
 def test_a_stop_that_does_not_finish_in_time_exits_with_the_timeout_code(
@@ -186,14 +193,19 @@ def test_migrate_supervise_and_check(cli: Cli, stack: Stack, tmp_path: Path) -> 
     assert migrate.returncode == 0, migrate.stderr
     assert ":***@" in migrate.stdout, "the URL is printed, with its password masked"
 
-    sweep = cli("supervise", "--once")
-    assert sweep.returncode == 0, sweep.stderr
-    counts = json.loads(sweep.stdout)
-    assert {"lost_workers", "restarted", "republished"} <= set(counts)
+    as_json = json.loads(cli("migrate", "--json").stdout)
+    assert as_json["revision"] == "head" and ":***@" in as_json["database_url"]
+
+    for args in (("supervise", "--once"), ("supervise", "--once", "--json")):
+        sweep = cli(*args)
+        assert sweep.returncode == 0, sweep.stderr
+        counts = json.loads(sweep.stdout)
+        assert {"lost_workers", "restarted", "republished"} <= set(counts)
 
     check = cli("check")
     assert check.returncode == 0, check.stdout
     assert check.stdout.startswith("ok:")
+    assert json.loads(cli("check", "--json").stdout) == {"ok": True, "problems": []}
     (tmp_path / "pickly_config.py").write_text(
         "from tests.integration.worker_config import *  # noqa: F403\n"
         "accept_content = ['json', 'pickle']\n"
@@ -207,6 +219,10 @@ def test_migrate_supervise_and_check(cli: Cli, stack: Stack, tmp_path: Path) -> 
     assert refused.returncode == 1
     problems = [line for line in refused.stdout.splitlines() if line.startswith("problem: ")]
     assert len(problems) == 2, refused.stdout
+    refused_json = cli("check", "--json", env=env)
+    assert refused_json.returncode == 1
+    found = [problem.removeprefix("problem: ") for problem in problems]
+    assert json.loads(refused_json.stdout) == {"ok": False, "problems": found}
 
 
 def test_an_unreachable_registry_exits_with_code_3_and_no_password(cli: Cli, stack: Stack, txid: str) -> None:

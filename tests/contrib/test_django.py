@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -279,6 +282,50 @@ def test_manage_py_tracking_runs_the_tracking_command_with_the_project_s_setting
     with pytest.raises(SystemExit) as exited:
         call_command("tracking", "lookup", txid, "--kind", "transaction", stderr=err)
     assert exited.value.code == 1 and "no live transaction tracker" in err.getvalue()
+
+
+def manage_py(stack: ExampleStack, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python manage.py ARGS...`` of the example project in a process of its own, on the stack's
+    database (the registry derived from ``DATABASES``, as in ``django_project``)."""
+    database = sa.make_url(stack.database_url)
+    env = {
+        **os.environ,
+        **stack.web_env(),
+        "PYTHONPATH": str(ROOT),
+        "POSTGRES_DB": database.database or "",
+        "POSTGRES_USER": database.username or "",
+        "POSTGRES_HOST": database.host or "",
+        "POSTGRES_PORT": str(database.port or ""),
+    }
+    del env["TRACKING_DATABASE_URL"]
+    command = [sys.executable, "manage.py", *args]
+    return subprocess.run(command, cwd=EXAMPLE, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_manage_py_tracking_parses_its_arguments_with_the_tracking_commands(
+    client: Any, cluster: Cluster, django_stack: ExampleStack, txid: str
+) -> None:
+    from transactions.trackers import TransactionTracker
+
+    usage = manage_py(django_stack, "tracking", "lookup", "--help")
+    assert usage.returncode == 0, usage.stderr
+    assert usage.stdout.startswith("Usage: manage.py tracking lookup [OPTIONS] TRANSACTION_ID")
+    assert "Exit codes:" in manage_py(django_stack, "tracking", "--help").stdout
+
+    track(client, txid, FOREVER)
+    ref = wait_for(lambda: running(client, txid), what="the tracker to run")
+    # Django's own options go before the command's name.
+    listed = manage_py(
+        django_stack, "tracking", "--settings", "project.settings", "list", "--kind", "transaction", "--json"
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert ref["task_id"] in {entry["task_id"] for entry in json.loads(listed.stdout)}
+    TransactionTracker.stop(txid)
+
+    missing = manage_py(django_stack, "tracking", "lookup", txid, "--kind", "transaction", "--json")
+    assert missing.returncode == 1 and json.loads(missing.stdout) is None
+    assert "no live transaction tracker" in missing.stderr
+    assert manage_py(django_stack, "tracking", "ls", "--status", "sleeping").returncode == 2
 
 
 OWN_CELERY = Celery("the-project", set_as_current=False)

@@ -3,6 +3,10 @@ PostgreSQL + Redis."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +21,7 @@ import tracking
 from examples.flask_app.app import create_app
 from examples.flask_app.trackers import TransactionTracker
 from tests.contrib.conftest import ExampleStack, example_stack
-from tests.integration.harness import Cluster, wait_for
+from tests.integration.harness import ROOT, Cluster, wait_for
 from tracking import registry
 from tracking.contrib.flask import Tracking
 
@@ -163,9 +167,58 @@ def test_flask_tracking_migrate_creates_the_registry_in_the_configured_database(
 def test_flask_tracking_lists_the_tracking_commands(app: Flask) -> None:
     result = app.test_cli_runner().invoke(args=["tracking", "--help"])
     assert result.exit_code == 0
-    for command in ("start", "lookup", "stop", "ls", "explain", "migrate", "supervise", "check"):
-        assert command in result.output
-    assert "demo" not in result.output
+    commands, exit_codes = result.output.split("Commands:")[1].split("Exit codes:")
+    listed = re.findall(r"^  (\w+)  ", commands, flags=re.MULTILINE)
+    assert listed == ["start", "lookup", "stop", "ls", "explain", "migrate", "supervise", "check"]
+    assert "3    the registry database is unavailable" in exit_codes
+
+
+def sqlite_app(name: str, tmp_path: Path) -> Flask:
+    """An app of the example's trackers on a registry of its own (no worker needed)."""
+    app = Flask(name)
+    app.config.update(
+        TRACKING_DATABASE_URL=f"sqlite:///{tmp_path}/{name}.sqlite3",
+        TRACKING_BROKER_FOLDER=str(tmp_path / "broker"),
+        TRACKING_IMPORTS="examples.flask_app.trackers",
+    )
+    Tracking(app)
+    return app
+
+
+def test_flask_tracking_help_is_the_flask_command_s_and_describes_every_option(tmp_path: Path) -> None:
+    runner = sqlite_app("helped", tmp_path).test_cli_runner()
+    result = runner.invoke(args=["tracking", "lookup", "--help"], prog_name="flask")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("Usage: flask tracking lookup [OPTIONS] TRANSACTION_ID")
+    assert "usage: tracking lookup" not in result.output.lower()
+    assert "The tracker kind" in result.output and "Print the tracker as a JSON object" in result.output
+
+    result = runner.invoke(args=["tracking", "list", "--help"], prog_name="flask")
+    assert result.exit_code == 0 and result.output.startswith("Usage: flask tracking list [OPTIONS]")
+    unknown = runner.invoke(args=["tracking", "lookup", "txn_1", "--kind", "no-such-kind"])
+    assert unknown.exit_code == 2 and "unknown kind 'no-such-kind'" in unknown.output
+    usage = runner.invoke(args=["tracking", "ls", "--status", "sleeping"])
+    assert usage.exit_code == 2 and "Invalid value for '--status'" in usage.output
+
+
+def test_the_flask_command_line_names_flask_tracking_in_its_usage(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "TRACKING_DATABASE_URL": f"sqlite:///{tmp_path}/registry.sqlite3",
+        "TRACKING_BROKER_FOLDER": str(tmp_path / "broker"),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "examples.flask_app.app", "tracking", "lookup", "--help"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "flask tracking lookup [OPTIONS] TRANSACTION_ID" in result.stdout
+    assert "usage: tracking lookup" not in result.stdout.lower()
 
 
 # -- configuration (no worker needed) ---------------------------------------------------------------

@@ -26,14 +26,12 @@ call ``MyTracker.start(...)`` and ``MyTracker.lookup(...)`` as anywhere else.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import weakref
 
-import click
 from celery import Celery
 from flask import Flask, current_app, has_app_context
-from flask.cli import AppGroup, with_appcontext
+from flask.cli import with_appcontext
 
 from tracking import celery as glue
 from tracking import cli
@@ -122,49 +120,22 @@ class Tracking:
 
 # -- flask tracking ... -----------------------------------------------------------------------------
 
-tracking_command = AppGroup(
+
+@with_appcontext
+def _use_the_app_s_settings() -> None:
+    """Before any ``flask tracking`` command: the current app's settings and Celery app are the
+    ones the command uses."""
+    extension = current_app.extensions[EXTENSION_KEY]
+    assert isinstance(extension, Tracking)
+    extension.make_current()
+
+
+#: ``flask tracking ...``: the commands of ``tracking`` (but ``demo``, which runs on settings of its
+#: own), with their options, help, output and exit codes, on the current app's settings
+tracking_command = cli.make_group(
     "tracking",
-    help="The tracking command line, with this app's settings (`flask tracking COMMAND --help`).",
+    help_text="The tracking command line, with this app's settings (`flask tracking COMMAND --help`).\n\n"
+    + cli.HELP,
+    prepare=_use_the_app_s_settings,
+    leave_out={"demo"},
 )
-
-#: commands of ``tracking`` that make no sense inside an application
-_LEFT_OUT = frozenset({"demo"})
-
-
-def _subcommands() -> dict[str, str]:
-    """The ``tracking`` command's subcommands and their help, as its own parser declares them."""
-    for action in cli.parser()._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return {
-                choice.dest: choice.help or ""
-                for choice in action._choices_actions
-                if choice.dest not in _LEFT_OUT
-            }
-    return {}
-
-
-def _passthrough(name: str, help_: str) -> click.Command:
-    """``flask tracking NAME ARGS...``: ``tracking NAME ARGS...`` with the current app's settings;
-    its arguments, help, output and exit code are those of the ``tracking`` command."""
-
-    @click.command(
-        name,
-        help=help_,
-        add_help_option=False,  # --help goes to the tracking command, which knows the arguments
-        context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
-    )
-    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-    @with_appcontext
-    def command(args: tuple[str, ...]) -> None:
-        extension = current_app.extensions[EXTENSION_KEY]
-        assert isinstance(extension, Tracking)
-        extension.make_current()
-        code = cli.main([name, *args])
-        if code:
-            click.get_current_context().exit(code)
-
-    return command
-
-
-for _name, _help in _subcommands().items():
-    tracking_command.add_command(_passthrough(_name, _help))
