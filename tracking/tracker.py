@@ -20,7 +20,7 @@ from tracking.exceptions import InvalidTracker
 from tracking.models import Entry, MessageType
 from tracking.policy import RestartPolicy
 
-__all__ = ["Tracker", "TrackerRef", "of_kind", "subscribe"]
+__all__ = ["Tracker", "TrackerRef", "kinds", "of_kind", "subscribe"]
 
 _KIND = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,199}$")
 
@@ -218,6 +218,12 @@ def _register(cls: type[Tracker]) -> None:
 def of_kind(kind: str) -> type[Tracker] | None:
     """The class defined last under ``kind``, or None."""
     return _kinds.get(kind)
+
+
+def kinds() -> builtins.list[str]:
+    """The kinds this process has defined, sorted."""
+    with _lock:
+        return sorted(_kinds)
 
 
 def subscribe(subscriber: Callable[[type[Tracker]], None]) -> None:

@@ -30,17 +30,6 @@ def transaction_id_argument(required: bool = True) -> Callable[[F], F]:
     return click.argument("transaction_id", metavar="TRANSACTION_ID", required=required)
 
 
-#: the tracker kinds this process has defined, once :func:`_follow_kinds` has subscribed
-_known: set[str] = set()
-_following: list[bool] = []
-
-
-def _follow_kinds() -> None:
-    if not _following:
-        _following.append(True)
-        tracker.subscribe(lambda cls: _known.add(cls.kind))
-
-
 def import_trackers() -> list[str]:
     """Import the modules of ``TRACKING_IMPORTS``; returns the tracker kinds known then."""
     for module in glue.current_settings().imports:
@@ -48,8 +37,7 @@ def import_trackers() -> list[str]:
             import_from_cwd(module)
         except ImportError as exc:
             raise Failed(f"cannot import {module!r} (from TRACKING_IMPORTS): {exc}", EXIT_BAD_INPUT) from exc
-    _follow_kinds()
-    return sorted(_known)
+    return tracker.kinds()
 
 
 def tracker_class(kind: str | None) -> type[Tracker]:
@@ -64,7 +52,7 @@ def tracker_class(kind: str | None) -> type[Tracker]:
                 "set TRACKING_IMPORTS to the modules that define trackers)",
                 EXIT_BAD_INPUT,
             )
-    found = glue.tracker_class(kind)
+    found = tracker.of_kind(kind)
     if found is None:
         raise Failed(
             f"unknown kind {kind!r}: known {known}; set TRACKING_IMPORTS to the module that defines it",
