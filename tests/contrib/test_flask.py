@@ -305,3 +305,35 @@ def test_one_extension_serves_several_apps_and_an_app_cannot_register_two(tmp_pa
     assert extension.settings.database_url.endswith("/two.sqlite3")  # outside: the last one
     with pytest.raises(RuntimeError, match="already been registered"):
         Tracking(apps[0])
+
+
+def test_each_app_s_views_start_and_look_up_trackers_in_that_app_s_registry(tmp_path: Path) -> None:
+    """Two apps in one process, one extension: inside an app context, start and lookup use that
+    app's client, without make_current (outside any: the app initialised last)."""
+    extension = Tracking()
+    apps = []
+    for name in ("left", "right"):
+        app = Flask(name)
+        app.config.update(
+            TRACKING_DATABASE_URL=f"sqlite:///{tmp_path}/{name}.sqlite3",
+            TRACKING_BROKER_FOLDER=str(tmp_path / f"broker-{name}"),
+        )
+        extension.init_app(app)
+        with app.app_context():
+            registry.migrate(extension.settings)
+        apps.append(app)
+    left, right = apps
+    with left.app_context():
+        TransactionTracker.start("t-left")
+    with right.app_context():
+        TransactionTracker.start("t-right")
+        assert TransactionTracker.lookup("t-left") is None
+        assert TransactionTracker.lookup("t-right") is not None
+    with left.app_context():
+        assert TransactionTracker.lookup("t-left") is not None
+        assert TransactionTracker.lookup("t-right") is None
+        assert extension.client.settings.database_url.endswith("/left.sqlite3")
+    assert TransactionTracker.lookup("t-right") is not None  # outside: the app initialised last
+    for app in apps:
+        with app.app_context():
+            registry.dispose(extension.settings)

@@ -36,6 +36,7 @@ from tracking.settings import Settings
 embedded.register()
 
 __all__ = [
+    "client_for",
     "current_app",
     "current_settings",
     "default_app",
@@ -111,6 +112,11 @@ def _default_client() -> Client:
 
 
 clients.set_fallback(_default_client)
+
+
+def client_for(app: Celery) -> Client:
+    """The client of an app `tracking` is installed onto (its settings, publishing with it)."""
+    return state.client_for(app)
 
 
 def current_app() -> Celery:

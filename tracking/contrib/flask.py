@@ -35,6 +35,8 @@ from flask.cli import with_appcontext
 
 from tracking import celery as glue
 from tracking import cli
+from tracking import client as clients
+from tracking.client import Client
 from tracking.contrib.framework import build_celery, celery_values, settings_from_config
 from tracking.settings import Settings
 
@@ -45,6 +47,7 @@ EXTENSION_KEY = "tracking"
 class _AppState:
     settings: Settings
     celery: Celery
+    client: Client
 
 
 class Tracking:
@@ -61,6 +64,8 @@ class Tracking:
         self._celery = celery
         self._apps: weakref.WeakKeyDictionary[Flask, _AppState] = weakref.WeakKeyDictionary()
         self._last: _AppState | None = None
+        # Inside an app context, Tracker.start, lookup and the rest use that app's client.
+        clients.add_resolver(self._client_in_context)
         if app is not None:
             self.init_app(app)
 
@@ -79,7 +84,7 @@ class Tracking:
         settings = settings_from_config(app.config, base)
         celery = self._celery or build_celery(app.import_name, settings, celery_conf)
         glue.install(celery, settings)
-        self._apps[app] = self._last = _AppState(settings, celery)
+        self._apps[app] = self._last = _AppState(settings, celery, glue.client_for(celery))
         app.extensions[EXTENSION_KEY] = self
         app.cli.add_command(tracking_command)
 
@@ -95,11 +100,22 @@ class Tracking:
         the app initialised last)."""
         return self._state().celery
 
+    @property
+    def client(self) -> Client:
+        """The current app's client: what ``Tracker.start``, ``lookup`` and the rest use inside its
+        app context (outside one: the app initialised last)."""
+        return self._state().client
+
     def make_current(self) -> None:
-        """Make the current app's settings and Celery app the ones ``start`` and ``lookup`` use
-        (they are after ``init_app``, until another app is initialised)."""
-        state = self._state()
-        glue.install(state.celery, state.settings)
+        """Make the current app's client the one ``start`` and ``lookup`` use outside an app
+        context too (inside one, each app's own is used anyway)."""
+        clients.use(self._state().client)
+
+    def _client_in_context(self) -> Client | None:
+        if not has_app_context():
+            return None
+        state = self._apps.get(current_app._get_current_object())  # type: ignore[attr-defined]
+        return state.client if state is not None else None
 
     def _state(self) -> _AppState:
         if has_app_context():

@@ -13,6 +13,8 @@ from django.apps import AppConfig
 from django.core.exceptions import ImproperlyConfigured
 
 from tracking import celery as glue
+from tracking import client as clients
+from tracking.client import Client
 from tracking.contrib.framework import build_celery, settings_from_config
 from tracking.settings import Settings
 
@@ -33,6 +35,8 @@ class TrackingConfig(AppConfig):
 
     settings: Settings
     celery: Celery
+    #: what Tracker.start, lookup and the rest use in this project (its settings and Celery app)
+    client: Client
 
     def ready(self) -> None:
         from django.conf import settings as django_settings
@@ -45,12 +49,13 @@ class TrackingConfig(AppConfig):
         else:
             self.celery = build_celery("tracking", self.settings, celery_settings(django_settings))
         glue.install(self.celery, self.settings)
+        self.client = glue.client_for(self.celery)
         autodiscover_modules("trackers")
 
     def make_current(self) -> None:
-        """Make this project's settings and Celery app the ones ``start`` and ``lookup`` use (they
-        are once Django is set up, unless something else installs `tracking` later)."""
-        glue.install(self.celery, self.settings)
+        """Make this project's client the one ``start`` and ``lookup`` use (it is once Django is
+        set up, unless something else installs `tracking` later)."""
+        clients.use(self.client)
 
 
 def _names(django_settings: Any, prefix: str) -> dict[str, Any]:
