@@ -20,6 +20,7 @@ import time
 import uuid
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -116,9 +117,12 @@ def ticking(ids: list[str], ticks: int = 3) -> bool:
 
 def oldest_lease(stack: Stack) -> float:
     """Seconds since the least recently renewed worker lease was renewed, by the database clock."""
+    # A timestamp minus a timestamp is an interval, as SQLAlchemy types it at run time; its type
+    # annotations say a datetime, hence the (SQL-neutral) type_coerce.
+    since_renewed = sa.type_coerce(sa.func.now() - workers.c.heartbeat_at, sa.Interval)
     with registry.engine(stack.settings()).connect() as conn:
-        age = conn.execute(
-            sa.select(sa.func.max(sa.func.now() - workers.c.heartbeat_at)).where(workers.c.status == "alive")
+        age: timedelta | None = conn.execute(
+            sa.select(sa.func.max(since_renewed)).where(workers.c.status == "alive")
         ).scalar_one()
     return age.total_seconds() if age is not None else 0.0
 

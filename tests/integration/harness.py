@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from celery import Celery
 
@@ -33,10 +33,19 @@ TIMINGS = {
 }
 
 
-def wait_for(condition: Callable[[], T], timeout: float = 30.0, interval: float = 0.05, what: str = "") -> T:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
+def wait_for(
+    condition: Callable[[], T | Literal[False] | None],
+    timeout: float = 30.0,
+    interval: float = 0.05,
+    what: str = "",
+) -> T:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds.
+
+    The truthy value is returned, so a ``None`` or ``False`` that the condition may give is not
+    part of the result's type.
+    """
     deadline = time.monotonic() + timeout
-    last: T = condition()
+    last = condition()
     while not last:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what or condition}: {last!r}")

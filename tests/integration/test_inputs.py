@@ -36,7 +36,7 @@ def test_an_invalid_transaction_id_raises_and_writes_nothing(stack: Stack, bad: 
     before = table_counts(stack)
     for call in (Counter.start, Counter.lookup, Counter.get_state, Counter.stop):
         with pytest.raises(tracking.InvalidTransactionId) as info:
-            call(bad)  # type: ignore[operator]
+            call(bad)  # type: ignore[arg-type]  # invalid on purpose
         assert "transaction ID" in str(info.value)
     assert table_counts(stack) == before
 

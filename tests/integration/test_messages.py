@@ -91,7 +91,7 @@ def test_a_tracker_calling_itself_gets_an_error_at_once(cluster: Cluster, txid: 
 def test_a_message_that_is_not_json_raises_and_queues_nothing(stack: object, txid: str) -> None:
     Counter.start(txid)
     Mailman.start(txid)
-    settings = tracking.celery.current_settings()  # type: ignore[attr-defined]
+    settings = tracking.celery.current_settings()
     with registry.engine(settings).connect() as conn:
         before = conn.execute(sa.select(sa.func.count()).select_from(messages)).scalar_one()
     for bad in ({1, 2}, {"x": float("nan")}, object()):

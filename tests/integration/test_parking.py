@@ -4,7 +4,8 @@ restarts behave as for a running tracker. On each stack, with one worker of thre
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -32,6 +33,18 @@ def ticks(tracker: type[tracking.Tracker], txid: str) -> int:
     return 0 if state is None else int(state["ticks"])
 
 
+def ticked(tracker: type[tracking.Tracker], txid: str, at_least: int) -> Callable[[], bool]:
+    """A condition for ``wait_for``: the tracker has ticked ``at_least`` times."""
+    return lambda: ticks(tracker, txid) >= at_least
+
+
+def state_of(tracker: type[tracking.Tracker], txid: str) -> dict[str, Any]:
+    """The tracker's state, which it has: it has ticked."""
+    state = tracker.get_state(txid)
+    assert state is not None, f"{txid} has no state"
+    return state
+
+
 def parked(tracker: type[tracking.Tracker], txid: str) -> tracking.TrackerRef:
     return wait_for(
         lambda: (r := tracker.lookup(txid)) is not None and r.status is Status.PARKED and r,
@@ -44,7 +57,7 @@ def test_more_sparse_trackers_than_worker_slots_all_tick(cluster: Cluster) -> No
     for txid in ids:
         Sparse.start(txid)
     for txid in ids:  # a tracker that held its slot between ticks would starve the others
-        wait_for(lambda txid=txid: ticks(Sparse, txid) >= 3, timeout=90, what=f"{txid} to tick 3 times")
+        wait_for(ticked(Sparse, txid, 3), timeout=90, what=f"{txid} to tick 3 times")
     ref = parked(Sparse, ids[0])
     assert ref.worker is None and ref.heartbeat_at is None
     assert ref.epoch > 1, "each wake-up is a new incarnation with a new fencing token"
@@ -83,7 +96,7 @@ def test_an_abnormal_stop_of_a_parked_tracker_restarts_it_with_its_state(cluster
     ParkedMailman.start(txid)
     first = parked(ParkedMailman, txid)
     ParkedMailman.cast(txid, {"n": 7})
-    wait_for(lambda: ParkedMailman.get_state(txid)["seen"] == [7], what="the cast to be handled")
+    wait_for(lambda: state_of(ParkedMailman, txid)["seen"] == [7], what="the cast to be handled")
     parked(ParkedMailman, txid)
     ParkedMailman.stop(txid, reason="crash")
     restarted = wait_for(
@@ -96,7 +109,7 @@ def test_an_abnormal_stop_of_a_parked_tracker_restarts_it_with_its_state(cluster
     # A restart ticks at once (its schedule is not kept) and parks again, with the state it had.
     wait_for(lambda: ticks(ParkedMailman, txid) == 2, what="the restarted tracker to tick")
     parked(ParkedMailman, txid)
-    assert ParkedMailman.get_state(txid)["seen"] == [7]
+    assert state_of(ParkedMailman, txid)["seen"] == [7]
     ParkedMailman.stop(txid)
 
 
@@ -105,13 +118,13 @@ def test_parked_trackers_go_on_after_their_worker_is_killed(cluster: Cluster) ->
     for txid in ids:
         Sparse.start(txid)
     for txid in ids:
-        wait_for(lambda txid=txid: ticks(Sparse, txid) >= 2, timeout=60, what=f"{txid} to tick")
+        wait_for(ticked(Sparse, txid, 2), timeout=60, what=f"{txid} to tick")
     cluster.kill("p1")
     before = {txid: ticks(Sparse, txid) for txid in ids}
     cluster.worker("p2", concurrency=SLOTS)
     for txid in ids:  # parked ones are woken by the new worker; one caught ticking is restarted
         wait_for(
-            lambda txid=txid: ticks(Sparse, txid) >= before[txid] + 2,
+            ticked(Sparse, txid, before[txid] + 2),
             timeout=60,
             what=f"{txid} to tick on the new worker",
         )

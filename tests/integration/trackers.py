@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, ClassVar
 
 import sqlalchemy as sa
 
@@ -154,7 +154,7 @@ class Mailman(tracking.Tracker):
     """Ticks once a minute, running all along; records the casts it handles and answers calls."""
 
     interval = 60.0
-    park = False
+    park: ClassVar[bool | None] = False
     max_restarts, max_seconds = 20, 60
 
     def init(self, transaction_id: str, **args: Any) -> dict[str, Any]:

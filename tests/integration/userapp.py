@@ -22,7 +22,7 @@ if os.environ.get("TEST_REDIS_PREFIX"):
     app.conf.broker_transport_options = {"global_keyprefix": os.environ["TEST_REDIS_PREFIX"]}
 
 
-@app.task(name="userapp.housekeeping")
+@app.task(name="userapp.housekeeping")  # type: ignore[untyped-decorator]  # Celery is unannotated
 def housekeeping() -> str:
     return "swept"
 

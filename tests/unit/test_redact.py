@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import time
 import traceback
+from typing import Final
 
 import pytest
 from hypothesis import assume, example, given, settings
@@ -163,7 +164,7 @@ def test_a_password_without_slashes_or_spaces_never_survives_redaction(
 
 # -- any password SQLAlchemy or kombu would read is masked ---------------------------------------------
 
-_PRINTABLE = ("L", "M", "N", "P", "S", "Zs")  # no control, format or line-break characters
+_PRINTABLE: Final = ("L", "M", "N", "P", "S", "Zs")  # no control, format or line-break characters
 
 
 def _read_passwords(url: str) -> set[str]:
