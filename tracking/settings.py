@@ -133,6 +133,19 @@ class Settings:
         return data
 
 
+PREFIX = "tracking_"
+
+
+def unprefixed(config: Mapping[str, Any], ignore: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The ``TRACKING_*`` (or ``tracking_*``) keys of ``config``, keyed as :class:`Settings`
+    fields (without the prefix, in lower case), but those in ``ignore``."""
+    return {
+        key[len(PREFIX) :].lower(): value
+        for key, value in config.items()
+        if key.lower().startswith(PREFIX) and key not in ignore
+    }
+
+
 def env_values(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The settings the environment sets, keyed without ``TRACKING_``.
 
@@ -144,14 +157,11 @@ def env_values(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     values: dict[str, str] = {}
     if "CELERY_BROKER_URL" in env:
         values["broker_url"] = env["CELERY_BROKER_URL"]
-    for key, value in env.items():
-        if not key.startswith("TRACKING_"):
-            continue
-        name = key.removeprefix("TRACKING_").lower()
+    for name, value in unprefixed({k: v for k, v in env.items() if k.startswith("TRACKING_")}).items():
         if name in names:
             values[name] = value
         else:
-            log.warning("ignoring unknown environment variable %s", key)
+            log.warning("ignoring unknown environment variable TRACKING_%s", name.upper())
     return values
 
 

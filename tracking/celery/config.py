@@ -11,9 +11,7 @@ from celery import Celery
 from celery.utils.imports import import_from_cwd
 
 from tracking import embedded
-from tracking.settings import Settings
-
-PREFIX = "tracking_"
+from tracking.settings import Settings, unprefixed
 
 
 def recommended_config(settings: Settings) -> dict[str, Any]:
@@ -75,7 +73,7 @@ def settings_for(app: Celery) -> Settings:
 
 
 def settings_from(conf: dict[str, Any]) -> Settings:
-    from_file = {k[len(PREFIX) :]: v for k, v in conf.items() if k.lower().startswith(PREFIX)}
+    from_file = unprefixed(conf)
     if conf.get("broker_url"):
         from_file.setdefault("broker_url", conf["broker_url"])
     return Settings.from_env(**from_file)

@@ -15,7 +15,7 @@ from typing import Any
 from celery import Celery
 
 from tracking.celery import recommended_config
-from tracking.settings import Settings, env_values
+from tracking.settings import Settings, env_values, unprefixed
 
 PREFIX = "TRACKING_"
 
@@ -36,9 +36,7 @@ def settings_from_config(
     values: dict[str, Any] = dict(base or {})
     if config.get("CELERY_BROKER_URL"):
         values["broker_url"] = config["CELERY_BROKER_URL"]
-    for key, value in config.items():
-        if key.startswith(PREFIX) and key not in ignore:
-            values[key.removeprefix(PREFIX).lower()] = value
+    values.update(unprefixed({k: v for k, v in config.items() if k.startswith(PREFIX)}, ignore))
     env = env_values()
     if database_url is not None and "database_url" not in values and "database_url" not in env:
         values["database_url"] = database_url()
@@ -48,11 +46,7 @@ def settings_from_config(
 def celery_values(app: Celery) -> dict[str, Any]:
     """The ``tracking_*`` settings and the broker URL of an application's own Celery app, keyed as
     :func:`settings_from_config`'s ``base``."""
-    values = {
-        key.lower().removeprefix("tracking_"): value
-        for key, value in app.conf.items()
-        if key.lower().startswith("tracking_")
-    }
+    values = unprefixed(dict(app.conf.items()))
     if app.conf.broker_url:
         values.setdefault("broker_url", app.conf.broker_url)
     return values
