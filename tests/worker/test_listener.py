@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
-from tests.integration.harness import wait_for
+from tests.harness import wait_for
 from tracking import registry
 from tracking.models import MessageType
 from tracking.policy import RestartPolicy
@@ -49,30 +49,38 @@ def _cast_until_heard(settings: Settings, row_id: int, heard: list[tuple[int, st
         registry.enqueue(settings, "k", "t", MessageType.CAST, {"n": 1})
         return (row_id, "mail") in heard
 
-    wait_for(heard_one, timeout=30, interval=0.2, what="the cast's notification")
+    wait_for(heard_one, timeout=20, interval=0.2, what="the cast's notification")
 
 
 def test_a_cast_for_a_tracker_is_heard_and_heard_again_after_the_connection_is_killed(
-    settings: Settings,
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Each wait for notifications lasts far longer than the test waits for one: a notification is
+    # handed on as it arrives, not when the wait ends.
+    monkeypatch.setattr(listener, "POLL", 120.0)
     row, _ = registry.start(settings, "k", "t", {}, RestartPolicy())
     heard, stopped, thread = _listening(settings)
     try:
         _cast_until_heard(settings, row.id, heard)
-        with registry.engine(settings).connect() as conn:
-            conn.execute(
-                sa.text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE application_name LIKE 'tracking-%-listen'"
-                )
-            )
+        _kill_listeners(settings)
         heard.clear()
         _cast_until_heard(settings, row.id, heard)
     finally:
         stopped.set()
-        thread.join(timeout=10)
+        _kill_listeners(settings)  # ends the long wait at once
+        thread.join(timeout=20)
     assert not thread.is_alive()
     wait_for(lambda: _listeners(settings) == 0, timeout=10, what="the listener's connection to close")
+
+
+def _kill_listeners(settings: Settings) -> None:
+    with registry.engine(settings).connect() as conn:
+        conn.execute(
+            sa.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name LIKE 'tracking-%-listen'"
+            )
+        )
 
 
 def test_on_sqlite_the_listener_returns_at_once(tmp_path: object) -> None:

@@ -6,6 +6,7 @@ connected is the worker's (``tracking.worker.listener``)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
@@ -24,20 +25,17 @@ class WakeupListener:
     def __init__(self, engine: sa.Engine, driver: Any, raw: Any) -> None:
         self._engine, self._driver, self._raw = engine, driver, raw
 
-    def notifications(self, timeout: float) -> list[tuple[int, str]]:
-        """The ``(row id, why)`` notifications that arrive within ``timeout`` seconds; raises
+    def notifications(self, timeout: float) -> Iterator[tuple[int, str]]:
+        """The ``(row id, why)`` notifications, each as it arrives, for ``timeout`` seconds; raises
         RegistryUnavailable if the connection broke."""
-        found = []
         try:
             for note in self._driver.notifies(timeout=timeout):
                 row_id, _, why = note.payload.partition(":")
                 if row_id.isdigit():
-                    found.append((int(row_id), why))
+                    yield int(row_id), why
         except Exception as exc:
-            raise RegistryUnavailable(
-                f"wake-up listener lost its connection: {redact_url(str(exc))}"
-            ) from exc
-        return found
+            detail = redact_url(str(exc))
+            raise RegistryUnavailable(f"wake-up listener lost its connection: {detail}") from exc
 
     def close(self) -> None:
         try:

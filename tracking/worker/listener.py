@@ -13,8 +13,10 @@ from tracking.settings import Settings
 
 log = logging.getLogger("tracking.worker")
 
-#: how long one wait for notifications lasts, and the pause before a reconnection (seconds)
+#: how long one wait for notifications lasts: how soon the listener sees that it must stop (seconds)
 POLL = 1.0
+#: the pause before a reconnection (seconds)
+RECONNECT_PAUSE = 1.0
 
 
 def listen(settings: Settings, on_wake: Callable[[int, str], None], stopped: threading.Event) -> None:
@@ -31,4 +33,4 @@ def listen(settings: Settings, on_wake: Callable[[int, str], None], stopped: thr
                         on_wake(row_id, why)
         except RegistryUnavailable as exc:
             log.warning("%s", exc)
-            stopped.wait(POLL)
+            stopped.wait(RECONNECT_PAUSE)
