@@ -1,5 +1,5 @@
 """The benchmark of `tracking`, side by side with bare Celery, raw SQL, bare kombu and Ray.
 
-Run it from the repository root with ``python -m bench`` (see ``bench/run.py``); it writes
-``docs/benchmarks.md`` and its plots, ``docs/bench/*.png``.
+``python -m bench`` from the repository root (``bench/runner.py``; ``--list`` names the sections,
+one module each). A full run writes ``docs/benchmarks.md`` and its plots, ``docs/bench/*.png``.
 """

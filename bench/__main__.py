@@ -1,3 +1,3 @@
-from bench.run import main
+from bench.runner import main
 
-raise SystemExit(main(command="python -m bench"))
+raise SystemExit(main())

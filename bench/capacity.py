@@ -1,247 +1,198 @@
-"""h. Capacity: many live trackers in ONE ``celery -A tracking worker -P gevent`` process.
+"""h. Capacity: live trackers in one gevent worker process (PostgreSQL + Redis).
 
-Per size N, on PostgreSQL + Redis, a fresh worker process (``-P gevent -c N+100``) on a queue of
-its own:
-
-- RSS of its process group idle (registered, one task run), then with N live trackers: RSS per
-  tracker = (RSS with N - RSS idle) / N, from ``/proc/<pid>/status`` VmRSS of every process in the
-  worker's process group (the gevent pool runs every task in the one process);
-- time from the first ``start()`` until all N are ``running`` with a checkpoint in the registry
-  (``start()`` called from a few threads of the benchmark's process);
-- the registry connections the worker process holds (``pg_stat_activity`` by application name),
-  sampled while they start;
-- registry writes per second in a window after every tracker has ticked (``pg_stat_user_tables``,
-  as in g.), and the age of the oldest checkpoint at the end of it (a worker that keeps up has
-  none older than one interval plus a little).
-
-Plus what psycopg does under gevent (``bench.geventprobe``, in subprocesses): the wait function it
-chose, and the lateness of other greenlets while one waits in ``pg_sleep``, when the patch comes
-first (as in Celery) and when psycopg was imported before it (the baseline).
-
-Every wait is bounded in time; every loop in count.
+{sizes} trackers (interval {interval:g} s), each size on a fresh `celery -A tracking worker -P
+gevent -c <N+100>` process on a queue of its own; heartbeat {heartbeat_seconds:g} s, lease
+{lease_seconds:g} s, sweep {sweep_seconds:g} s, start grace {start_grace_seconds:g} s (a large
+start-up must not outlast a 3 s lease). Idle RSS: after it registered its lease and ran one task
+(which also says which wait function psycopg uses in it), and 1 s of rest. Then `start()` of N IDs
+from {threads} threads of the benchmark's process; every 0.5 s the registry is counted (`running`
+with a checkpoint) and the worker's connections (`pg_stat_activity`, by the application name
+tracking gives them). Once all run, 11 s for the table counters to settle, then writes per second
+over a {window:g} s window (`pg_stat_user_tables`, as in g.) and RSS (the max of a reading before
+and after it): VmRSS of every process in the worker's process group. RSS per tracker = (RSS live -
+RSS idle) / N; KB = 1000 bytes. The worker is SIGKILLed afterwards (a warm shutdown would hand
+every tracker off), and the registry emptied. Checkpoint age: now minus each running tracker's last
+checkpoint at the end of the window; a worker that keeps up has none much older than one interval.
+A size whose trackers are not all running within max(120 s, N x 0.06 s) is reported as such, with
+the registry's other events (crashes, lost workers, restarts) and the worker log's count of pool
+checkout timeouts, lost leases and crashes. `republished` events are pending entries not claimed
+within the start grace, published again by the worker's own sweep (duplicates of messages still
+queued: the stale copy is dropped at its claim). Goals at 10,000: all running within 60 s, under
+50 KB per tracker.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import json
-import os
-import shutil
-import signal
-import subprocess
-import sys
 import time
-import uuid
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-import psycopg
+from bench import machine, plots
+from bench.context import Context
+from bench.core import Section, counts, met, secs, section
+from bench.replies import ask
+from bench.services import Worker, wait_until
+from bench.trackers import CapacityBench
+from bench.writes import RUNNING, STATS_LAG, summary, window
 
-from bench import machine, supervision
-from bench.services import REPO_ROOT, Worker, wait_until
-
-START_THREADS = 8
-
-
-def worker_connections(conn: psycopg.Connection[Any], pid: int) -> int:
-    """Connections to the registry held by one worker process (tracking names them by its pid)."""
-    row = conn.execute(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s OR application_name = %s",
-        (f"tracking-{pid}", f"tracking-{pid}-listen"),
-    ).fetchone()
-    return int(row[0]) if row else 0
-
-
-def running_count(conn: psycopg.Connection[Any], kind: str) -> int:
-    row = conn.execute(
-        "SELECT count(*) FROM tracking_trackers WHERE kind = %s AND status = 'running'"
-        " AND checkpoint_at IS NOT NULL",
-        (kind,),
-    ).fetchone()
-    return int(row[0]) if row else 0
-
-
-def checkpoint_ages(conn: psycopg.Connection[Any], kind: str) -> dict[str, float]:
-    row = conn.execute(
-        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY a), percentile_cont(0.99) WITHIN GROUP"
-        " (ORDER BY a), max(a) FROM (SELECT extract(epoch FROM clock_timestamp() - checkpoint_at) AS a"
-        " FROM tracking_trackers WHERE kind = %s AND status = 'running') AS ages",
-        (kind,),
-    ).fetchone()
-    assert row is not None
-    return {"p50_s": float(row[0] or 0), "p99_s": float(row[1] or 0), "max_s": float(row[2] or 0)}
+TIMING: dict[str, Any] = {
+    "heartbeat_seconds": 2.0,
+    "lease_seconds": 10.0,
+    "sweep_seconds": 5.0,
+    "start_grace_seconds": 60.0,
+}
+THREADS = 8
+LOG_MARKS = {
+    "pool checkout timeouts (QueuePool limit)": "QueuePool limit",
+    "lease declared lost": "was declared lost",
+    "trackers crashed": " crashed: ",
+    "registry unavailable": "registry unavailable",
+}
+SQL = {
+    "running": RUNNING,
+    "connections": "SELECT count(*) FROM pg_stat_activity WHERE application_name IN (%s, %s)",
+    "ages": "SELECT json_build_array(percentile_cont(0.99) WITHIN GROUP (ORDER BY a), max(a)) FROM (SELECT"
+    " extract(epoch FROM clock_timestamp() - checkpoint_at) AS a FROM tracking_trackers WHERE kind = %s"
+    " AND status = 'running') AS ages",
+    "events": "SELECT coalesce(json_object_agg(event, n), '{}') FROM (SELECT event, count(*) AS n FROM"
+    " tracking_events WHERE kind = %s AND event NOT IN ('started', 'running') GROUP BY event) AS e",
+}
 
 
-def other_events(conn: psycopg.Connection[Any], kind: str) -> dict[str, int]:
-    """Registry events of ``kind`` other than ``started`` and ``running`` (crashes, republishes,
-    lost workers...), by event: none is expected while trackers only start and tick."""
-    rows = conn.execute(
-        "SELECT event, count(*) FROM tracking_events WHERE kind = %s"
-        " AND event NOT IN ('started', 'running') GROUP BY event",
-        (kind,),
-    ).fetchall()
-    return {str(event): int(n) for event, n in rows}
+def step(ctx: Context, worker: Worker, app: Any, queue: str, count: int, seconds: float) -> dict[str, Any]:
+    """One size, on a registered worker: to running, connections, writes, RSS."""
+    driver = json.loads(ask(app, "bench.driver_info", queue, ctx.redis, ctx.redis_prefix, timeout=30))
+    time.sleep(1.0)  # a short rest before the idle reading
+    rss_idle, timeout = machine.group_usage(worker.pid)[0], max(120.0, count * 0.06)
+    kind, timeline = CapacityBench.kind, []
+    names = (f"tracking-{worker.pid}", f"tracking-{worker.pid}-listen")  # tracking names its connections
+    t0 = time.monotonic()
 
+    def sample() -> int:
+        worker.check()
+        running, conns = ctx.scalar(SQL["running"], kind), ctx.scalar(SQL["connections"], *names)
+        timeline.append((time.monotonic() - t0, running, conns))
+        return int(running)
 
-def log_counts(worker: Worker) -> dict[str, int]:
-    """Lines of the worker's log that tell of trouble under load, by kind."""
+    with concurrent.futures.ThreadPoolExecutor(THREADS, thread_name_prefix="bench-start") as pool:
+        futures = [pool.submit(CapacityBench.start, f"cap{count}-{i}") for i in range(count)]
+        wait_until(lambda: sample() < 0 or all(f.done() for f in futures), timeout, 0.5, "start() calls")
+        for f in futures:
+            f.result()  # sampled meanwhile: the timeline begins at the first start()
+    starts_s = time.monotonic() - t0
+    to_running: float | None = None
     try:
-        text = worker.log_path.read_text(errors="replace")
-    except FileNotFoundError:
-        return {}
-    marks = {
-        "pool checkout timeouts (QueuePool limit)": "QueuePool limit",
-        "lease declared lost": "was declared lost",
-        "trackers crashed": " crashed: ",
-        "registry unavailable": "registry unavailable",
-    }
-    return {what: text.count(mark) for what, mark in marks.items()}
-
-
-def driver_info(app: Any, queue: str, client: Any, key_prefix: str, timeout: float = 30.0) -> dict[str, Any]:
-    """Ask the worker (a task, ``bench.driver_info``) which wait function psycopg uses in it."""
-    key = f"{key_prefix}driver:{uuid.uuid4().hex}"
-    app.send_task("bench.driver_info", args=[key], queue=queue, serializer="json")
-    got = supervision._blpop(client, key, timeout)
-    client.delete(key)
-    if got is None:
-        raise TimeoutError(f"no worker ran bench.driver_info within {timeout} s")
-    info: dict[str, Any] = json.loads(got[1])
-    return info
-
-
-def capacity_step(
-    tracker: Any,
-    count: int,
-    worker: Worker,
-    conninfo: str,
-    app: Any,
-    queue: str,
-    client: Any,
-    key_prefix: str,
-    window: float,
-    timeout: float,
-) -> dict[str, Any]:
-    """One size: ``worker`` is started, not yet registered."""
-    supervision.wait_worker_registered(conninfo, worker)
-    assert worker.proc is not None
-    pid = worker.proc.pid
-    info = driver_info(app, queue, client, key_prefix)  # one task run: lazy imports done
-    time.sleep(1.0)  # a short settling window before the idle reading
-    rss_idle = machine.group_usage(pid)[0]
-    ids = [f"cap{count}-{i}" for i in range(count)]
-    timeline: list[tuple[float, int, int]] = []
-    peak_connections = 0
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        t0 = time.monotonic()
-        with concurrent.futures.ThreadPoolExecutor(START_THREADS, thread_name_prefix="bench-start") as pool:
-            futures = [pool.submit(tracker.start, txid) for txid in ids]
-            # Sample while they are being started too: the timeline begins at the first start().
-            for _sample in range(int(timeout / 0.5) + 1):
-                done = sum(f.done() for f in futures)
-                running = running_count(conn, tracker.kind)
-                conns = worker_connections(conn, pid)
-                peak_connections = max(peak_connections, conns)
-                timeline.append((time.monotonic() - t0, running, conns))
-                if done == count or time.monotonic() - t0 > timeout:
-                    break
-                time.sleep(0.5)
-            for f in futures:
-                f.result(timeout=timeout)
-        starts_s = time.monotonic() - t0
-
-        def all_running() -> bool:
-            nonlocal peak_connections
-            if not worker.alive():
-                raise RuntimeError(f"worker {worker.name} exited:\n{worker.log_tail()}")
-            running = running_count(conn, tracker.kind)
-            conns = worker_connections(conn, pid)
-            peak_connections = max(peak_connections, conns)
-            timeline.append((time.monotonic() - t0, running, conns))
-            return running >= count
-
-        to_running: float | None
-        try:
-            wait_until(all_running, timeout, interval=0.5, what=f"{count} trackers running")
-            to_running = time.monotonic() - t0
-        except TimeoutError:  # a figure too: how far it got, and what went wrong (events, log)
-            to_running = None
-        running_at_end = running_count(conn, tracker.kind)
-        # Every tracker ticks at once after its first checkpoint; let the starts' table counters
-        # reach pg_stat_user_tables (an idle backend flushes them up to 10 s late).
-        time.sleep(supervision.STATS_LAG)
-        rss_samples = [machine.group_usage(pid)[0]]
-        writes = supervision.write_window(conninfo, window)
-        rss_samples.append(machine.group_usage(pid)[0])
-        ages = checkpoint_ages(conn, tracker.kind)
-        steady_connections = worker_connections(conn, pid)
-        events = other_events(conn, tracker.kind)
-    rss_live = max(rss_samples)
+        wait_until(lambda: sample() >= count, timeout, interval=0.5, what=f"{count} trackers running")
+        to_running = time.monotonic() - t0
+    except TimeoutError:  # a figure too: how far it got, and what went wrong (events, log)
+        pass
+    running_at_end = sample()
+    time.sleep(STATS_LAG)  # the starts' table counters reach pg_stat_user_tables
+    rss = [machine.group_usage(worker.pid)[0], 0]
+    writes = window(ctx, seconds)
+    rss[1] = machine.group_usage(worker.pid)[0]
+    p99_age, max_age = ctx.scalar(SQL["ages"], kind)
     return {
-        "trackers": count,
-        "starts_s": starts_s,
-        "to_running_s": to_running,
-        "timeout_s": timeout,
-        "running_at_end": running_at_end,
-        "timeline": timeline,
-        "rss_idle_kib": rss_idle,
-        "rss_live_kib": rss_live,
-        "rss_per_tracker_kib": (rss_live - rss_idle) / count,
-        "peak_connections": peak_connections,
-        "steady_connections": steady_connections,
-        "writes": writes,
-        "checkpoint_age": ages,
-        "other_events": events,
-        "driver": info,
+        "trackers": count, "starts_s": starts_s, "to_running_s": to_running, "timeout_s": timeout,
+        "running_at_end": running_at_end, "timeline": timeline, "rss_idle_kib": rss_idle,
+        "rss_live_kib": max(rss), "rss_per_tracker_kib": (max(rss) - rss_idle) / count,
+        "peak_connections": max(t[2] for t in timeline), "writes": writes,
+        "steady_connections": ctx.scalar(SQL["connections"], *names), "age_p99_s": p99_age or 0.0,
+        "age_max_s": max_age or 0.0, "other_events": ctx.scalar(SQL["events"], kind), "driver": driver,
         "concurrency": worker.concurrency,
-    }
+    }  # fmt: skip
 
 
-# -- psycopg under gevent ---------------------------------------------------------------------------
+def one_size(ctx: Context, count: int, seconds: float, logs: dict[int, dict[str, int]]) -> dict[str, Any]:
+    settings = ctx.settings(f"cap{count}", **TIMING)
+    app = ctx.app(f"cap{count}", settings)
+    ctx.pg.truncate()
+    with ctx.fleet() as fleet:
+        (worker,) = ctx.workers(fleet, [f"cap{count}"], settings, pool="gevent", concurrency=count + 100)
+        try:
+            return step(ctx, worker, app, str(settings.queue), count, seconds)
+        finally:
+            if worker.alive():
+                worker.kill()  # not a warm shutdown, which would republish every tracker
+            ctx.pg.truncate()
+            logs[count] = {what: worker.log_text().count(mark) for what, mark in LOG_MARKS.items()}
 
 
-def _json_subprocess(module: str, args: Sequence[str], timeout: float) -> dict[str, Any]:
-    """Run ``python -m <module> <args>`` in a fresh interpreter (its own session, killed whole if
-    it overruns); the JSON object it prints last."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRACKING_", "CELERY_", "PSYCOPG_"))}
-    env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", module, *args],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
+def row(st: dict[str, Any], interval: float, heartbeat: float, log: dict[str, int]) -> list[str]:
+    n, done = st["trackers"], st["to_running_s"]
+    lease, checkpoints, total, goal = summary(st["writes"]["rates"], heartbeat, st["writes"]["seconds"])
+    per_kb = st["rss_per_tracker_kib"] * 1.024
+    goals = ""
+    if n >= 10_000:
+        in_time = met(done is not None and done <= 60)
+        goals = f" (goals at 10,000: within 60 s {in_time}, under 50 KB {met(per_kb < 50)})"
+    running = f"NOT within {st['timeout_s']:.0f} s ({st['running_at_end']:,} running)"
+    return [
+        f"{n:,}", secs(st["starts_s"]), secs(done) if done is not None else running,
+        f"{n / done:,.0f}/s" if done else "-", f"{st['rss_idle_kib'] / 1024:.0f} MiB",
+        f"{st['rss_live_kib'] / 1024:.0f} MiB", f"{per_kb:.1f} KB{goals}",
+        f"{st['peak_connections']} / {st['steady_connections']}",
+        f"{lease:.2f} (1/heartbeat = {1 / heartbeat:g}: {goal})",
+        f"{checkpoints:,.1f} ({n / interval:,.1f}, {checkpoints / (n / interval):.0%})", f"{total:,.1f}",
+        f"{n / heartbeat:,.0f}", f"{st['age_p99_s']:.1f} s / {st['age_max_s']:.1f} s",
+        counts(st["other_events"]), counts(log, "clean"),
+    ]  # fmt: skip
+
+
+def run(ctx: Context) -> Section:
+    sizes, seconds = ctx.pick((1000, 5000, 10_000), (50,)), ctx.pick(30.0, 4.0)
+    interval = CapacityBench.interval
+    out = section(
+        __doc__,
+        sizes=", ".join(f"{n:,}" for n in sizes),
+        interval=interval,
+        threads=THREADS,
+        window=seconds,
+        **TIMING,
     )
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate(timeout=30)
-        raise
-    if proc.returncode != 0:
-        raise RuntimeError(f"{module} exited with {proc.returncode}:\n{err[-3000:]}")
-    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
-    return result
-
-
-def gevent_probe(database_url: str, order: str, timeout: float = 180.0) -> dict[str, Any]:
-    """``bench.geventprobe`` with the patch first (``celery``) or psycopg first (``psycopg-first``)."""
-    return _json_subprocess("bench.geventprobe", [order, database_url], timeout)
-
-
-# -- j. the Ray peer ------------------------------------------------------------------------------
-
-
-def ray_peer(actors: int, lookups: int, calls: int, kills: int, temp: Path, timeout: float) -> dict[str, Any]:
-    """``bench.raypeer`` in a subprocess; Ray's session folder is removed whatever happens."""
-    try:
-        return _json_subprocess(
-            "bench.raypeer", [str(actors), str(lookups), str(calls), str(kills), str(temp)], timeout
+    logs: dict[int, dict[str, int]] = {}
+    steps = [
+        out.attempt(f"{n:,} trackers", one_size, ctx, n, seconds, logs) or {"trackers": n} for n in sizes
+    ]
+    out.data = {"steps": steps, "interval": interval, "timing": TIMING, "worker_log_counts": logs}
+    out.columns = (
+        "trackers", f"start() calls ({THREADS} threads)", "all running", "to running", "RSS idle",
+        "RSS live", "RSS per tracker", "registry connections peak / steady", "lease renewals/s",
+        "checkpoints/s (one per interval)", "all writes/s", "one heartbeat per tracker would add /s",
+        "checkpoint age p99 / max", "other events", "worker log",
+    )  # fmt: skip
+    for st in steps:
+        log = logs.get(st["trackers"], {})
+        out.rows.append(
+            row(st, interval, TIMING["heartbeat_seconds"], log)
+            if "writes" in st
+            else [f"{st['trackers']:,}", "FAILED"]
         )
-    finally:
-        shutil.rmtree(temp, ignore_errors=True)
+    drivers = sorted({f"`{st['driver']['wait_function']}`" for st in steps if "driver" in st})
+    out.blocks.append(
+        f"psycopg's wait function in the worker (asked by a task): {', '.join(drivers) or '-'}."
+    )
+    done = [st for st in steps if "writes" in st]
+
+    def paint(left: Any, middle: Any, right: Any) -> None:
+        ran, n, x = [s for s in done if s["to_running_s"]], [s["trackers"] for s in done], "live trackers"
+        lines: list[plots.Line] = [
+            ([s["trackers"] for s in ran], [s["to_running_s"] for s in ran], "all running", "o-")
+        ]
+        lines.append((n, [s["starts_s"] for s in done], "start() calls alone", "s--"))
+        plots.chart(left, lines, "time to running", x, "seconds from the first start()", goal=60)
+        per_kb = [(n, [s["rss_per_tracker_kib"] * 1.024 for s in done], "RSS per tracker", "o-")]
+        plots.chart(middle, per_kb, "worker RSS per live tracker", x, "KB (1000 bytes)", goal=50)
+        timelines = [
+            ([t[0] for t in s["timeline"]], [t[1] for t in s["timeline"]], f"N = {s['trackers']:,}", "-")
+            for s in done
+        ]
+        plots.chart(
+            right, timelines, "running, over time", "seconds from the first start()", "trackers running"
+        )
+
+    if done:
+        title = "h. capacity: one celery -A tracking worker -P gevent process, PostgreSQL + Redis"
+        plots.draw(ctx, out, "capacity.png", title, paint, cols=3)
+    return out

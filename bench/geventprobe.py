@@ -1,6 +1,6 @@
 """What psycopg does under gevent, measured in a process patched the way Celery's gevent pool is.
 
-Run as a subprocess by the benchmark: ``python -m bench.geventprobe <order> <database URL>``, with
+Run as a subprocess by section h. (``bench.gevent``): ``python -m bench.geventprobe <order> <URL>``, with
 ``order`` one of
 
 - ``celery``: ``celery.maybe_patch_concurrency`` with ``-P gevent`` first (what ``celery -A tracking
@@ -31,12 +31,12 @@ maybe_patch_concurrency(["celery", "worker", "-P", "gevent"])
 
 import time  # noqa: E402
 
-import gevent  # noqa: E402
-import gevent.monkey  # noqa: E402
+import gevent  # type: ignore[import-untyped]  # noqa: E402
+import gevent.monkey  # type: ignore[import-untyped]  # noqa: E402
 import psycopg.waiting  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 
-from bench.measure import percentile  # noqa: E402
+from bench.core import percentile  # noqa: E402
 from tracking import registry  # noqa: E402
 
 TICKERS = 100
@@ -74,13 +74,14 @@ def tick_lateness(seconds: float, during: Any = None) -> dict[str, Any]:
 def main() -> None:
     url = sys.argv[2]
     engine = registry.create_engine(url)
+    pool: Any = engine.pool  # a QueuePool: size() and checkedout() are not on the base class
     with engine.connect() as conn:  # warm: one connection open, the dialect initialised
         conn.execute(sa.text("SELECT 1"))
     out: dict[str, Any] = {
         "order": ORDER,
-        "wait_function": psycopg.waiting.wait.__name__,
+        "wait_function": getattr(psycopg.waiting.wait, "__name__", "?"),
         "select_patched": gevent.monkey.is_module_patched("select"),
-        "pool": {"class": type(engine.pool).__name__, "size": engine.pool.size(), "overflow": 20},
+        "pool": {"class": type(engine.pool).__name__, "size": pool.size(), "overflow": 20},
     }
     out["idle"] = tick_lateness(1.0)
 
@@ -102,7 +103,7 @@ def main() -> None:
         t0 = time.monotonic()
         with engine.connect() as conn:
             waits.append(time.monotonic() - t0)
-            peak[0] = max(peak[0], engine.pool.checkedout())
+            peak[0] = max(peak[0], pool.checkedout())
             conn.execute(sa.text(f"SELECT pg_sleep({SLEEP})"))
 
     t0 = time.monotonic()

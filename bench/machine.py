@@ -1,4 +1,5 @@
-"""What the figures were measured on, and how busy the machine was meanwhile."""
+"""What the figures were measured on, how busy the machine was meanwhile, and what processes use
+(from /proc). Stdlib only: ``bench.raypeer`` imports it."""
 
 from __future__ import annotations
 
@@ -6,34 +7,75 @@ import os
 import platform
 import subprocess
 import threading
+import time
+from collections.abc import Callable, Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 NOISY_LOAD = 3.0
+#: jiffies per second (the unit of /proc CPU times)
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _meminfo_total() -> str:
+def _field(path: str, name: str, default: str = "0") -> str:
+    """The first value after ``name:`` in a /proc file of ``key: value`` lines."""
     try:
-        with open("/proc/meminfo") as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith("MemTotal:"):
-                    kib = int(line.split()[1])
-                    return f"{kib / 1024 / 1024:.1f} GiB"
-    except OSError:
-        pass
-    return "unknown"
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
+                if line.startswith(name) and line[len(name) :].lstrip(" \t").startswith(":"):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    return default
+
+
+def status_kib(pid: int, name: str = "VmRSS") -> int:
+    return int(_field(f"/proc/{pid}/status", name).split()[0])
+
+
+def pss_kib(pid: int) -> int:
+    return int(_field(f"/proc/{pid}/smaps_rollup", "Pss").split()[0])
+
+
+def processes() -> Iterator[tuple[int, list[str]]]:
+    """(pid, the fields of /proc/<pid>/stat after ``pid (comm)``) of every process."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    yield int(entry), f.read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue  # the process exited meanwhile
+
+
+def descendants(root: int) -> list[int]:
+    """Every process below ``root``, by parent ID."""
+    parents = {pid: int(fields[1]) for pid, fields in processes()}
+    found: list[int] = []
+    frontier = [root]
+    for _depth in range(20):  # bounded
+        frontier = [pid for pid, ppid in parents.items() if ppid in frontier]
+        found += frontier
+    return found
+
+
+def group_usage(pgid: int) -> tuple[int, float]:
+    """(VmRSS KiB, CPU seconds) summed over every process in the process group ``pgid``."""
+    rss, cpu = 0, 0.0
+    for pid, fields in processes():
+        if int(fields[2]) == pgid:  # state, ppid, pgrp, ...
+            cpu += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+            rss += status_kib(pid)
+    return rss, cpu
+
+
+def cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs since boot."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return sum(fields) - idle, sum(fields)
 
 
 def _version(dist: str) -> str:
@@ -44,136 +86,97 @@ def _version(dist: str) -> str:
 
 
 def _git_revision() -> str:
-    """The commit the package was measured at, and whether ``tracking/`` differed from it."""
-    root = Path(__file__).resolve().parent.parent
+    """The commit measured, and whether ``tracking/`` differed from it."""
 
     def git(*args: str) -> str:
-        done = subprocess.run(
-            ["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=False
-        )
+        root = Path(__file__).resolve().parent.parent
+        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
         return done.stdout.strip() if done.returncode == 0 else ""
 
     try:
-        commit = git("rev-parse", "--short", "HEAD")
-        changed = git("status", "--porcelain", "--", "tracking")
+        commit, changed = git("rev-parse", "--short", "HEAD"), git("status", "--porcelain", "--", "tracking")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    if not commit:
-        return "unknown"
-    return f"{commit}" + (" with uncommitted changes in tracking/" if changed else "")
+    return (commit or "unknown") + (" with uncommitted changes in tracking/" if changed else "")
 
 
-def describe(servers: dict[str, str]) -> dict[str, Any]:
+def describe(servers: dict[str, str]) -> list[tuple[str, str]]:
     """The machine, the libraries and the servers, as recorded next to the figures."""
-    return {
-        "cores": os.cpu_count(),
-        "cpu": _cpu_model(),
-        "memory": _meminfo_total(),
-        "os": f"{platform.system()} {platform.release()} ({platform.machine()})",
-        "python": platform.python_version(),
-        "tracking": _version("tracking"),
-        "revision": _git_revision(),
-        "celery": _version("celery"),
-        "kombu": _version("kombu"),
-        "sqlalchemy": _version("sqlalchemy"),
-        "psycopg": _version("psycopg"),
-        "redis-py": _version("redis"),
-        **servers,
-    }
+    kib = int(_field("/proc/meminfo", "MemTotal").split()[0])
+    v = _version
+    return [
+        ("CPU cores (`os.cpu_count()`)", str(os.cpu_count())),
+        ("CPU", _field("/proc/cpuinfo", "model name", platform.processor() or "unknown")),
+        ("memory (`/proc/meminfo` MemTotal)", f"{kib / 1024 / 1024:.1f} GiB"),
+        ("OS", f"{platform.system()} {platform.release()} ({platform.machine()})"),
+        ("Python", platform.python_version()),
+        ("tracking", f"{v('tracking')}, git {_git_revision()}"),
+        ("Celery / kombu", f"{v('celery')} / {v('kombu')}"),
+        ("SQLAlchemy", v("sqlalchemy")),
+        ("psycopg / redis-py", f"{v('psycopg')} / {v('redis')}"),
+        (
+            "PostgreSQL / Redis / RabbitMQ servers (loopback)",
+            " / ".join(servers.get(s, "?") for s in ("postgresql", "redis", "rabbitmq")),
+        ),
+    ]
 
 
-#: jiffies per second (the unit of /proc CPU times)
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+class Sampler:
+    """Calls ``sample()`` every ``period`` seconds in a thread of its own while in the ``with``
+    block; keeps (time.time(), what it returned), and the errors it raised, as text."""
 
-
-def group_usage(pgid: int) -> tuple[int, float]:
-    """(VmRSS KiB, CPU seconds) summed over every process in the process group ``pgid``."""
-    rss, cpu = 0, 0.0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            if int(fields[2]) != pgid:  # after "pid (comm)": state, ppid, pgrp
-                continue
-            cpu += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
-            with open(f"/proc/{entry}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        rss += int(line.split()[1])
-                        break
-        except (OSError, IndexError, ValueError):
-            continue  # the process exited meanwhile
-    return rss, cpu
-
-
-def cpu_times() -> tuple[int, int] | None:
-    """(busy, total) jiffies of all CPUs since boot."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(x) for x in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return sum(fields) - idle, sum(fields)
-
-
-class LoadMonitor:
-    """Samples the 1-minute load average and host CPU use every ``interval`` seconds.
-
-    The run is *noisy* if the load average is above 3 at the start or the end, or in more than 10%
-    of the samples taken during the run (the validity guard of RELIABILITY.md, on load).
-    """
-
-    def __init__(self, interval: float = 2.0, max_samples: int = 10_000) -> None:
-        self.interval = interval
-        self.max_samples = max_samples
-        self.start_load = os.getloadavg()
-        self.end_load: tuple[float, float, float] | None = None
-        self.samples: list[float] = []
-        self.cpu_busy: list[float] = []
+    def __init__(self, sample: Callable[[], Any], period: float = 1.0, limit: int = 100_000) -> None:
+        self.sample, self.period, self.limit = sample, period, limit
+        self.samples: list[tuple[float, Any]] = []
+        self.errors: list[str] = []
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="bench-load", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="bench-sampler", daemon=True)
 
-    def __enter__(self) -> LoadMonitor:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
     def __exit__(self, *_exc: object) -> None:
         self._stop.set()
-        self._thread.join(timeout=self.interval + 1)
-        self.end_load = os.getloadavg()
+        self._thread.join(timeout=30)
 
     def _run(self) -> None:
-        last = cpu_times()
-        while len(self.samples) < self.max_samples and not self._stop.wait(self.interval):
-            self.samples.append(os.getloadavg()[0])
-            now = cpu_times()
-            if last is not None and now is not None and now[1] > last[1]:
-                self.cpu_busy.append(100.0 * (now[0] - last[0]) / (now[1] - last[1]))
-            last = now
+        for _round in range(self.limit):  # bounded; ends when told
+            t = time.time()
+            try:
+                self.samples.append((t, self.sample()))
+            except Exception as exc:  # keep sampling; say what failed
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+            if self._stop.wait(max(0.0, self.period - (time.time() - t))):
+                return
+
+    def between(self, began: float, ended: float) -> list[Any]:
+        return [value for t, value in self.samples if began <= t < ended]
+
+
+class LoadMonitor(Sampler):
+    """The 1-minute load average and host CPU use every 2 s. The run is *noisy* if the load average
+    is above 3 at its start or end, or in more than 10% of the samples taken while it ran."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda: (os.getloadavg()[0], cpu_times()), period=2.0)
+        self.start_load = os.getloadavg()[0]
 
     def summary(self) -> dict[str, Any]:
-        end = self.end_load or os.getloadavg()
-        over = sum(1 for s in self.samples if s > NOISY_LOAD)
-        share = over / len(self.samples) if self.samples else 0.0
-        reasons = []
-        if self.start_load[0] > NOISY_LOAD:
-            reasons.append(f"load average {self.start_load[0]:.2f} at start")
-        if end[0] > NOISY_LOAD:
-            reasons.append(f"load average {end[0]:.2f} at end")
+        end = os.getloadavg()[0]
+        loads = [load for _t, (load, _cpu) in self.samples]
+        cpu = [c for _t, (_load, c) in self.samples]
+        busy = [
+            100.0 * (b[0] - a[0]) / (b[1] - a[1]) for a, b in zip(cpu, cpu[1:], strict=False) if b[1] > a[1]
+        ]
+        share = sum(s > NOISY_LOAD for s in loads) / len(loads) if loads else 0.0
+        ends = ((self.start_load, "start"), (end, "end"))
+        reasons = [f"load average {v:.2f} at {when}" for v, when in ends if v > NOISY_LOAD]
         if share > 0.10:
             reasons.append(f"load average above {NOISY_LOAD:g} in {share:.0%} of samples")
-        busy = self.cpu_busy
-        return {
-            "load_start": self.start_load,
-            "load_end": end,
-            "load_max": max(self.samples, default=self.start_load[0]),
-            "load_over_share": share,
-            "cpu_busy_mean": sum(busy) / len(busy) if busy else None,
-            "cpu_busy_over_85_share": (sum(1 for b in busy if b > 85) / len(busy)) if busy else None,
-            "samples": len(self.samples),
-            "noisy": bool(reasons),
-            "noisy_reasons": reasons,
-        }
+        line = f"load average {self.start_load:.2f} at start, {end:.2f} at end"
+        line += f", max {max(loads, default=end):.2f}"
+        if busy:
+            line += f"; host CPU busy {sum(busy) / len(busy):.0f}% on average"
+        verdict = "NOISY: " + "; ".join(reasons) if reasons else "not noisy"
+        return {"noisy": bool(reasons), "reasons": reasons, "line": f"{line}; {verdict}", "loads": loads}

@@ -1,22 +1,21 @@
-"""Plain Celery, without `tracking`: the baseline of the lost-worker benchmark.
+"""Plain Celery, without `tracking`: the baseline of the lost-worker section (e.).
 
-``celery -A bench.plainapp worker``. A long-running task acknowledged late and rejected (requeued)
-if its worker is lost, the settings a Celery user reaches for to make a long task survive the loss
-of its worker. The broker and its transport options come from the environment the benchmark sets:
-``BENCH_BROKER_URL``, ``BENCH_TRANSPORT_OPTIONS`` (JSON); the tasks report to Redis at
-``BENCH_REDIS_URL`` (loopback only).
+``celery -A bench.plainapp worker``. A long task acknowledged late and rejected (requeued) if its
+worker is lost: the settings a Celery user reaches for to make a long task survive the loss of its
+worker. The broker and its transport options come from ``BENCH_BROKER_URL`` and
+``BENCH_TRANSPORT_OPTIONS`` (JSON); the tasks answer through ``bench.replies``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from typing import Any
 
-import redis
 from celery import Celery
+
+from bench.replies import push, worker_client
 
 app = Celery("bench-plain", set_as_current=False)
 app.conf.update(
@@ -36,39 +35,26 @@ app.conf.update(
 LONG_TASK = "bench.long"
 WHOAMI_TASK = "bench.whoami"
 
-_client: redis.Redis | None = None
-_lock = threading.Lock()
-
-
-def _redis() -> redis.Redis:
-    global _client
-    with _lock:
-        if _client is None:
-            _client = redis.Redis.from_url(os.environ["BENCH_REDIS_URL"])
-        return _client
-
 
 def _report(key: str, task: Any) -> None:
     delivery = task.request.delivery_info or {}
-    body = {"hostname": task.request.hostname, "redelivered": bool(delivery.get("redelivered"))}
-    client = _redis()
-    client.rpush(key, json.dumps(body))
-    client.expire(key, 600)
+    push(
+        key, json.dumps({"hostname": task.request.hostname, "redelivered": bool(delivery.get("redelivered"))})
+    )
 
 
-@app.task(name=LONG_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
+@app.task(name=LONG_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)  # type: ignore[untyped-decorator]
 def long_task(self: Any, reply_key: str, seconds: float) -> None:
     """Say where it runs, then run for ``seconds`` (bounded), or until ``<reply_key>:stop`` is set."""
     _report(reply_key, self)
-    client = _redis()
     deadline = time.monotonic() + min(float(seconds), 600.0)
     while time.monotonic() < deadline:
-        if client.exists(f"{reply_key}:stop"):
+        if worker_client().exists(f"{reply_key}:stop"):
             return
         time.sleep(0.2)
 
 
-@app.task(name=WHOAMI_TASK, bind=True)
+@app.task(name=WHOAMI_TASK, bind=True)  # type: ignore[untyped-decorator]
 def whoami(self: Any, reply_key: str) -> None:
-    """Say which worker runs it: the benchmark's readiness check of a worker."""
+    """Say which worker runs it: the readiness check of a worker."""
     _report(reply_key, self)

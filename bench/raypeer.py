@@ -1,6 +1,6 @@
 """j. A peer in the same run: Ray named detached actors, side by side with trackers.
 
-Run by the benchmark in a subprocess of its own (Ray is heavy to import and owns many processes):
+Run by section j. (``bench.ray``) in a subprocess of its own (Ray is heavy to import and owns many processes):
 ``python -m bench.raypeer <actors> <lookups> <calls> <kills> <temp folder>``; it prints one JSON
 object. Ray runs local-only: ``ray.init(address="local")`` on 127.0.0.1, no dashboard, usage
 statistics off, a small object store, its session files in the given temporary folder; every actor
@@ -32,9 +32,10 @@ from typing import Any
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report leaves the machine
 
-import ray
+import ray  # type: ignore[import-not-found, unused-ignore]
 
-from bench.measure import Series
+from bench.core import Series
+from bench.machine import descendants, pss_kib, status_kib
 
 NAMESPACE = "tracking-bench"
 
@@ -55,51 +56,6 @@ class Peer:
         return os.getpid()
 
 
-def _status_kib(pid: int, field: str) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def _pss_kib(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def _descendants(root: int) -> list[int]:
-    """Every process below ``root`` (by parent ID), found in /proc."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            parents[int(entry)] = int(fields[1])
-        except (OSError, IndexError, ValueError):
-            continue
-    found: list[int] = []
-    frontier = [root]
-    for _depth in range(20):  # bounded
-        children = [pid for pid, ppid in parents.items() if ppid in frontier]
-        if not children:
-            break
-        found += children
-        frontier = children
-    return found
-
-
 def _call_until_answered(handle: Any, old_pid: int, timeout: float) -> float:
     """Call the actor until it answers from a new process; seconds from now."""
     t0 = time.monotonic()
@@ -118,6 +74,47 @@ def _call_until_answered(handle: Any, old_pid: int, timeout: float) -> float:
     raise TimeoutError(f"the actor did not answer again within {timeout} s of the kill")
 
 
+def create(names: list[str]) -> dict[str, Any]:
+    """The actors, one after another; the time until every one has answered, and their memory."""
+    t0 = time.monotonic()
+    handles = [Peer.options(name=name, lifetime="detached").remote(name) for name in names]  # type: ignore[attr-defined]
+    pids = ray.get([h.pid.remote() for h in handles], timeout=60 + len(names) * 5)
+    created = time.monotonic() - t0
+    ray_own = [p for p in descendants(os.getpid()) if p not in set(pids)]
+    memory = {
+        "actor_rss_kib": sum(status_kib(pid) for pid in pids) / len(pids),
+        "actor_pss_kib": sum(pss_kib(pid) for pid in pids) / len(pids),
+        "ray_processes": len(ray_own),
+        "ray_rss_kib": sum(status_kib(p) for p in ray_own),
+        "driver_rss_kib": status_kib(os.getpid()),
+    }
+    return {"create_s": created, "memory": memory}
+
+
+def latencies(names: list[str], lookups: int, calls: int, kills: int) -> dict[str, Any]:
+    """``ray.get_actor`` of random names; method calls to one actor; SIGKILLs, each until the actor
+    answers again."""
+    rng = random.Random(1)
+    for name in names[:10]:  # warm-up
+        ray.get_actor(name)
+    gets, rtt = Series(), Series()
+    for name in [rng.choice(names) for _ in range(lookups)]:
+        gets.time(ray.get_actor, name)
+    handle = ray.get_actor(names[0])
+    for i in range(10):  # warm-up
+        ray.get(handle.ping.remote(i), timeout=30)
+    for i in range(calls):
+        if rtt.time(lambda: ray.get(handle.ping.remote(i), timeout=30)) != i:  # noqa: B023
+            raise AssertionError("the actor answered something else")
+    recovered = []
+    for k in range(kills):
+        victim = ray.get_actor(names[k % len(names)])
+        pid = ray.get(victim.pid.remote(), timeout=30)
+        os.kill(pid, signal.SIGKILL)
+        recovered.append(_call_until_answered(victim, pid, timeout=120))
+    return {"get_actor": gets, "call": rtt, "recovered": recovered}
+
+
 def main() -> None:
     actors, lookups, calls, kills = (int(x) for x in sys.argv[1:5])
     temp = sys.argv[5]
@@ -132,57 +129,11 @@ def main() -> None:
         log_to_driver=False,
         namespace=NAMESPACE,
     )
-    init_s = time.monotonic() - began
-    out: dict[str, Any] = {"ray": ray.__version__, "init_s": init_s, "actors": actors}
+    out: dict[str, Any] = {"ray": ray.__version__, "init_s": time.monotonic() - began, "actors": actors}
     names = [f"peer-{i}" for i in range(actors)]
-    handles: list[Any] = []
     try:
-        t0 = time.monotonic()
-        for name in names:
-            handles.append(Peer.options(name=name, lifetime="detached").remote(name))
-        pids = ray.get([h.pid.remote() for h in handles], timeout=60 + actors * 5)
-        out["create_s"] = time.monotonic() - t0
-
-        rss = [_status_kib(pid, "VmRSS") for pid in pids]
-        pss = [_pss_kib(pid) for pid in pids]
-        ray_own = [p for p in _descendants(os.getpid()) if p not in set(pids)]
-        out["memory"] = {
-            "actor_rss_kib": sum(rss) / len(rss),
-            "actor_pss_kib": sum(pss) / len(pss),
-            "ray_processes": len(ray_own),
-            "ray_rss_kib": sum(_status_kib(p, "VmRSS") for p in ray_own),
-            "driver_rss_kib": _status_kib(os.getpid(), "VmRSS"),
-        }
-
-        rng = random.Random(1)
-        for name in names[:10]:  # warm-up
-            ray.get_actor(name)
-        gets = Series()
-        for _i in range(lookups):
-            name = rng.choice(names)
-            t0p = time.perf_counter()
-            ray.get_actor(name)
-            gets.values.append(time.perf_counter() - t0p)
-        out["get_actor"] = gets.values
-
-        handle = ray.get_actor(names[0])
-        for i in range(10):
-            ray.get(handle.ping.remote(i), timeout=30)
-        rtt = Series()
-        for i in range(calls):
-            t0p = time.perf_counter()
-            if ray.get(handle.ping.remote(i), timeout=30) != i:
-                raise AssertionError("the actor answered something else")
-            rtt.values.append(time.perf_counter() - t0p)
-        out["call"] = rtt.values
-
-        recovered = []
-        for k in range(kills):
-            victim = ray.get_actor(names[k % len(names)])
-            pid = ray.get(victim.pid.remote(), timeout=30)
-            os.kill(pid, signal.SIGKILL)
-            recovered.append(_call_until_answered(victim, pid, timeout=120))
-        out["recovered"] = recovered
+        out.update(create(names))
+        out.update(latencies(names, lookups, calls, kills))
     finally:
         for name in names:
             try:

@@ -1,64 +1,36 @@
-"""What the benchmark's workers run: its tracker kinds and two plain Celery tasks.
+"""What the benchmark's workers run: its tracker kinds and its plain Celery tasks.
 
-Workers import this module through ``TRACKING_IMPORTS=bench.trackers``; the bench process imports
-it too, so that ``start``/``lookup``/``stop`` know the kinds.
+Workers import this module through ``TRACKING_IMPORTS=bench.trackers``; the benchmark imports it
+too, so that ``start``/``lookup``/``stop`` know the kinds.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import threading
+import sys
+import time
 from typing import Any
 
-import redis
 from celery import shared_task
 
 import tracking
+from bench import replies
+from bench.replies import push
 
 
-class StartBench(tracking.Tracker):
-    """Started by the ``start()`` benchmark only, on a queue no worker consumes: never runs."""
+class Idle(tracking.Tracker):
+    """Started by sections a. and b. on a queue no worker consumes: never runs."""
 
-    kind = "bench_start"
+    kind = "bench_idle"
     interval = 60.0
 
     def tick(self, state: dict[str, Any]) -> dict[str, Any]:
         return state
 
 
-class LookupBench(tracking.Tracker):
-    """Registered (pending) for the ``lookup()`` benchmark; never runs either."""
-
-    kind = "bench_lookup"
-    interval = 60.0
-
-    def tick(self, state: dict[str, Any]) -> dict[str, Any]:
-        return state
-
-
-class CrashBench(tracking.Tracker):
-    """The crash-to-restart benchmark's tracker: ticks every 0.2 s and keeps its state."""
-
-    kind = "bench_crash"
-    interval = 0.2
-
-    def init(self, transaction_id: str, **args: Any) -> dict[str, Any]:
-        return {"transaction_id": transaction_id}
-
-    def tick(self, state: dict[str, Any]) -> dict[str, Any]:
-        return state
-
-
-class LostBench(tracking.Tracker):
-    """The lost-worker benchmark's tracker: ticks every 0.5 s on a worker that gets SIGKILLed.
-
-    ``max_seconds`` 2: an incarnation that ran longer than that restarts at once, without backoff,
-    and the benchmark lets each one run that long before the next kill.
-    """
-
-    kind = "bench_lost"
-    interval = 0.5
-    max_restarts, max_seconds = 3, 2.0
+class Counting:
+    """Mixed into a tracker: counts its ticks (a checkpoint of a changed state every tick)."""
 
     def init(self, transaction_id: str, **args: Any) -> dict[str, Any]:
         return {"transaction_id": transaction_id, "ticks": 0}
@@ -68,65 +40,39 @@ class LostBench(tracking.Tracker):
         return state
 
 
-class LoadBench(tracking.Tracker):
-    """The write-rate benchmark's tracker: a poll every 5 s, checkpointing a changed state."""
+class CrashBench(Counting, tracking.Tracker):
+    """c.: ticks every 0.2 s."""
+
+    kind = "bench_crash"
+    interval = 0.2
+
+
+class LostBench(Counting, tracking.Tracker):
+    """e.: ticks every 0.5 s on a worker that gets SIGKILLed. An incarnation that ran longer than
+    ``max_seconds`` restarts at once, without backoff; the section lets each run that long."""
+
+    kind = "bench_lost"
+    interval = 0.5
+    max_restarts, max_seconds = 3, 2.0
+
+
+class LoadBench(Counting, tracking.Tracker):
+    """g.: a poll every 5 s."""
 
     kind = "bench_load"
     interval = 5.0
 
-    def init(self, transaction_id: str, **args: Any) -> dict[str, Any]:
-        return {"transaction_id": transaction_id, "confirmations": 0}
 
-    def tick(self, state: dict[str, Any]) -> dict[str, Any]:
-        state["confirmations"] += 1
-        return state
-
-
-@shared_task(name="bench.noop", ignore_result=True)
-def noop() -> None:
-    """The bare Celery baseline of ``start()``: published, never consumed."""
-
-
-_client: redis.Redis | None = None
-_client_lock = threading.Lock()
-
-
-def _redis() -> redis.Redis:
-    global _client
-    with _client_lock:
-        if _client is None:
-            # Set by the benchmark for its workers; loopback only.
-            _client = redis.Redis.from_url(os.environ["BENCH_REDIS_URL"])
-        return _client
-
-
-@shared_task(name="bench.echo", ignore_result=True)
-def echo(reply_key: str) -> None:
-    """The bare Celery baseline of a restart: a task that tells the benchmark it is running."""
-    client = _redis()
-    client.rpush(reply_key, "1")
-    client.expire(reply_key, 60)
-
-
-class CapacityBench(tracking.Tracker):
-    """The capacity benchmark's tracker: polls every 30 s, checkpointing a changed state; never
-    parks (it keeps its greenlet between ticks: a live tracker)."""
+class CapacityBench(Counting, tracking.Tracker):
+    """h.: a poll every 30 s; never parks (it keeps its greenlet between ticks: a live tracker)."""
 
     kind = "bench_capacity"
     interval = 30.0
     park = False
 
-    def init(self, transaction_id: str, **args: Any) -> dict[str, Any]:
-        return {"transaction_id": transaction_id, "polls": 0}
-
-    def tick(self, state: dict[str, Any]) -> dict[str, Any]:
-        state["polls"] += 1
-        return state
-
 
 class MessageBench(tracking.Tracker):
-    """The messages benchmark's tracker: answers calls with their message, counts casts; ticks
-    every 30 s and never parks (it stays on its worker slot between ticks)."""
+    """i.: answers calls with their message, counts casts; never parks."""
 
     kind = "bench_messages"
     interval = 30.0
@@ -146,20 +92,71 @@ class MessageBench(tracking.Tracker):
         return state
 
 
-@shared_task(name="bench.driver_info", ignore_result=True)
-def driver_info(reply_key: str) -> None:
-    """Which wait function psycopg chose in this worker process, and whether gevent patched it."""
-    import json
-    import sys
+#: k.: how many ticks a parked tracker's state remembers
+HISTORY = 16
 
+
+class ParkedBench(tracking.Tracker):
+    """k.: parks between ticks; each tick logs ``[due, scheduled, ticked]`` (wall clock). *scheduled*
+    is when the runtime meant to tick (the inserted ``tick_at``, then the previous tick plus the
+    interval), *due* the fixed schedule (first due + k intervals). The interval is read at import
+    (``BENCH_PARKED_INTERVAL``), so that the benchmark and its workers agree."""
+
+    kind = "bench_parked"
+    interval = float(os.environ.get("BENCH_PARKED_INTERVAL", "300"))
+    park = True
+
+    def tick(self, state: dict[str, Any]) -> dict[str, Any]:
+        now = time.time()
+        due, previous = float(state["due"]), state.get("ticked")
+        scheduled = due if previous is None else float(previous) + self.interval
+        log = [*state.get("log", [])[-(HISTORY - 1) :], [round(due, 3), round(scheduled, 3), round(now, 3)]]
+        return {
+            "due": due + self.interval,
+            "ticks": int(state.get("ticks", 0)) + 1,
+            "log": log,
+            "ticked": now,
+        }
+
+
+@shared_task(name="bench.noop", ignore_result=True)  # type: ignore[untyped-decorator]
+def noop(*_args: Any, **_kwargs: Any) -> None:
+    """a.: the bare Celery baseline of ``start()``: published, never consumed."""
+
+
+@shared_task(name="bench.echo", ignore_result=True)  # type: ignore[untyped-decorator]
+def echo(reply_key: str) -> None:
+    """c. and i.: a task that tells the benchmark it ran."""
+    push(reply_key, "1", ttl=60)
+
+
+@shared_task(name="bench.driver_info", ignore_result=True)  # type: ignore[untyped-decorator]
+def driver_info(reply_key: str) -> None:
+    """h.: which wait function psycopg chose in this worker process, and whether gevent patched it."""
     import psycopg.waiting
 
     monkey = sys.modules.get("gevent.monkey")
+    patched = bool(monkey and monkey.is_module_patched("select"))
     info = {
-        "wait_function": psycopg.waiting.wait.__name__,
-        "select_patched": bool(monkey and monkey.is_module_patched("select")),
+        "wait_function": getattr(psycopg.waiting.wait, "__name__", "?"),
+        "select_patched": patched,
         "pid": os.getpid(),
     }
-    client = _redis()
-    client.rpush(reply_key, json.dumps(info))
-    client.expire(reply_key, 60)
+    push(reply_key, json.dumps(info), ttl=60)
+
+
+@shared_task(name="bench.count", ignore_result=True)  # type: ignore[untyped-decorator]
+def count(key: str, total: int) -> None:
+    """k.: one Redis INCR; the first and the last of ``total`` record when they ran."""
+    now = time.time()
+    done = int(replies.worker_client().incr(key))
+    if done == 1:
+        replies.worker_client().set(f"{key}:first", now)
+    if done == total:
+        replies.worker_client().set(f"{key}:last", time.time())
+
+
+@shared_task(name="bench.at", ignore_result=True)  # type: ignore[untyped-decorator]
+def at(key: str, eta: float) -> None:
+    """k.: a task sent with an ETA: says how late it ran."""
+    push(key, json.dumps([eta, round(time.time() - eta, 4)]))

@@ -1,0 +1,88 @@
+"""b. `lookup()` against a raw SELECT of the same row.
+
+{lookups} lookups of random IDs among {ids} registered ones, against the bare driver reading the
+same row by its unique key (`SELECT * FROM tracking_trackers WHERE kind = ... AND transaction_id =
+...`; psycopg prepares it after five runs); the same IDs in the same order, alternating blocks of
+100. `lookup()` also joins the worker lease and opens a read transaction through SQLAlchemy's pool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+
+from bench import plots
+from bench.context import Context
+from bench.core import Section, Series, alternate, lat, section
+from bench.trackers import Idle
+
+SQL = "SELECT * FROM tracking_trackers WHERE kind = %s AND transaction_id = %s"
+
+
+def latency(count: int, ids: list[str], raw: Callable[[str, str], Any]) -> dict[str, Any]:
+    """``Idle.lookup`` of random registered IDs against ``raw(kind, txid)``."""
+    for txid in ids:
+        Idle.start(txid)
+    rng = random.Random(1)
+    order = [rng.choice(ids) for _ in range(count)]
+    for txid in order[:50]:  # warm-up
+        Idle.lookup(txid)
+        raw(Idle.kind, txid)
+
+    def ours(i: int) -> None:
+        if Idle.lookup(order[i]) is None:
+            raise AssertionError(f"lookup({order[i]!r}) of a registered ID found nothing")
+
+    def bare(i: int) -> None:
+        if raw(Idle.kind, order[i]) is None:
+            raise AssertionError(f"the raw SELECT of {order[i]!r} found nothing")
+
+    found, raws = alternate(count, 100, ours, bare)
+    return {"lookup": found, "raw": raws}
+
+
+def on_postgres(ctx: Context, count: int, ids: list[str]) -> dict[str, Any]:
+    ctx.app("lookup", ctx.settings("idle"))
+    with psycopg.connect(ctx.pg.conninfo, autocommit=True) as conn:
+        return latency(count, ids, lambda k, t: conn.execute(SQL, (k, t)).fetchone())
+
+
+def on_sqlite(ctx: Context, count: int, ids: list[str]) -> dict[str, Any]:
+    settings = ctx.embedded("idle-embedded")
+    ctx.app("lookup-embedded", settings)
+    sql = SQL.replace("%s", "?")
+    with contextlib.closing(sqlite3.connect(settings.database_url.removeprefix("sqlite:///"))) as conn:
+        return latency(count, ids, lambda k, t: conn.execute(sql, (k, t)).fetchone())
+
+
+def run(ctx: Context) -> Section:
+    count, registered = ctx.pick(2000, 50), ctx.pick(1000, 20)
+    ids = [f"lookup-{i}" for i in range(registered)]
+    out = section(__doc__, lookups=count, ids=registered)
+    for label, raw, measure in (("PostgreSQL", "psycopg", on_postgres), ("SQLite", "sqlite3", on_sqlite)):
+        res = out.data[label] = out.attempt(label, measure, ctx, count, ids)
+        name = f"lookup() on {label}, {count} over {registered} IDs"
+        if res is None:
+            out.rows.append([name, "FAILED", "", ""])
+            continue
+        found, bare = Series(res["lookup"]), Series(res["raw"])
+        ratio = f"{found.p50_ms / bare.p50_ms:.1f}x at p50"
+        out.rows.append([name, lat(found), f"{raw} SELECT {lat(bare)}", ratio])
+
+    def paint(ax: Any) -> None:
+        lines = [
+            plots.cdf(res[key], f"{what}, {label}", color + style)
+            for (label, res), color in zip(out.data.items(), ("C0", "C1"), strict=True)
+            if res is not None
+            for key, what, style in (("lookup", "lookup()", "-"), ("raw", "raw SELECT", "--"))
+        ]
+        title = "b. lookup() against a raw SELECT of the same row (CDF)"
+        plots.chart(ax, lines, title, "latency (ms, log scale)", "fraction of lookups", log="x")
+
+    plots.draw(ctx, out, "lookup.png", "b. lookup() latency against a raw SELECT", paint)
+    return out
