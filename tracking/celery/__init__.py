@@ -70,7 +70,7 @@ def install(app: Celery, settings: Settings | None = None) -> Celery:
         clients.use(client)
         if new:
             tracker.subscribe(functools.partial(tasks.make_task, app))
-            tasks.make_supervise_task(app, client)
+            tasks.make_supervise_task(app)
             tasks.configure(app, client)
     return app
 
@@ -120,8 +120,12 @@ def client_for(app: Celery) -> Client:
 
 
 def current_app() -> Celery:
-    """The app trackers are published with: the current client's."""
-    return state.app_of(clients.current()) or default_app()
+    """The app trackers are published with: the current client's, else the one installed last."""
+    found = state.app_of(clients.current())
+    if found is not None:
+        return found
+    apps = state.apps()
+    return apps[0] if apps else default_app()
 
 
 def current_settings() -> Settings:

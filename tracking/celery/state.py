@@ -9,12 +9,22 @@ from celery import Celery
 from tracking.client import Client
 
 lock = threading.RLock()
+
+
+def real(app: Celery) -> Celery:
+    """The app itself, not a proxy to it (``celery.current_app`` is a proxy; a task's ``self.app``
+    is the app)."""
+    unwrap = getattr(app, "_get_current_object", None)
+    return unwrap() if callable(unwrap) else app
+
+
 #: (app, its client), the one installed last first
 installed: list[tuple[Celery, Client]] = []
 
 
 def remember(app: Celery, client: Client) -> bool:
     """Record ``app`` with ``client`` as the one installed last; False if it was installed before."""
+    app = real(app)
     with lock:
         for i, (known, _old) in enumerate(installed):
             if known is app:
@@ -26,6 +36,7 @@ def remember(app: Celery, client: Client) -> bool:
 
 
 def client_for(app: Celery) -> Client:
+    app = real(app)
     with lock:
         for known, client in installed:
             if known is app:

@@ -16,7 +16,7 @@ from typing import Any
 from celery import Celery
 
 from tracking import worker
-from tracking.celery import process
+from tracking.celery import process, state
 from tracking.client import Client
 from tracking.exceptions import InvalidTransactionId
 from tracking.tracker import Tracker, of_kind
@@ -82,10 +82,10 @@ def malformed(transaction_id: object, epoch: object) -> str | None:
     return None
 
 
-def make_supervise_task(app: Celery, client: Client) -> None:
+def make_supervise_task(app: Celery) -> None:
     @app.task(name=SUPERVISE_TASK, ignore_result=True, serializer="json", shared=False)
     def supervise() -> dict[str, int]:
-        return process.sweep(client)
+        return process.sweep(state.client_for(app))  # the app's client now (re-installs change it)
 
 
 def configure(app: Celery, client: Client) -> None:

@@ -20,8 +20,9 @@ Celery app when one is given, or else onto a Celery app built with the recommend
 Celery settings of ``app.config["CELERY"]``, the mapping Flask's Celery pattern uses. Views then
 call ``MyTracker.start(...)`` and ``MyTracker.lookup(...)`` as anywhere else.
 
-`tracking` keeps one registry per process: the settings of the app initialised last are the ones
-``start`` and ``lookup`` use.
+Each app has its own client (its settings and Celery app): inside an app context ``start`` and
+``lookup`` use that app's; outside any, the app initialised last. Apps that share one Celery app
+must share their tracking settings (its workers serve one registry).
 """
 
 from __future__ import annotations
@@ -47,7 +48,10 @@ EXTENSION_KEY = "tracking"
 class _AppState:
     settings: Settings
     celery: Celery
-    client: Client
+
+    @property
+    def client(self) -> Client:
+        return glue.client_for(self.celery)
 
 
 class Tracking:
@@ -83,8 +87,14 @@ class Tracking:
             base.setdefault("broker_url", celery_conf["broker_url"])
         settings = settings_from_config(app.config, base)
         celery = self._celery or build_celery(app.import_name, settings, celery_conf)
+        for other in self._apps.values():
+            if other.celery is celery and other.settings != settings:
+                raise RuntimeError(
+                    "Flask apps that share one Celery app must share their tracking settings: its "
+                    "workers and its supervisor serve one registry. Give each app its own Celery app."
+                )
         glue.install(celery, settings)
-        self._apps[app] = self._last = _AppState(settings, celery, glue.client_for(celery))
+        self._apps[app] = self._last = _AppState(settings, celery)
         app.extensions[EXTENSION_KEY] = self
         app.cli.add_command(tracking_command)
 

@@ -70,7 +70,7 @@ def listen(settings: Settings) -> WakeupListener | None:
         detail = redact_url(str(getattr(exc, "orig", exc)))
         raise RegistryUnavailable(f"wake-up listener cannot connect: {detail}") from exc
     driver: Any = raw.driver_connection
-    if not hasattr(driver, "notifies"):  # not psycopg 3
+    if not (callable(getattr(driver, "notifies", None)) and hasattr(driver, "execute")):  # not psycopg 3
         raw.close()
         engine.dispose()
         return None

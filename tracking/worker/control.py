@@ -96,11 +96,16 @@ class Control:
     def _renew(self) -> None:
         if self.process.lease.renew():
             return
-        # A supervisor declared this process lost: its trackers run elsewhere now.
+        # A supervisor declared this process lost: its trackers run elsewhere now. They are fenced
+        # before a fresh lease lets this process claim anything again.
+        lease = self.process.lease
         incarnations = self.process.incarnations()
-        log.error("worker lease was declared lost; fencing %d trackers", len(incarnations))
+        log.error(
+            "worker lease %s was declared lost; fencing %d trackers", lease.worker_id, len(incarnations)
+        )
         for inc in incarnations:
             inc.fence()
+        lease.register()
 
     def _hand_off_all(self) -> None:
         process = self.process

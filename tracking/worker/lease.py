@@ -42,13 +42,13 @@ class Lease:
             self._valid_from(sent)
 
     def renew(self) -> bool:
-        """Renew; False if the lease had been declared lost (a fresh one is registered then)."""
+        """Renew; False if the lease had been declared lost (the caller fences what ran under it,
+        then registers a fresh one)."""
         sent = time.monotonic()
         if registry.renew_worker(self.settings, self.worker_id):
             with self._renewed:
                 self._valid_from(sent)
             return True
-        self.register()
         return False
 
     def _valid_from(self, sent: float) -> None:

@@ -30,7 +30,14 @@ def listen(settings: Settings, on_wake: Callable[[int, str], None], stopped: thr
             with listener:
                 while not stopped.is_set():
                     for row_id, why in listener.notifications(POLL):
-                        on_wake(row_id, why)
+                        _hand_on(on_wake, row_id, why)
         except RegistryUnavailable as exc:
             log.warning("%s", exc)
             stopped.wait(RECONNECT_PAUSE)
+
+
+def _hand_on(on_wake: Callable[[int, str], None], row_id: int, why: str) -> None:
+    try:
+        on_wake(row_id, why)
+    except Exception:  # one wake-up gone wrong must not end the listener (the poll finds it)
+        log.exception("handling wake-up %s:%s failed", row_id, why)

@@ -28,7 +28,7 @@ from tracking.worker.mailbox import Mailbox
 from tracking.worker.process import WorkerProcess
 from tracking.worker.retry import retrying
 
-log = logging.getLogger("tracking.runtime")
+log = logging.getLogger("tracking.worker")
 T = TypeVar("T")
 
 #: a parking tracker parks only if its next tick is at least this far away (seconds)

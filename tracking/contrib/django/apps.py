@@ -35,8 +35,11 @@ class TrackingConfig(AppConfig):
 
     settings: Settings
     celery: Celery
-    #: what Tracker.start, lookup and the rest use in this project (its settings and Celery app)
-    client: Client
+
+    @property
+    def client(self) -> Client:
+        """What Tracker.start, lookup and the rest use in this project (its settings and Celery app)."""
+        return glue.client_for(self.celery)
 
     def ready(self) -> None:
         from django.conf import settings as django_settings
@@ -49,7 +52,6 @@ class TrackingConfig(AppConfig):
         else:
             self.celery = build_celery("tracking", self.settings, celery_settings(django_settings))
         glue.install(self.celery, self.settings)
-        self.client = glue.client_for(self.celery)
         autodiscover_modules("trackers")
 
     def make_current(self) -> None:
