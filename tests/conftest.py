@@ -1,4 +1,5 @@
-"""Root fixtures: a clean environment and the real services, each isolated per test session.
+"""Root fixtures: a clean environment, the real services (each isolated per test session), and the
+stacks and clusters of tests/harness, which modules configure with markers (see tests/harness).
 
 Services are never skipped: a missing PostgreSQL, Redis or RabbitMQ is a failure (``.ci/run``
 starts any that is down before pytest runs).
@@ -10,16 +11,27 @@ import os
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Literal
 
 import pytest
+
+from tests.harness import (
+    AMQP_HOST,
+    REDIS_URL,
+    Cluster,
+    ClusterSpec,
+    Stack,
+    StackSpec,
+    build_stack,
+    empty_registry,
+    stack_specs,
+)
 
 # Nothing from the caller's environment may leak into the settings under test.
 for _key in list(os.environ):
     if _key.startswith(("TRACKING_", "CELERY_")):
         del os.environ[_key]
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
-AMQP_HOST = "127.0.0.1:5672"
 RUN_ID = uuid.uuid4().hex[:8]
 
 
@@ -119,3 +131,90 @@ def amqp_url() -> Iterator[str]:
         yield f"amqp://guest:guest@{AMQP_HOST}/{vhost}"
     finally:
         _rabbitmqctl("delete_vhost", vhost)
+
+
+# -- stacks and clusters (tests/harness), chosen by markers -------------------------------------------
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "stacks(*names, **options): the stacks (tests/harness/stacks.py STACKS) the module's `stack` "
+        "fixture runs on, all of them by default; options as tests.harness.StackSpec",
+    )
+    config.addinivalue_line(
+        "markers",
+        "cluster(**options): the workers and beat of the module's `cluster` fixture (w1, w2 and beat "
+        "by default), or each_test=True for a cluster of each test's own; as tests.harness.ClusterSpec",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A module that runs on several stacks runs each of its tests on each, module by module (test
+    by test where each test has a stack of its own); a test with a ``stacks`` marker of its own runs
+    on the stacks it names (of its module's)."""
+    if "stack" not in metafunc.fixturenames:
+        return
+    if metafunc.definition.get_closest_marker("cluster") is not _module_marker(metafunc, "cluster"):
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: set the cluster marker in pytestmark")
+    specs = stack_specs(metafunc.definition)
+    each_test = any(spec.each_test for spec in specs)
+    narrowed = metafunc.definition.get_closest_marker("stacks") is not _module_marker(metafunc, "stacks")
+    if len(specs) > 1 or each_test or narrowed:
+        ids = [spec.name for spec in specs]
+        scope: Literal["function", "module"] = "function" if each_test else "module"
+        metafunc.parametrize("stack", specs, indirect=True, ids=ids, scope=scope)
+
+
+def _module_marker(metafunc: pytest.Metafunc, name: str) -> pytest.Mark | None:
+    module = metafunc.definition.getparent(pytest.Module)
+    return module.get_closest_marker(name) if module is not None else None
+
+
+@pytest.fixture(scope="module")
+def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
+    """The module's stack: a migrated registry and a broker queue of its own, installed in this
+    process (one stack after the other where the module runs on several, and one per test where
+    ``pytest.mark.stacks(..., each_test=True)``)."""
+    spec: StackSpec = request.param if hasattr(request, "param") else stack_specs(request.node)[0]
+    with build_stack(request, spec) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def shared_cluster(request: pytest.FixtureRequest, stack: Stack) -> Iterator[Cluster]:
+    """The cluster the tests of a module share (see ``cluster``)."""
+    spec = ClusterSpec.of(request.node)
+    with Cluster(stack, concurrency=spec.concurrency) as cluster:
+        yield cluster.start(*spec.workers, beat=spec.beat)
+
+
+@pytest.fixture
+def cluster(request: pytest.FixtureRequest, stack: Stack) -> Iterator[Cluster]:
+    """Workers and beat on the stack, as the module's ``cluster`` marker says: by default w1, w2
+    and beat, shared by the module's tests; with ``each_test=True`` a cluster of this test's own,
+    after which the registry is emptied."""
+    spec = ClusterSpec.of(request.node)
+    if not spec.each_test:
+        yield request.getfixturevalue("shared_cluster")
+        return
+    try:
+        with Cluster(stack, concurrency=spec.concurrency) as cluster:
+            yield cluster.start(*spec.workers, beat=spec.beat)
+    finally:
+        empty_registry(stack)
+
+
+@pytest.fixture
+def txid() -> str:
+    """A transaction ID no other test uses."""
+    return f"txn_{uuid.uuid4().hex}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """An empty database for a registry: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path_factory.mktemp('registry')}/registry.sqlite3"
+    url: str = request.getfixturevalue("pg_database")
+    return url

@@ -18,15 +18,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from tests.integration.harness import wait_for
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on at the moment, on the loopback address."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from tests.harness import free_port, wait_for
 
 
 def _accepts(port: int) -> bool:

@@ -25,10 +25,8 @@ On PostgreSQL only: a worker paused while it holds SQLite's single write lock st
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 
 import pytest
-import sqlalchemy as sa
 
 from tests.chaos.test_edges import (
     Finish,
@@ -38,47 +36,56 @@ from tests.chaos.test_edges import (
     waiting_at_gate,
     worker_running,
 )
-from tests.integration.conftest import build_stack
-from tests.integration.harness import TIMINGS, Cluster, Stack, wait_for
-from tests.integration.trackers import GatedFinisher, create_edge_tables, create_ticks_table
-from tracking import registry
-from tracking.models import events
+from tests.chaos.test_workers import done_counts
+from tests.harness import TIMINGS, Cluster, Stack, wait_for
+from tests.integration.trackers import GatedFinisher
 
-pytestmark = pytest.mark.chaos
+pytestmark = [
+    pytest.mark.chaos,
+    pytest.mark.stacks("postgres-redis", tables=("ticks", "edges")),
+    pytest.mark.cluster(each_test=True, workers=("w1", "w2"), beat=True),
+]
 
 #: a lost worker's trackers tick again within this (a restart message may first go to the paused
 #: worker's pending BRPOP, and is published again after the start grace)
 TAKEOVER = TIMINGS["lease_seconds"] + TIMINGS["sweep_seconds"] + TIMINGS["start_grace_seconds"] + 20
 
 
-@pytest.fixture(scope="module")
-def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
-    for stack in build_stack(request, "postgres-redis"):
-        engine = registry.engine(stack.settings())
-        create_ticks_table(engine)
-        create_edge_tables(engine)
-        yield stack
-
-
-def done_events(stack: Stack, txid: str) -> int:
-    query = sa.select(sa.func.count()).where(events.c.transaction_id == txid, events.c.event == "done")
-    with registry.engine(stack.settings()).connect() as conn:
-        return int(conn.execute(query).scalar_one())
-
-
 def start_at_the_gate(cluster: Cluster, txid: str, gate: str) -> str:
     """Start a GatedFinisher and wait until its first incarnation waits at its gate; returns the
     name of the worker that runs it."""
-    cluster.worker("w1")
-    cluster.worker("w2")
-    cluster.beat()
     GatedFinisher.start(txid, until=3, gate=gate)
     wait_for(lambda: waiting_at_gate(cluster.stack, txid), timeout=30, what="the final tick at its gate")
     return worker_running(GatedFinisher, txid)
 
 
+def let_the_successor_finish(stack: Stack, txid: str, epoch: int) -> None:
+    """Wait until an incarnation after ``epoch`` (the restarted one, or the successor of a paused
+    one) waits at its gate in its final tick, open the gate, and wait until the tracker has finished."""
+    wait_for(
+        lambda: [e for e in waiting_at_gate(stack, txid) if e > epoch],
+        timeout=TAKEOVER,
+        what=f"the final tick of an incarnation after {epoch}",
+    )
+    open_gate(stack, txid)
+    wait_for(lambda: GatedFinisher.lookup(txid) is None, timeout=30, what="the tracker to finish")
+
+
 def describe(rows: list[Finish]) -> str:
     return ", ".join(f"token {r.epoch} pid {r.pid} current {r.current}" for r in rows)
+
+
+def check_finished_again_under_a_higher_token(stack: Stack, txid: str) -> None:
+    """The final tick ran twice (ticks are at least once), the repeat under the higher token, and
+    the exit was recorded once."""
+    rows = finishes(stack, txid)
+    assert len(rows) == 2, f"the final tick is at least once: expected it twice, got {describe(rows)}"
+    assert rows[1].epoch > rows[0].epoch, f"the repeat must carry a higher token: {describe(rows)}"
+    # Both were written by the incarnation the registry showed running: neither a token check
+    # nor a registry-fenced write refuses the repeat. The receiver must be idempotent per ID.
+    assert all(r.current for r in rows), describe(rows)
+    assert accepted_by_token_check(rows) == rows
+    assert done_counts(stack, [txid])[txid] == 1
 
 
 def test_a_worker_killed_between_the_final_effect_and_the_exit_finishes_again_under_a_higher_token(
@@ -88,22 +95,8 @@ def test_a_worker_killed_between_the_final_effect_and_the_exit_finishes_again_un
     first = wait_for(lambda: finishes(cluster.stack, txid), timeout=10, what="the finish")
     cluster.kill(name)  # SIGKILL: the exit is never recorded
 
-    wait_for(
-        lambda: [e for e in waiting_at_gate(cluster.stack, txid) if e > first[0].epoch],
-        timeout=TAKEOVER,
-        what="the restarted incarnation's final tick",
-    )
-    open_gate(cluster.stack, txid)
-    wait_for(lambda: GatedFinisher.lookup(txid) is None, timeout=30, what="the tracker to finish")
-
-    rows = finishes(cluster.stack, txid)
-    assert len(rows) == 2, f"the final tick is at least once: expected it twice, got {describe(rows)}"
-    assert rows[1].epoch > rows[0].epoch, f"the repeat must carry a higher token: {describe(rows)}"
-    # Both were written by the incarnation the registry showed running: neither a token check
-    # nor a registry-fenced write refuses the repeat. The receiver must be idempotent per ID.
-    assert all(r.current for r in rows), describe(rows)
-    assert accepted_by_token_check(rows) == rows
-    assert done_events(cluster.stack, txid) == 1
+    let_the_successor_finish(cluster.stack, txid, first[0].epoch)
+    check_finished_again_under_a_higher_token(cluster.stack, txid)
 
 
 def test_a_worker_paused_between_the_final_effect_and_the_exit_finishes_again_under_a_higher_token(
@@ -113,24 +106,12 @@ def test_a_worker_paused_between_the_final_effect_and_the_exit_finishes_again_un
     first = wait_for(lambda: finishes(cluster.stack, txid), timeout=10, what="the finish")
     cluster.signal(name, signal.SIGSTOP)
     try:
-        wait_for(
-            lambda: [e for e in waiting_at_gate(cluster.stack, txid) if e > first[0].epoch],
-            timeout=TAKEOVER,
-            what="the successor's final tick",
-        )
-        open_gate(cluster.stack, txid)
-        wait_for(lambda: GatedFinisher.lookup(txid) is None, timeout=30, what="the successor to finish")
+        let_the_successor_finish(cluster.stack, txid, first[0].epoch)
     finally:
         cluster.signal(name, signal.SIGCONT)
     # The resumed incarnation raises Done, finds its exit fenced out, and writes nothing more.
     wait_for(lambda: "'fenced'" in cluster.log(name), timeout=30, what=f"{name}'s incarnation fenced")
-
-    rows = finishes(cluster.stack, txid)
-    assert len(rows) == 2, f"expected the final tick twice, got {describe(rows)}"
-    assert rows[1].epoch > rows[0].epoch, f"the repeat must carry a higher token: {describe(rows)}"
-    assert all(r.current for r in rows), describe(rows)
-    assert accepted_by_token_check(rows) == rows
-    assert done_events(cluster.stack, txid) == 1
+    check_finished_again_under_a_higher_token(cluster.stack, txid)
 
 
 def test_a_worker_paused_mid_final_tick_writes_a_zombie_finish_that_its_older_token_gives_away(
@@ -140,13 +121,7 @@ def test_a_worker_paused_mid_final_tick_writes_a_zombie_finish_that_its_older_to
     paused_epoch = waiting_at_gate(cluster.stack, txid)[0]
     cluster.signal(name, signal.SIGSTOP)
     try:
-        wait_for(
-            lambda: [e for e in waiting_at_gate(cluster.stack, txid) if e > paused_epoch],
-            timeout=TAKEOVER,
-            what="the successor's final tick",
-        )
-        open_gate(cluster.stack, txid)
-        wait_for(lambda: GatedFinisher.lookup(txid) is None, timeout=30, what="the successor to finish")
+        let_the_successor_finish(cluster.stack, txid, paused_epoch)
         assert [r.epoch for r in finishes(cluster.stack, txid)] == [paused_epoch + 1]
     finally:
         cluster.signal(name, signal.SIGCONT)
@@ -161,4 +136,4 @@ def test_a_worker_paused_mid_final_tick_writes_a_zombie_finish_that_its_older_to
     )
     assert accepted_by_token_check(rows) == [successor], "a receiver refusing token < highest refuses it"
     assert not zombie.current, "a write conditional on the registry (FENCED_TICK) would be refused"
-    assert done_events(cluster.stack, txid) == 1, "the zombie recorded no exit"
+    assert done_counts(cluster.stack, [txid])[txid] == 1, "the zombie recorded no exit"

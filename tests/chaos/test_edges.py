@@ -16,7 +16,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from typing import NamedTuple, TypeVar
 
@@ -24,8 +24,7 @@ import pytest
 import sqlalchemy as sa
 
 import tracking
-from tests.integration.conftest import build_stack
-from tests.integration.harness import TIMINGS, Cluster, Stack, wait_for
+from tests.harness import TIMINGS, Cluster, Stack, wait_for
 from tests.integration.trackers import (
     EDGE_TICKS_TABLE,
     FINISHES_TABLE,
@@ -36,23 +35,16 @@ from tests.integration.trackers import (
     SlowCrasher,
     SlowPermanentFinisher,
     TimedTicker,
-    create_edge_tables,
-    create_ticks_table,
 )
 from tracking import registry
 from tracking.models import trackers
 
-pytestmark = pytest.mark.chaos
+pytestmark = [
+    pytest.mark.chaos,
+    pytest.mark.stacks("postgres-redis", "sqlite-embedded", tables=("ticks", "edges")),
+    pytest.mark.cluster(each_test=True),
+]
 T = TypeVar("T")
-
-
-@pytest.fixture(scope="module", params=["postgres-redis", "sqlite-embedded"])
-def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
-    for stack in build_stack(request, request.param):
-        engine = registry.engine(stack.settings())
-        create_ticks_table(engine)
-        create_edge_tables(engine)
-        yield stack
 
 
 # -- reading what the trackers recorded ----------------------------------------------------------
@@ -302,7 +294,7 @@ def recoveries(stack: Stack, ids: list[str]) -> dict[int, list[float]]:
     return gaps
 
 
-@pytest.mark.parametrize("stack", ["postgres-redis"], indirect=True)
+@pytest.mark.stacks("postgres-redis")
 @pytest.mark.timeout(150)
 def test_a_worker_lost_again_and_again_costs_its_trackers_no_restart_backoff(cluster: Cluster) -> None:
     kills, n = 5, 20

@@ -6,21 +6,21 @@ import signal
 
 import pytest
 
-from tests.integration.harness import TIMINGS, Cluster, wait_for
+from tests.harness import TIMINGS, Cluster, running, wait_for
 from tests.integration.trackers import Mailman
-from tracking import Status
 
-pytestmark = pytest.mark.chaos
+pytestmark = [
+    pytest.mark.chaos,
+    pytest.mark.stacks("postgres-redis", "postgres-rabbitmq", "sqlite-embedded", tables=("ticks",)),
+    pytest.mark.cluster(each_test=True, workers=("w1", "w2"), beat=True),
+]
 
 
 def test_a_thousand_casts_are_each_handled_once_in_order_through_a_crash_and_a_killed_worker(
     cluster: Cluster, txid: str
 ) -> None:
-    cluster.worker("w1")
-    cluster.worker("w2")
-    cluster.beat()
     Mailman.start(txid)
-    first = wait_for(lambda: (r := Mailman.lookup(txid)) is not None and r.status is Status.RUNNING and r)
+    first = wait_for(lambda: running(Mailman, txid))
 
     for n in range(0, 400):
         Mailman.cast(txid, {"n": n})
@@ -28,14 +28,7 @@ def test_a_thousand_casts_are_each_handled_once_in_order_through_a_crash_and_a_k
     for n in range(400, 700):
         Mailman.cast(txid, {"n": n})
 
-    owner = wait_for(
-        lambda: (
-            (r := Mailman.lookup(txid)) is not None
-            and r.status is Status.RUNNING
-            and r.epoch > first.epoch
-            and r
-        )
-    )
+    owner = wait_for(lambda: running(Mailman, txid, after_epoch=first.epoch))
     assert owner.worker is not None
     victim = owner.worker.split("@")[0]
     cluster.signal(victim, signal.SIGKILL)

@@ -29,10 +29,9 @@ import pytest
 import sqlalchemy as sa
 
 from tests.chaos.servers import PostgresCluster, RabbitNode, RedisServer
-from tests.chaos.test_workers import stale_ticks_accepted
-from tests.conftest import REDIS_URL
-from tests.integration.harness import TIMINGS, Cluster, Stack, wait_for
-from tests.integration.trackers import Counter, Recorder, create_ticks_table
+from tests.chaos.test_workers import done_counts, stale_ticks_accepted, start_many
+from tests.harness import REDIS_URL, TIMINGS, Cluster, Stack, stack_on, wait_for
+from tests.integration.trackers import Counter, Recorder
 from tracking import Status, registry
 from tracking.exceptions import RegistryUnavailable
 from tracking.models import events, trackers, workers
@@ -60,48 +59,19 @@ SETTLE = UNTIL * 0.1 + TIMINGS["lease_seconds"] + TIMINGS["start_grace_seconds"]
 # -- a stack on servers of the test's choosing ----------------------------------------------------
 
 
-def make_stack(
-    folder: Path, name: str, database_url: str, broker_url: str, redis_prefix: str | None = None
-) -> Stack:
-    """A migrated registry (with the Recorder's side table) and a broker, installed in this process."""
-    folder.mkdir(parents=True, exist_ok=True)
-    stack = Stack(
-        name,
-        database_url,
-        broker_url,
-        folder,
-        redis_prefix=redis_prefix,
-        queue=f"chaos-{uuid.uuid4().hex[:8]}",
-    )
-    settings = stack.settings()
-    registry.migrate(settings)
-    create_ticks_table(registry.engine(settings))
-    stack.app()
-    return stack
-
-
 @contextlib.contextmanager
-def running(stack: Stack) -> Iterator[Cluster]:
-    """Two workers and beat on the stack; stopped afterwards, and this process's pool closed."""
-    cluster = Cluster(stack)
-    try:
-        cluster.worker("w1")
-        cluster.worker("w2")
-        cluster.beat()
-        yield cluster
-    finally:
-        cluster.close()
-        registry.dispose(stack.settings())
+def running(
+    folder: Path, name: str, database_url: str, broker_url: str, redis_prefix: str | None = None
+) -> Iterator[Stack]:
+    """A stack on these servers (with the Recorder's side table), installed in this process, and
+    two workers and beat on it; stopped afterwards, and this process's pool closed."""
+    stack = Stack(name, database_url, broker_url, folder, redis_prefix=redis_prefix, side_tables=("ticks",))
+    with stack_on(stack), Cluster(stack) as cluster:
+        cluster.start("w1", "w2", beat=True)
+        yield stack
 
 
 # -- what the tests start and check ---------------------------------------------------------------
-
-
-def start_many(prefix: str, n: int = TRACKERS, until: int = UNTIL) -> list[str]:
-    ids = [f"{prefix}_{uuid.uuid4().hex[:10]}_{i}" for i in range(n)]
-    for txid in ids:
-        Recorder.start(txid, until=until)
-    return ids
 
 
 def ticking(ids: list[str], ticks: int = 3) -> bool:
@@ -180,14 +150,8 @@ def _quietly(check: Callable[[], bool]) -> bool:
 
 def outcome(stack: Stack, ids: list[str]) -> dict[str, list[str]]:
     """Per ID: finished once, finished twice, never finished, or still registered."""
+    done = done_counts(stack, ids)
     with registry.engine(stack.settings()).connect() as conn:
-        done = Tally(
-            conn.execute(
-                sa.select(events.c.transaction_id).where(
-                    events.c.event == "done", events.c.transaction_id.in_(ids)
-                )
-            ).scalars()
-        )
         registered = set(
             conn.execute(
                 sa.select(trackers.c.transaction_id).where(trackers.c.transaction_id.in_(ids))
@@ -294,6 +258,17 @@ def check_leases_held(oldest: float, causes: Tally[str]) -> None:
     assert oldest < bound, "lease renewal waited on the broker"
 
 
+def check_the_broker_came_back(
+    stack: Stack, broker: str, ids: list[str], back_at: float, oldest: float
+) -> None:
+    """After a broker outage: a tracker started now runs at once (the workers consume again), every
+    tracker finishes once, and no worker's lease renewal waited on the broker."""
+    canary = canary_round_trip(stack, broker)
+    print(f"\n{broker} back: a new tracker ran to Done {canary:.1f} s after the broker returned")
+    causes = settle_and_check(stack, ids, f"{broker} restart", back_at)
+    check_leases_held(oldest, causes)
+
+
 # -- Redis ----------------------------------------------------------------------------------------
 
 
@@ -303,9 +278,8 @@ def test_trackers_ride_out_a_redis_restart_and_those_started_while_it_is_down_ru
     redis = RedisServer(tmp_path)
     try:
         redis.start()
-        stack = make_stack(tmp_path / "stack", "redis-restart", pg_databases(), redis.url)
-        with running(stack):
-            ids = start_many("redis", until=UNTIL_BROKER)
+        with running(tmp_path / "stack", "redis-restart", pg_databases(), redis.url) as stack:
+            ids = start_many(TRACKERS, "redis", until=UNTIL_BROKER)
             wait_for(lambda: ticking(ids), timeout=30, what="trackers ticking before the fault")
 
             redis.shutdown()  # SHUTDOWN NOSAVE: every queued message and binding is gone too
@@ -314,10 +288,7 @@ def test_trackers_ride_out_a_redis_restart_and_those_started_while_it_is_down_ru
             redis.start()
             back_at = time.monotonic()
 
-            canary = canary_round_trip(stack, "redis")
-            print(f"\nredis back: a new tracker ran to Done {canary:.1f} s after the broker returned")
-            causes = settle_and_check(stack, ids + late, "redis restart", back_at)
-            check_leases_held(oldest, causes)
+            check_the_broker_came_back(stack, "redis", ids + late, back_at, oldest)
     finally:
         redis.close()
 
@@ -331,9 +302,8 @@ def test_trackers_ride_out_closed_rabbitmq_connections_and_an_app_restart_and_st
     node = RabbitNode()
     try:
         node.start()
-        stack = make_stack(tmp_path / "stack", "rabbitmq-restart", pg_databases(), node.url)
-        with running(stack):
-            ids = start_many("rabbit", until=UNTIL_BROKER + 50)
+        with running(tmp_path / "stack", "rabbitmq-restart", pg_databases(), node.url) as stack:
+            ids = start_many(TRACKERS, "rabbit", until=UNTIL_BROKER + 50)
             wait_for(lambda: ticking(ids), timeout=30, what="trackers ticking before the fault")
 
             for _ in range(3):
@@ -350,10 +320,7 @@ def test_trackers_ride_out_closed_rabbitmq_connections_and_an_app_restart_and_st
                 node.await_startup()
             back_at = time.monotonic()
 
-            canary = canary_round_trip(stack, "rabbit")
-            print(f"\nrabbitmq back: a new tracker ran to Done {canary:.1f} s after the app restarted")
-            causes = settle_and_check(stack, ids + late, "rabbitmq restart", back_at)
-            check_leases_held(oldest, causes)
+            check_the_broker_came_back(stack, "rabbitmq", ids + late, back_at, oldest)
     finally:
         node.close()
 
@@ -377,11 +344,9 @@ def pg_cluster() -> Iterator[PostgresCluster]:
 def test_trackers_ride_out_a_postgresql_restart_and_no_tracker_runs_twice(
     mode: str, pg_cluster: PostgresCluster, redis_prefix: str, tmp_path: Path
 ) -> None:
-    stack = make_stack(
-        tmp_path / "stack", f"postgres-{mode}", pg_cluster.create_database(), REDIS_URL, redis_prefix
-    )
-    with running(stack):
-        ids = start_many(f"pg_{mode}")
+    database = pg_cluster.create_database()
+    with running(tmp_path / "stack", f"postgres-{mode}", database, REDIS_URL, redis_prefix) as stack:
+        ids = start_many(TRACKERS, f"pg_{mode}", until=UNTIL)
         wait_for(lambda: ticking(ids), timeout=30, what="trackers ticking before the fault")
 
         pg_cluster.stop(mode)
@@ -402,12 +367,13 @@ def test_trackers_ride_out_a_postgresql_restart_and_no_tracker_runs_twice(
 def test_trackers_ride_out_their_database_connections_being_killed_again_and_again(
     pg_databases: Callable[[], str], redis_prefix: str, tmp_path: Path
 ) -> None:
-    stack = make_stack(
-        tmp_path / "stack", "postgres-kill-connections", pg_databases(), REDIS_URL, redis_prefix
-    )
-    name = sa.make_url(stack.database_url).database
-    with running(stack), admin_connection(stack) as admin:
-        ids = start_many("pg_kill")
+    database = pg_databases()
+    name = sa.make_url(database).database
+    with (
+        running(tmp_path / "stack", "postgres-kill-connections", database, REDIS_URL, redis_prefix) as stack,
+        admin_connection(stack) as admin,
+    ):
+        ids = start_many(TRACKERS, "pg_kill", until=UNTIL)
         wait_for(lambda: ticking(ids), timeout=30, what="trackers ticking before the fault")
 
         killed, lookups, errors = 0, 0, Tally[str]()

@@ -8,24 +8,18 @@ docs/guarantees.md). The embedded default is for one machine and trying things o
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 
 import pytest
 
 from tests.chaos.test_workers import all_running, stale_registry_writes, stale_ticks_accepted, start_many
-from tests.integration.conftest import build_stack
-from tests.integration.harness import TIMINGS, Cluster, Stack, wait_for
-from tests.integration.trackers import Recorder, create_ticks_table
-from tracking import registry
+from tests.harness import TIMINGS, Cluster, wait_for
+from tests.integration.trackers import Recorder
 
-pytestmark = pytest.mark.chaos
-
-
-@pytest.fixture(scope="module", params=["postgres-redis", "postgres-rabbitmq"])
-def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
-    for stack in build_stack(request, request.param):
-        create_ticks_table(registry.engine(stack.settings()))
-        yield stack
+pytestmark = [
+    pytest.mark.chaos,
+    pytest.mark.stacks("postgres-redis", "postgres-rabbitmq", tables=("ticks",)),
+    pytest.mark.cluster(each_test=True),
+]
 
 
 def test_a_paused_worker_s_stale_incarnations_write_nothing_after_they_are_replaced(cluster: Cluster) -> None:

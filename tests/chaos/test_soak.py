@@ -14,32 +14,22 @@ import signal
 import statistics
 import time
 import uuid
-from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
 
-from tests.chaos.test_workers import stale_ticks_accepted
-from tests.integration.conftest import build_stack
-from tests.integration.harness import TIMINGS, Cluster, Stack, wait_for
-from tests.integration.trackers import TICKS_TABLE, SlowRecorder, create_ticks_table
+from tests.chaos.test_workers import done_counts, stale_ticks_accepted
+from tests.harness import TIMINGS, Cluster, Stack, wait_for
+from tests.integration.trackers import TICKS_TABLE, SlowRecorder
 from tracking import registry
 from tracking.models import events
 
-pytestmark = [pytest.mark.chaos, pytest.mark.soak]
+pytestmark = [pytest.mark.chaos, pytest.mark.soak, pytest.mark.stacks("postgres-redis", tables=("ticks",))]
 
 TRACKERS = int(os.environ.get("SOAK_TRACKERS", "500"))
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "240"))
 WORKERS = ("w1", "w2", "w3")
-
-
-@pytest.fixture(scope="module")
-def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
-    for stack in build_stack(request, "postgres-redis"):
-        create_ticks_table(registry.engine(stack.settings()))
-        yield stack
 
 
 def _as_datetime(value: object) -> datetime:
@@ -84,11 +74,8 @@ def test_a_random_worker_killed_every_ten_to_twenty_seconds_loses_nothing_and_ru
     stack: Stack,
 ) -> None:
     rng = random.Random(int(os.environ.get("SOAK_SEED", "7")))
-    cluster = Cluster(stack)
-    try:
-        for name in WORKERS:
-            cluster.worker(name, concurrency=TRACKERS + 20)
-        cluster.beat()
+    with Cluster(stack, concurrency=TRACKERS + 20) as cluster:
+        cluster.start(*WORKERS, beat=True)
         # Each tracker finishes after 1 to 3.5 minutes of ticks, so that kills land throughout.
         ids = [f"soak_{uuid.uuid4().hex[:10]}_{i}" for i in range(TRACKERS)]
         for txid in ids:
@@ -102,23 +89,15 @@ def test_a_random_worker_killed_every_ten_to_twenty_seconds_loses_nothing_and_ru
             kills.append(datetime.now(UTC))
             cluster.signal(victim, signal.SIGKILL)
             cluster.kill(victim)
-            cluster.worker(victim, concurrency=TRACKERS + 20)
+            cluster.worker(victim)
 
         settle = TIMINGS["lease_seconds"] + TIMINGS["sweep_seconds"] + 240
         wait_for(
             lambda: SlowRecorder.count() == 0, timeout=settle, interval=1.0, what="every tracker to finish"
         )
-    finally:
-        cluster.close()
 
+    done = done_counts(stack, ids)
     with registry.engine(stack.settings()).connect() as conn:
-        done = Counter(
-            conn.execute(
-                sa.select(events.c.transaction_id).where(
-                    events.c.event == "done", events.c.transaction_id.in_(ids)
-                )
-            ).scalars()
-        )
         # What followed each worker loss, per tracker: a restart at once, never a backoff.
         history = conn.execute(
             sa.select(events.c.transaction_id, events.c.event)

@@ -5,22 +5,29 @@ from __future__ import annotations
 import signal
 import time
 import uuid
+from collections import Counter
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from tests.integration.harness import TIMINGS, Cluster, Stack, wait_for
+from tests.harness import TIMINGS, Cluster, Stack, wait_for
 from tests.integration.trackers import TICKS_TABLE, Recorder, SlowRecorder
 from tracking import Status, registry
 from tracking.models import events
 
-pytestmark = pytest.mark.chaos
+pytestmark = [
+    pytest.mark.chaos,
+    pytest.mark.stacks("postgres-redis", "postgres-rabbitmq", "sqlite-embedded", tables=("ticks",)),
+    pytest.mark.cluster(each_test=True),
+]
 
 
-def start_many(n: int, prefix: str, tracker: type[Recorder] = Recorder) -> list[str]:
+def start_many(n: int, prefix: str, tracker: type[Recorder] = Recorder, **args: Any) -> list[str]:
+    """Start ``n`` trackers with new IDs (``prefix``, then random), with ``args``; returns the IDs."""
     ids = [f"{prefix}_{uuid.uuid4().hex[:10]}_{i}" for i in range(n)]
     for txid in ids:
-        tracker.start(txid)
+        tracker.start(txid, **args)
     return ids
 
 
@@ -52,6 +59,18 @@ def stale_ticks_accepted(stack: Stack, ids: list[str]) -> int:
                     stale += 1
                 highest = max(highest, epoch)
     return stale
+
+
+def done_counts(stack: Stack, ids: list[str]) -> Counter[str]:
+    """Per ID, how many times it finished (its "done" events): once each, none lost or run twice."""
+    with registry.engine(stack.settings()).connect() as conn:
+        return Counter(
+            conn.execute(
+                sa.select(events.c.transaction_id).where(
+                    events.c.event == "done", events.c.transaction_id.in_(ids)
+                )
+            ).scalars()
+        )
 
 
 def stale_registry_writes(stack: Stack, ids: list[str]) -> int:

@@ -4,12 +4,11 @@ when the package is not installed), in a subprocess, with a stack's environment.
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.integration.harness import Stack
+from tests.harness import Stack
 
 _SCRIPT = Path(sys.executable).with_name("tracking")
 #: the command line that runs ``tracking``
@@ -33,14 +32,6 @@ def tracking_cli(
         text=True,
         timeout=timeout,
     )
-
-
-def free_port() -> int:
-    """A TCP port free on loopback right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 SUMMARY = re.compile(

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import redis
 
-from tests.cli.conftest import CANARY, Cli
+from tests.cli.conftest import CANARY, CANARY_STACK, Cli
 from tests.cli.runner import SUMMARY, TRACKING
-from tests.conftest import REDIS_URL
-from tests.integration.harness import Stack
+from tests.harness import REDIS_URL, Stack
 from tests.integration.trackers import Counter
+
+pytestmark = CANARY_STACK
 
 #: the terminal's control sequences (colours, cursor moves, line erases) rich draws the bar with
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")

@@ -8,18 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import CANARY, Cli
-from tests.integration.harness import Cluster, Stack, wait_for
+from tests.cli.conftest import CANARY, CANARY_STACK, Cli
+from tests.harness import Cluster, Stack, running, wait_for
 from tests.integration.trackers import Counter, SlowCounter
-from tracking import Status
-from tracking.tracker import TrackerRef
 
-
-def running(cls: type[Counter], txid: str, other_than: str | None = None) -> TrackerRef | None:
-    ref = cls.lookup(txid)
-    if ref is not None and ref.status is Status.RUNNING and ref.task_id != other_than:
-        return ref
-    return None
+pytestmark = [CANARY_STACK, pytest.mark.cluster(workers=("w1",), beat=False)]
 
 
 def test_start_enqueues_a_tracker_that_a_worker_runs_and_lookup_finds(

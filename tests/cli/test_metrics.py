@@ -15,33 +15,23 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.cli.conftest import CANARY
-from tests.cli.runner import free_port
-from tests.integration.harness import Cluster, Stack, wait_for
+from tests.cli.conftest import CANARY, CANARY_STACK
+from tests.harness import Cluster, Stack, free_port, running, wait_for
 from tests.integration.trackers import Counter
-from tracking import Status
-from tracking.tracker import TrackerRef
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
-
-@dataclasses.dataclass
-class StackWithEnv(Stack):
-    """The stack, with a few more variables in its processes' environment."""
-
-    extra_env: dict[str, str] = dataclasses.field(default_factory=dict)
-
-    def env(self) -> dict[str, str]:
-        return {**super().env(), **self.extra_env}
+#: w2 runs the trackers the tests start; m1 (the ``metrics`` fixture) serves the metrics
+pytestmark = [CANARY_STACK, pytest.mark.cluster(workers=("w2",), beat=False)]
 
 
 class Metrics:
+    """The metrics a worker serves on a port of its own, on a queue of its own."""
+
     def __init__(self, stack: Stack) -> None:
         self.port = free_port()
-        fields = {f.name: getattr(stack, f.name) for f in dataclasses.fields(Stack)}
-        self.stack = StackWithEnv(
-            **{**fields, "queue": f"{stack.queue}-metrics"},
-            extra_env={"TRACKING_METRICS_PORT": str(self.port)},
+        self.stack = dataclasses.replace(
+            stack, queue=f"{stack.queue}-metrics", extra_env={"TRACKING_METRICS_PORT": str(self.port)}
         )
         self.text = ""
 
@@ -57,56 +47,39 @@ class Metrics:
     def value(self, name: str, **labels: str) -> float:
         return self.scrape().get((name, tuple(sorted(labels.items()))), 0.0)
 
-    def wait_value(self, name: str, expected: float, timeout: float = 30.0, **labels: str) -> None:
+    def wait_value(self, name: str, expected: float, **labels: str) -> None:
         wait_for(
             lambda: self.value(name, **labels) == expected,
-            timeout=timeout,
+            timeout=30.0,
             interval=0.2,
             what=f"{name}{labels} to be {expected} (now {self.value(name, **labels)})",
         )
 
 
 @pytest.fixture(scope="module")
-def metrics(stack: Stack) -> Metrics:
-    return Metrics(stack)
-
-
-@pytest.fixture(scope="module")
-def cluster(stack: Stack, metrics: Metrics) -> Iterator[Cluster]:
-    """m1 serves the metrics (and reads its own queue); w2 runs the trackers the test starts."""
-    serving = Cluster(metrics.stack)
-    cluster = Cluster(stack)
-    try:
+def metrics(stack: Stack) -> Iterator[Metrics]:
+    """m1 serves the metrics and reads a queue of its own: its supervisor's sweeps restart on m1
+    what the workers the tests kill or stop lose."""
+    metrics = Metrics(stack)
+    with Cluster(metrics.stack) as serving:
         serving.worker("m1")
-        cluster.worker("w2")
-        yield cluster
-    finally:
-        cluster.close()
-        serving.close()
+        yield metrics
     assert f"metrics on http://127.0.0.1:{metrics.port}/metrics" in serving.log("m1")
-    assert CANARY not in serving.log("m1")
-
-
-def running(txid: str, other_than: str | None = None) -> TrackerRef | None:
-    ref = Counter.lookup(txid)
-    if ref is not None and ref.status is Status.RUNNING and ref.task_id != other_than:
-        return ref
-    return None
 
 
 def test_the_worker_serves_counts_that_move_after_a_start_a_crash_and_a_stop(
-    cluster: Cluster, metrics: Metrics, txid: str
+    metrics: Metrics, cluster: Cluster, txid: str
 ) -> None:
     before = metrics.scrape()
     assert before[("tracking_registry_up", ())] == 1.0
     restarts = before.get(("tracking_restarts_total", (("kind", "Counter"),)), 0.0)
 
     Counter.start(txid)
-    first = wait_for(lambda: running(txid), what="the tracker to run")
+    first = wait_for(lambda: running(Counter, txid), what="the tracker to run")
     metrics.wait_value("tracking_trackers", 1, kind="Counter", status="running")
 
     Counter.stop(txid, reason="crash")
-    wait_for(lambda: running(txid, other_than=first.task_id), what="the restart")
+    wait_for(lambda: running(Counter, txid, other_than=first.task_id), what="the restart")
     metrics.wait_value("tracking_restarts_total", restarts + 1, kind="Counter")
     assert metrics.value("tracking_trackers", kind="Counter", status="running") == 1
 
@@ -120,7 +93,7 @@ def test_the_worker_serves_counts_that_move_after_a_start_a_crash_and_a_stop(
 
 
 def test_a_lost_worker_counts_and_its_recovery_time_is_observed(
-    cluster: Cluster, metrics: Metrics, txid: str
+    metrics: Metrics, cluster: Cluster, txid: str
 ) -> None:
     kind = {"kind": "Counter"}
     lost = metrics.value("tracking_worker_lost_total", **kind)
@@ -128,10 +101,10 @@ def test_a_lost_worker_counts_and_its_recovery_time_is_observed(
     restarts = metrics.value("tracking_restarts_total", **kind)
 
     Counter.start(txid)
-    first = wait_for(lambda: running(txid), what="the tracker to run")
+    first = wait_for(lambda: running(Counter, txid), what="the tracker to run")
     assert first.worker is not None and first.worker.startswith("w2@")
     cluster.kill("w2")
-    second = wait_for(lambda: running(txid, other_than=first.task_id), what="the restart on m1")
+    second = wait_for(lambda: running(Counter, txid, other_than=first.task_id), what="the restart on m1")
     assert second.worker is not None and second.worker.startswith("m1@")
 
     metrics.wait_value("tracking_worker_lost_total", lost + 1, **kind)
@@ -145,7 +118,7 @@ def test_a_lost_worker_counts_and_its_recovery_time_is_observed(
 
 
 def test_a_warm_shutdown_counts_a_handoff_and_no_restart(
-    cluster: Cluster, metrics: Metrics, txid: str
+    metrics: Metrics, cluster: Cluster, txid: str
 ) -> None:
     kind = {"kind": "Counter"}
     handoffs = metrics.value("tracking_handoffs_total", **kind)
@@ -153,7 +126,7 @@ def test_a_warm_shutdown_counts_a_handoff_and_no_restart(
     cluster.worker("w3")
 
     Counter.start(txid)
-    wait_for(lambda: running(txid), what="the tracker to run on w3")
+    wait_for(lambda: running(Counter, txid), what="the tracker to run on w3")
     assert cluster.stop("w3") == 0
     metrics.wait_value("tracking_handoffs_total", handoffs + 1, **kind)
     assert metrics.value("tracking_restarts_total", **kind) == restarts

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
+from tests.harness import migrated
 from tracking import registry
 from tracking.contrib.prometheus import RegistryCollector
 from tracking.models import events
@@ -20,10 +21,8 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Iterator[Settings]:
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'registry.sqlite3'}")
-    registry.migrate(settings)
-    yield settings
-    registry.dispose(settings)
+    with migrated(Settings(database_url=f"sqlite:///{tmp_path / 'registry.sqlite3'}")) as settings:
+        yield settings
 
 
 def write(settings: Settings, txid: str, *history: tuple[float, int, str]) -> None:

@@ -2,13 +2,14 @@
 against a real worker on PostgreSQL + Redis.
 
 Django is set up here, not when pytest starts: the example's settings read the stack's database
-from the environment, and the stack exists only once the session's fixtures have made it. The
+from the environment, and the stack exists only once the module's fixtures have made it. The
 registry's URL is derived from the project's ``DATABASES`` (the example sets no
 ``TRACKING_DATABASE_URL``), so the admin and the workers share one database.
 """
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import os
@@ -22,8 +23,8 @@ import pytest
 import sqlalchemy as sa
 from celery import Celery
 
-from tests.contrib.conftest import ExampleStack, example_stack
-from tests.integration.harness import ROOT, Cluster, wait_for
+import tracking
+from tests.harness import ROOT, Cluster, Stack, wait_for
 from tracking import celery as glue
 from tracking import registry
 
@@ -32,38 +33,45 @@ FOREVER = 1_000_000  # confirmations no test waits for
 CHANGELIST = "/admin/tracking/tracker/"
 
 
-@pytest.fixture(scope="session")
-def django_stack(request: pytest.FixtureRequest) -> Iterator[ExampleStack]:
-    yield from example_stack(request, "transactions.trackers", pythonpath=(str(EXAMPLE),))
+pytestmark = [
+    pytest.mark.stacks("postgres-redis", imports="transactions.trackers", pythonpath=(str(EXAMPLE),)),
+    pytest.mark.cluster(workers=("w1",), beat=True),
+]
 
 
-@pytest.fixture(scope="session", autouse=True)
-def django_project(django_stack: ExampleStack) -> Iterator[None]:
-    """Django set up with the example's settings, its database the stack's."""
-    import django
-    from django.apps import apps
-    from django.db import connections
-
-    database = sa.make_url(django_stack.database_url)
+def project_env(stack: Stack) -> dict[str, str]:
+    """The environment the example project runs in on the stack: its database in ``POSTGRES_*``,
+    and the registry's URL left out (derived from ``DATABASES["default"]``)."""
+    database = sa.make_url(stack.database_url)
     env = {
-        **django_stack.web_env(),
+        **stack.web_env(),
         "DJANGO_SETTINGS_MODULE": "project.settings",
         "POSTGRES_DB": database.database or "",
         "POSTGRES_USER": database.username or "",
         "POSTGRES_HOST": database.host or "",
         "POSTGRES_PORT": str(database.port or ""),
     }
-    del env["TRACKING_DATABASE_URL"]  # derived from DATABASES["default"]
+    del env["TRACKING_DATABASE_URL"]
+    return env
+
+
+@pytest.fixture(scope="module", autouse=True)
+def django_project(stack: Stack) -> Iterator[None]:
+    """Django set up with the example's settings, its database the stack's."""
+    import django
+    from django.apps import apps
+    from django.db import connections
+
     with pytest.MonkeyPatch.context() as path:
         path.syspath_prepend(str(EXAMPLE))  # as manage.py runs: the project's folder first
         with pytest.MonkeyPatch.context() as environment:
-            for key, value in env.items():  # read once, when Django is ready
+            for key, value in project_env(stack).items():  # read once, when Django is ready
                 environment.setenv(key, value)
             django.setup()
         config = apps.get_app_config("tracking")
-        assert config.settings.database_url == django_stack.database_url
+        assert config.settings.database_url == stack.database_url
         # The session's Redis key prefix: test isolation, not the example's concern.
-        config.celery.conf.broker_transport_options = django_stack.transport_options()
+        config.celery.conf.broker_transport_options = stack.transport_options()
         try:
             yield
         finally:
@@ -71,7 +79,7 @@ def django_project(django_stack: ExampleStack) -> Iterator[None]:
 
 
 # pytest-django evaluates its session-wide fixtures at the session's first test, before Django is
-# set up here: these two replace them for this module, once it is. (The test environment is torn
+# set up here: these three replace them for this module, once it is. (The test environment is torn
 # down with the module: pytest-django sets it up again for later modules, now that Django is.)
 
 
@@ -84,30 +92,19 @@ def django_test_environment(django_project: None) -> Iterator[None]:
     teardown_test_environment()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def django_db_blocker(request: pytest.FixtureRequest, django_project: None) -> Any:
     from pytest_django.plugin import blocking_manager_key
 
     return request.config.stash[blocking_manager_key]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def django_db_setup(django_project: None) -> None:
-    """The session's database is a fresh one already: Django's tables go into it, no test copy."""
+    """The stack's database is a fresh one already: Django's tables go into it, no test copy."""
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-
-
-@pytest.fixture(scope="module")
-def cluster(django_stack: ExampleStack) -> Iterator[Cluster]:
-    cluster = Cluster(django_stack)
-    try:
-        cluster.worker("w1")
-        cluster.beat()
-        yield cluster
-    finally:
-        cluster.close()
 
 
 @pytest.fixture(autouse=True)
@@ -128,6 +125,18 @@ def running(client: Any, txid: str, other_than: str | None = None) -> dict[str, 
     return body if ok and body["state"] is not None else None  # running, and checkpointed
 
 
+def runs(client: Any, txid: str) -> Callable[[], dict[str, Any] | None]:
+    """A condition for ``wait_for``: the tracker runs (see ``running``)."""
+    return lambda: running(client, txid)
+
+
+def transaction_tracker() -> type[tracking.Tracker]:
+    """The example project's tracker: its module is importable once Django is set up with the
+    project's folder on the path (so it is not imported above, nor known to mypy)."""
+    tracker: type[tracking.Tracker] = importlib.import_module("transactions.trackers").TransactionTracker
+    return tracker
+
+
 def track(client: Any, txid: str, confirmations: int) -> Any:
     return client.post(
         f"/transactions/{txid}/track", {"confirmations": confirmations}, content_type="application/json"
@@ -137,7 +146,7 @@ def track(client: Any, txid: str, confirmations: int) -> Any:
 def test_a_tracker_started_from_a_view_is_found_restarted_after_a_crash_and_gone_once_stopped(
     client: Any, cluster: Cluster, txid: str
 ) -> None:
-    from transactions.trackers import TransactionTracker
+    TransactionTracker = transaction_tracker()
 
     response = track(client, txid, FOREVER)
     assert response.status_code == 202 and response["Location"] == f"/transactions/{txid}/tracker"
@@ -176,14 +185,14 @@ def test_bad_input_to_the_track_view_is_a_400(client: Any) -> None:
 def test_the_admin_lists_trackers_read_only_filtered_by_status_and_kind_and_searched_by_id(
     client: Any, cluster: Cluster, db: None, django_user_model: Any
 ) -> None:
-    from transactions.trackers import TransactionTracker
+    TransactionTracker = transaction_tracker()
 
     django_user_model.objects.create_superuser("admin", "admin@example.com", "a-long-password")
     assert client.login(username="admin", password="a-long-password")
     ours, other = "txn_admin_ours", "txn_admin_other"
     for txid in (ours, other):
         track(client, txid, FOREVER)
-        wait_for(lambda txid=txid: running(client, txid), what="the tracker to run")
+        wait_for(runs(client, txid), what="the tracker to run")
     try:
         page = client.get(CHANGELIST)
         assert page.status_code == 200
@@ -265,7 +274,8 @@ def test_manage_py_tracking_runs_the_tracking_command_with_the_project_s_setting
     client: Any, cluster: Cluster, txid: str
 ) -> None:
     from django.core.management import call_command
-    from transactions.trackers import TransactionTracker
+
+    TransactionTracker = transaction_tracker()
 
     track(client, txid, FOREVER)
     ref = wait_for(lambda: running(client, txid), what="the tracker to run")
@@ -284,48 +294,38 @@ def test_manage_py_tracking_runs_the_tracking_command_with_the_project_s_setting
     assert exited.value.code == 1 and "no live transaction tracker" in err.getvalue()
 
 
-def manage_py(stack: ExampleStack, *args: str) -> subprocess.CompletedProcess[str]:
+def manage_py(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     """``python manage.py ARGS...`` of the example project in a process of its own, on the stack's
     database (the registry derived from ``DATABASES``, as in ``django_project``)."""
-    database = sa.make_url(stack.database_url)
-    env = {
-        **os.environ,
-        **stack.web_env(),
-        "PYTHONPATH": str(ROOT),
-        "POSTGRES_DB": database.database or "",
-        "POSTGRES_USER": database.username or "",
-        "POSTGRES_HOST": database.host or "",
-        "POSTGRES_PORT": str(database.port or ""),
-    }
-    del env["TRACKING_DATABASE_URL"]
+    env = {**os.environ, **project_env(stack), "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "manage.py", *args]
     return subprocess.run(command, cwd=EXAMPLE, env=env, capture_output=True, text=True, timeout=120)
 
 
 def test_manage_py_tracking_parses_its_arguments_with_the_tracking_commands(
-    client: Any, cluster: Cluster, django_stack: ExampleStack, txid: str
+    client: Any, cluster: Cluster, stack: Stack, txid: str
 ) -> None:
-    from transactions.trackers import TransactionTracker
+    TransactionTracker = transaction_tracker()
 
-    usage = manage_py(django_stack, "tracking", "lookup", "--help")
+    usage = manage_py(stack, "tracking", "lookup", "--help")
     assert usage.returncode == 0, usage.stderr
     assert usage.stdout.startswith("Usage: manage.py tracking lookup [OPTIONS] TRANSACTION_ID")
-    assert "Exit codes:" in manage_py(django_stack, "tracking", "--help").stdout
+    assert "Exit codes:" in manage_py(stack, "tracking", "--help").stdout
 
     track(client, txid, FOREVER)
     ref = wait_for(lambda: running(client, txid), what="the tracker to run")
     # Django's own options go before the command's name.
     listed = manage_py(
-        django_stack, "tracking", "--settings", "project.settings", "list", "--kind", "transaction", "--json"
+        stack, "tracking", "--settings", "project.settings", "list", "--kind", "transaction", "--json"
     )
     assert listed.returncode == 0, listed.stderr
     assert ref["task_id"] in {entry["task_id"] for entry in json.loads(listed.stdout)}
     TransactionTracker.stop(txid)
 
-    missing = manage_py(django_stack, "tracking", "lookup", txid, "--kind", "transaction", "--json")
+    missing = manage_py(stack, "tracking", "lookup", txid, "--kind", "transaction", "--json")
     assert missing.returncode == 1 and json.loads(missing.stdout) is None
     assert "no live transaction tracker" in missing.stderr
-    assert manage_py(django_stack, "tracking", "ls", "--status", "sleeping").returncode == 2
+    assert manage_py(stack, "tracking", "ls", "--status", "sleeping").returncode == 2
 
 
 OWN_CELERY = Celery("the-project", set_as_current=False)

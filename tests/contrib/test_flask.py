@@ -20,32 +20,21 @@ from flask.testing import FlaskClient
 import tracking
 from examples.flask_app.app import create_app
 from examples.flask_app.trackers import TransactionTracker
-from tests.contrib.conftest import ExampleStack, example_stack
-from tests.integration.harness import ROOT, Cluster, wait_for
+from tests.harness import ROOT, Cluster, Stack, wait_for
 from tracking import registry
 from tracking.contrib.flask import Tracking
 
 FOREVER = 1_000_000  # confirmations no test waits for
 
 
-@pytest.fixture(scope="module")
-def stack(request: pytest.FixtureRequest) -> Iterator[ExampleStack]:
-    yield from example_stack(request, "examples.flask_app.trackers")
+pytestmark = [
+    pytest.mark.stacks("postgres-redis", imports="examples.flask_app.trackers"),
+    pytest.mark.cluster(workers=("w1",), beat=True),
+]
 
 
 @pytest.fixture(scope="module")
-def cluster(stack: ExampleStack) -> Iterator[Cluster]:
-    cluster = Cluster(stack)
-    try:
-        cluster.worker("w1")
-        cluster.beat()
-        yield cluster
-    finally:
-        cluster.close()
-
-
-@pytest.fixture(scope="module")
-def app(stack: ExampleStack) -> Flask:
+def app(stack: Stack) -> Flask:
     """The example app, configured from the environment as in production (and the test session's
     Redis key prefix through its ``CELERY`` settings)."""
     with pytest.MonkeyPatch.context() as mp:
@@ -145,7 +134,7 @@ def test_flask_tracking_lookup_and_ls_answer_with_the_app_s_settings(client: Fla
 
 
 def test_flask_tracking_migrate_creates_the_registry_in_the_configured_database(
-    stack: ExampleStack, pg_databases: Callable[[], str]
+    stack: Stack, pg_databases: Callable[[], str]
 ) -> None:
     url = pg_databases()
     app = Flask("migrating")
@@ -337,3 +326,21 @@ def test_each_app_s_views_start_and_look_up_trackers_in_that_app_s_registry(tmp_
     for app in apps:
         with app.app_context():
             registry.dispose(extension.settings)
+
+
+def test_apps_that_share_a_celery_app_with_different_registries_are_refused(tmp_path: Path) -> None:
+    shared = Celery("shared", set_as_current=False)
+    extension = Tracking(celery=shared)
+    apps = []  # kept alive: the extension holds its apps weakly
+    for name in ("first", "second"):
+        app = Flask(name)
+        apps.append(app)
+        app.config.update(
+            TRACKING_DATABASE_URL=f"sqlite:///{tmp_path}/{name}.sqlite3",
+            TRACKING_BROKER_FOLDER=str(tmp_path / "broker"),
+        )
+        if name == "first":
+            extension.init_app(app)
+        else:
+            with pytest.raises(RuntimeError, match="share their tracking settings"):
+                extension.init_app(app)

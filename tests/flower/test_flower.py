@@ -13,26 +13,11 @@ from typing import Any
 
 import pytest
 
-from tests.cli.runner import free_port
-from tests.integration.conftest import build_stack
-from tests.integration.harness import Cluster, Stack, wait_for
+from tests.harness import Cluster, Stack, free_port, running, wait_for
 from tests.integration.trackers import Counter
-from tracking import Status, registry
+from tracking import registry
 
-
-@pytest.fixture(scope="module")
-def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
-    yield from build_stack(request, "postgres-redis")
-
-
-@pytest.fixture(scope="module")
-def cluster(stack: Stack) -> Iterator[Cluster]:
-    cluster = Cluster(stack)
-    try:
-        cluster.worker("w1")
-        yield cluster
-    finally:
-        cluster.close()
+pytestmark = [pytest.mark.stacks("postgres-redis"), pytest.mark.cluster(workers=("w1",), beat=False)]
 
 
 class Flower:
@@ -106,10 +91,7 @@ def test_a_tracker_revoked_from_flower_stops_as_shutdown_and_is_deregistered(
 ) -> None:
     txid = "txn_flower_" + stack.queue.rsplit("-", 1)[-1]
     Counter.start(txid)
-    ref = wait_for(
-        lambda: (r := Counter.lookup(txid)) is not None and r.status is Status.RUNNING and r,
-        what="the tracker to run",
-    )
+    ref = wait_for(lambda: running(Counter, txid), what="the tracker to run")
 
     def shown() -> dict[str, Any] | None:
         tasks = flower.request("GET", "/api/tasks?taskname=tracking.Counter")

@@ -8,7 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tests.integration.harness import Cluster, Stack, wait_for
+from tests.harness import Cluster, Stack, wait_for
 from tests.integration.trackers import Counter
 from tracking import registry
 from tracking.celery import publish

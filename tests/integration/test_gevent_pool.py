@@ -6,54 +6,25 @@ trackers, which must not reach the next test's worker).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 import tracking
-from tests.integration.conftest import build_stack
-from tests.integration.harness import Cluster, Stack, wait_for
+from tests.harness import Cluster, wait_for
 from tests.integration.trackers import Mailman, SlowCounter
 from tracking import Status
 
 TRACKERS = 200
 
 
-@pytest.fixture
-def gevent_stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
-    yield from build_stack(request, "postgres-redis")
-
-
-@pytest.fixture
-def gevent_cluster(gevent_stack: Stack) -> Iterator[Cluster]:
-    cluster = Cluster(gevent_stack)
-    try:
-        yield cluster
-    finally:
-        cluster.close()
+pytestmark = [
+    pytest.mark.stacks("postgres-redis", each_test=True),
+    pytest.mark.cluster(each_test=True),
+]
 
 
 def gevent_worker(cluster: Cluster, name: str, concurrency: int = TRACKERS + 50) -> None:
     """A real ``celery -A tracking worker -P gevent`` process, ready to consume."""
-    cluster._spawn(
-        name,
-        [
-            "worker",
-            "-P",
-            "gevent",
-            "-c",
-            str(concurrency),
-            "-Q",
-            cluster.stack.queue,
-            "--hostname",
-            f"{name}@%h",
-            "-l",
-            "info",
-            "--without-mingle",
-            "--without-gossip",
-        ],
-    )
-    cluster.wait_ready(name)
+    cluster.worker(name, concurrency, pool="gevent")
     assert f"{concurrency} (gevent)" in cluster.log(name), "the worker's banner names its pool"
 
 
@@ -82,9 +53,9 @@ def start_trackers(run_id: str) -> dict[str, type[tracking.Tracker]]:
 
 
 def test_two_hundred_trackers_run_in_one_gevent_worker_and_a_call_is_answered_while_they_run(
-    gevent_cluster: Cluster, txid: str
+    cluster: Cluster, txid: str
 ) -> None:
-    gevent_worker(gevent_cluster, "g1")
+    gevent_worker(cluster, "g1")
     ids = start_trackers(txid)
     wait_for(lambda: all_running_on(ids, "g1"), timeout=120, interval=0.2, what="all trackers running on g1")
 
@@ -99,16 +70,16 @@ def test_two_hundred_trackers_run_in_one_gevent_worker_and_a_call_is_answered_wh
 
 
 def test_a_warm_shutdown_of_a_gevent_worker_hands_every_tracker_to_another_worker(
-    gevent_cluster: Cluster, txid: str
+    cluster: Cluster, txid: str
 ) -> None:
-    gevent_worker(gevent_cluster, "g1")
+    gevent_worker(cluster, "g1")
     ids = start_trackers(txid)
     before = wait_for(
         lambda: all_running_on(ids, "g1"), timeout=120, interval=0.2, what="all trackers running on g1"
     )
-    gevent_worker(gevent_cluster, "g2")
+    gevent_worker(cluster, "g2")
 
-    assert gevent_cluster.stop("g1", timeout=60) == 0  # SIGTERM: a warm shutdown
+    assert cluster.stop("g1", timeout=60) == 0  # SIGTERM: a warm shutdown
 
     after = wait_for(
         lambda: all_running_on(ids, "g2"), timeout=120, interval=0.2, what="all trackers running on g2"
@@ -116,4 +87,4 @@ def test_a_warm_shutdown_of_a_gevent_worker_hands_every_tracker_to_another_worke
     assert all(after[t].epoch > before[t].epoch for t in ids), "each one runs under a new incarnation"
     assert all(after[t].restarts == before[t].restarts for t in ids), "a handoff is not a restart"
     assert Mailman.call(f"txn_{txid}_mail", "seen", timeout=30) == []
-    assert "Traceback" not in gevent_cluster.log("g1")
+    assert "Traceback" not in cluster.log("g1")

@@ -6,7 +6,7 @@ import pytest
 import sqlalchemy as sa
 
 import tracking
-from tests.integration.harness import Stack
+from tests.harness import Stack
 from tests.integration.trackers import Counter
 from tracking import registry
 from tracking.models import events, trackers

@@ -6,7 +6,7 @@ import pytest
 import sqlalchemy as sa
 
 import tracking
-from tests.integration.harness import Cluster, wait_for
+from tests.harness import Cluster, running, wait_for
 from tests.integration.trackers import (
     BadState,
     Counter,
@@ -17,14 +17,6 @@ from tests.integration.trackers import (
 )
 from tracking import Status, registry
 from tracking.models import workers
-from tracking.tracker import TrackerRef
-
-
-def running(cls: type[tracking.Tracker], txid: str, other_than: str | None = None) -> TrackerRef | None:
-    ref = cls.lookup(txid)
-    if ref is not None and ref.status is Status.RUNNING and ref.task_id != other_than:
-        return ref
-    return None
 
 
 def test_the_readme_session_start_lookup_crash_restart_stop(cluster: Cluster, txid: str) -> None:
@@ -168,9 +160,7 @@ def test_an_entry_claimed_for_a_live_worker_that_runs_nothing_is_handed_off(
         settings, Counter.kind, txid, 1, worker="w1@lost-answer", worker_id=worker_id, policy=Counter.policy
     )
     assert claimed is not None
-    ref = wait_for(
-        lambda: (r := running(Counter, txid)) is not None and r.epoch > 1 and r, what="the hand-off"
-    )
+    ref = wait_for(lambda: running(Counter, txid, after_epoch=1), what="the hand-off")
     assert ref.restarts == 0, "a hand-off, not a restart"
     wait_for(lambda: (Counter.get_state(txid) or {}).get("ticks", 0) >= 1, what="a tick")
     events = [e.event for e in registry.history(settings, Counter.kind, txid)]

@@ -4,7 +4,7 @@ wedges a worker, and trackers started afterwards run."""
 from __future__ import annotations
 
 import tracking.celery as glue
-from tests.integration.harness import Cluster, wait_for
+from tests.harness import Cluster, wait_for
 from tests.integration.trackers import Counter
 
 REFUSED = "refused a malformed tracker message"

@@ -8,22 +8,20 @@ import pytest
 import sqlalchemy as sa
 
 import tracking
-from tests.integration.harness import Cluster, wait_for
+from tests.harness import Cluster, running, wait_for
 from tests.integration.trackers import Counter, Mailman
-from tracking import Status, registry
+from tracking import registry
 from tracking.models import messages
 
 
-def running(txid: str) -> tracking.TrackerRef:
-    return wait_for(
-        lambda: (r := Mailman.lookup(txid)) is not None and r.status is Status.RUNNING and r,
-        what="the tracker to run",
-    )
+def mailman(txid: str) -> tracking.TrackerRef:
+    """The Mailman's ref, once it runs."""
+    return wait_for(lambda: running(Mailman, txid), what="the tracker to run")
 
 
 def test_a_call_is_answered_long_before_the_next_tick(cluster: Cluster, txid: str) -> None:
     Mailman.start(txid)
-    running(txid)
+    mailman(txid)
     began = time.monotonic()
     assert Mailman.call(txid, {"hello": [1, 2]}, timeout=10) == {"echo": {"hello": [1, 2]}}
     assert time.monotonic() - began < Mailman.interval  # the tracker ticks once a minute
@@ -32,13 +30,11 @@ def test_a_call_is_answered_long_before_the_next_tick(cluster: Cluster, txid: st
 
 def test_casts_are_handled_in_order_exactly_once_across_an_abnormal_stop(cluster: Cluster, txid: str) -> None:
     Mailman.start(txid)
-    first = running(txid)
+    first = mailman(txid)
     for n in range(300):
         Mailman.cast(txid, {"n": n})
     Mailman.stop(txid, reason="crash")
-    wait_for(
-        lambda: (r := Mailman.lookup(txid)) is not None and r.epoch > first.epoch and r.status == "running"
-    )
+    wait_for(lambda: running(Mailman, txid, after_epoch=first.epoch))
     for n in range(300, 600):
         Mailman.cast(txid, {"n": n})
     # A call sees the caller's earlier casts handled: calls and casts share one ordered mailbox.
@@ -57,7 +53,7 @@ def test_a_call_slower_than_its_timeout_raises_timeout_and_the_tracker_lives_on(
     cluster: Cluster, txid: str
 ) -> None:
     Mailman.start(txid)
-    running(txid)
+    mailman(txid)
     began = time.monotonic()
     with pytest.raises(tracking.Timeout):
         Mailman.call(txid, {"sleep": 2.0}, timeout=0.5)
@@ -71,7 +67,7 @@ def test_a_handler_that_raises_gives_the_caller_an_error_and_the_tracker_is_rest
     cluster: Cluster, txid: str
 ) -> None:
     Mailman.start(txid)
-    first = running(txid)
+    first = mailman(txid)
     with pytest.raises(tracking.TrackerCrashed, match="the handler blew up"):
         Mailman.call(txid, "boom", timeout=10)
     second = wait_for(lambda: (r := Mailman.lookup(txid)) is not None and r.epoch > first.epoch and r)
@@ -82,7 +78,7 @@ def test_a_handler_that_raises_gives_the_caller_an_error_and_the_tracker_is_rest
 
 def test_a_tracker_calling_itself_gets_an_error_at_once(cluster: Cluster, txid: str) -> None:
     Mailman.start(txid)
-    running(txid)
+    mailman(txid)
     with pytest.raises(tracking.TrackerCrashed, match="called itself"):
         Mailman.call(txid, "self", timeout=10)
     Mailman.stop(txid)

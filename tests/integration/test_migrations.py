@@ -1,4 +1,5 @@
-"""Models and migrations agree; upgrade, downgrade, upgrade works; one linear history."""
+"""Models and migrations agree; upgrade, downgrade, upgrade works; one linear history (each on an
+empty SQLite and PostgreSQL database, ``database_url``)."""
 
 from __future__ import annotations
 
@@ -14,14 +15,6 @@ from tracking.migrations import alembic_config
 
 from tracking.models import metadata
 from tracking.registry import create_engine
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/migrations.sqlite3"
-    url: str = request.getfixturevalue("pg_database")
-    return url
 
 
 def differences(url: str) -> list[object]:

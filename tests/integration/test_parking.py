@@ -4,28 +4,21 @@ restarts behave as for a running tracker. On each stack, with one worker of thre
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 import tracking
-from tests.integration.harness import Cluster, Stack, wait_for
+from tests.harness import Cluster, in_status, wait_for
 from tests.integration.trackers import ParkedMailman, Sparse
 from tracking import Status
 
 SLOTS = 3
 
 
-@pytest.fixture(scope="module")
-def cluster(stack: Stack) -> Iterator[Cluster]:
-    """One worker with only a few slots: more trackers than slots run only if parking frees them."""
-    cluster = Cluster(stack)
-    try:
-        cluster.worker("p1", concurrency=SLOTS)
-        yield cluster
-    finally:
-        cluster.close()
+#: one worker with only a few slots: more trackers than slots run only if parking frees them
+pytestmark = pytest.mark.cluster(workers=("p1",), beat=False, concurrency=SLOTS)
 
 
 def ticks(tracker: type[tracking.Tracker], txid: str) -> int:
@@ -46,10 +39,7 @@ def state_of(tracker: type[tracking.Tracker], txid: str) -> dict[str, Any]:
 
 
 def parked(tracker: type[tracking.Tracker], txid: str) -> tracking.TrackerRef:
-    return wait_for(
-        lambda: (r := tracker.lookup(txid)) is not None and r.status is Status.PARKED and r,
-        what=f"{txid} to park",
-    )
+    return wait_for(lambda: in_status(tracker, txid, Status.PARKED), what=f"{txid} to park")
 
 
 def test_more_sparse_trackers_than_worker_slots_all_tick(cluster: Cluster) -> None:
@@ -76,12 +66,7 @@ def test_a_parked_tracker_handles_casts_and_answers_a_call_without_ticking_early
     ParkedMailman.cast(txid, {"n": 2})
     assert ParkedMailman.call(txid, "seen", timeout=20) == [1, 2]
     again = wait_for(
-        lambda: (
-            (r := ParkedMailman.lookup(txid)) is not None
-            and r.status is Status.PARKED
-            and r.epoch > first.epoch
-            and r
-        ),
+        lambda: in_status(ParkedMailman, txid, Status.PARKED, after_epoch=first.epoch),
         what="the tracker to park again",
     )
     assert again.restarts == 0, "a wake-up is not a restart"

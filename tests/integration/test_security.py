@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
 import pickle
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,22 +11,15 @@ from kombu.entity import Exchange
 from kombu.messaging import Producer
 
 import tracking
-from tests.integration.conftest import build_stack
-from tests.integration.harness import Cluster, Stack, wait_for
+from tests.harness import Cluster, Stack, wait_for
 from tests.integration.trackers import Counter, Crasher
 from tracking import registry
 
 CANARY = "canary-5f0e1d"
 
 
-@pytest.fixture(scope="module")
-def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
-    for stack in build_stack(request, "postgres-redis"):
-        # PostgreSQL trusts loopback, so a password in the URL is accepted and ignored: the point is
-        # that it is there, everywhere the URL goes.
-        yield dataclasses.replace(
-            stack, database_url=stack.database_url.replace("://postgres@", f"://postgres:{CANARY}@")
-        )
+#: PostgreSQL + Redis, the database URL with a password (a role of the module's own)
+pytestmark = pytest.mark.stacks("postgres-redis", password=CANARY)
 
 
 class Explode:
@@ -43,8 +34,7 @@ class Explode:
 
 def test_a_pickled_tracker_message_is_refused_and_never_run(stack: Stack, tmp_path: Path) -> None:
     marker = tmp_path / "marker"
-    cluster = Cluster(stack)
-    try:
+    with Cluster(stack) as cluster:
         cluster.worker("w1")
         body = pickle.dumps(([Explode(marker)], {"epoch": 1}, {}))
         # kombu's Connection, Producer and Exchange are unannotated.
@@ -67,16 +57,11 @@ def test_a_pickled_tracker_message_is_refused_and_never_run(stack: Stack, tmp_pa
             )
         wait_for(lambda: "ContentDisallowed" in cluster.log("w1"), what="the worker to refuse the message")
         assert not marker.exists()
-    finally:
-        cluster.close()
 
 
 def test_no_password_reaches_worker_logs_errors_or_refs(stack: Stack, txid: str) -> None:
     settings = stack.settings()
-    registry.migrate(settings)
-    stack.app()
-    cluster = Cluster(stack)
-    try:
+    with Cluster(stack) as cluster:
         cluster.worker("w1")
         Crasher.start(txid)
         wait_for(lambda: Crasher.lookup(txid) is None, timeout=60, what="the crasher to be dead")
@@ -90,7 +75,4 @@ def test_no_password_reaches_worker_logs_errors_or_refs(stack: Stack, txid: str)
             registry.get(broken, "Counter", txid)
         assert CANARY not in str(info.value) and CANARY not in repr(info.value)
         Counter.stop(txid)
-    finally:
-        cluster.close()
-        registry.dispose(settings)
     assert CANARY not in cluster.log("w1"), "a password reached the worker's log"

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import threading
 import uuid
+from functools import partial
 
 import pytest
 import sqlalchemy as sa
 
 import tracking
-from tests.integration.harness import Stack
+from tests.harness import Stack, all_at_once
 from tests.integration.trackers import Counter
 from tracking import registry, supervisor
 from tracking.exceptions import Fenced
@@ -50,22 +51,9 @@ def test_supervisors_sweeping_at_once_restart_each_lost_tracker_exactly_once(
         with lock:
             published.append((row.transaction_id, row.epoch))
 
-    barrier = threading.Barrier(supervisors)
-    errors: list[BaseException] = []
-
-    def sweep(n: int) -> None:
-        try:
-            barrier.wait(timeout=30)
-            supervisor.sweep(settings, record, name=f"test-supervisor-{n}")
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=sweep, args=(n,)) for n in range(supervisors)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert not errors, errors
+    all_at_once(
+        [partial(supervisor.sweep, settings, record, name=f"test-supervisor-{n}") for n in range(supervisors)]
+    )
     assert sorted(published) == sorted((txid, 2) for txid in ids), "each orphan published once, for epoch 2"
     with registry.engine(settings).connect() as conn:
         epochs = conn.execute(sa.select(trackers.c.epoch).where(trackers.c.transaction_id.in_(ids))).scalars()
@@ -93,26 +81,8 @@ def test_wakers_running_at_once_wake_each_due_parked_tracker_exactly_once(stack:
     settings = stack.settings()
     ids = _parked_entries(settings, 30, wait=0.0)
     not_due = _parked_entries(settings, 3, wait=3600.0)
-    woken: list[tuple[str, int]] = []
-    lock = threading.Lock()
-    barrier = threading.Barrier(3)
-    errors: list[BaseException] = []
-
-    def wake() -> None:
-        try:
-            barrier.wait(timeout=30)
-            rows = registry.wake_due(settings, limit=1000)
-            with lock:
-                woken.extend((r.transaction_id, r.epoch) for r in rows)
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=wake) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert not errors, errors
+    found = all_at_once([partial(registry.wake_due, settings, limit=1000) for _ in range(3)])
+    woken = [(r.transaction_id, r.epoch) for rows in found for r in rows]
     assert sorted(woken) == sorted((txid, 2) for txid in ids), "each woken once, under a new epoch"
     for txid in ids:
         row = registry.get(settings, Counter.kind, txid)

@@ -3,31 +3,23 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.conftest import build_stack
-from tests.integration.harness import Cluster, Stack, wait_for
+from tests.harness import Cluster, Stack, wait_for
 from tests.integration.trackers import Counter
 
-
-@pytest.fixture(scope="module")
-def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
-    yield from build_stack(request, "postgres-redis")
+pytestmark = pytest.mark.stacks("postgres-redis")
 
 
 def test_a_worker_of_the_user_s_own_app_runs_trackers_and_keeps_the_app_s_schedule(
     stack: Stack, txid: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cluster = Cluster(stack)
-    try:
+    with Cluster(stack) as cluster:
         cluster.worker("user1", app="tests.integration.userapp")
         Counter.start(txid, until=3)
         wait_for(lambda: Counter.lookup(txid) is None, what="the tracker to run to Done on the user's worker")
         assert "tracking.Counter" in cluster.log("user1") and "'done'" in cluster.log("user1")
-    finally:
-        cluster.close()
 
     for key, value in stack.env().items():
         monkeypatch.setenv(key, value)

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
 
 import tracking
+
+
+def counted(state: dict[str, Any]) -> dict[str, Any]:
+    """One more tick in ``state``; Done once it has ``until`` ticks (a start argument), if given."""
+    state["ticks"] += 1
+    if "until" in state and state["ticks"] >= state["until"]:
+        raise tracking.Done(state)
+    return state
 
 
 class Counter(tracking.Tracker):
@@ -19,10 +28,7 @@ class Counter(tracking.Tracker):
         return {"transaction_id": transaction_id, "ticks": 0, **args}
 
     def tick(self, state: dict[str, Any]) -> dict[str, Any]:
-        state["ticks"] += 1
-        if "until" in state and state["ticks"] >= state["until"]:
-            raise tracking.Done(state)
-        return state
+        return counted(state)
 
 
 class SlowCounter(Counter):
@@ -137,10 +143,7 @@ class Recorder(tracking.Tracker):
                 FENCED_TICK,
                 {"txid": self.transaction_id, "epoch": self.token, "pid": os.getpid(), "kind": self.kind},
             )
-        state["ticks"] += 1
-        if "until" in state and state["ticks"] >= state["until"]:
-            raise tracking.Done(state)
-        return state
+        return counted(state)
 
 
 class SlowRecorder(Recorder):
@@ -378,3 +381,11 @@ def _patiently(action: Any) -> Any:
         except sa.exc.DBAPIError:
             time.sleep(0.2)
     return action()
+
+
+#: the side tables a stack may hold (``pytest.mark.stacks(..., tables=("ticks", "edges"))``): how
+#: to create them, and their names
+SIDE_TABLES: dict[str, tuple[Callable[[sa.Engine], None], tuple[str, ...]]] = {
+    "ticks": (create_ticks_table, (TICKS_TABLE,)),
+    "edges": (create_edge_tables, (EDGE_TICKS_TABLE, FINISHES_TABLE, GATES_TABLE)),
+}

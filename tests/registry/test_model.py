@@ -56,10 +56,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any, ClassVar
 
 import pytest
@@ -76,6 +76,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from tests.harness import all_at_once
 from tests.registry.conftest import MODEL_RUNS
 from tracking import registry, supervisor
 from tracking.exceptions import Fenced, NotFound
@@ -772,23 +773,12 @@ class RegistryModel(RuleBasedStateMachine):
                 lease.alive = lease.expired = False
 
         published: list[registry.Entry] = []
-        errors: list[BaseException] = []
-        barrier = threading.Barrier(supervisors)
-
-        def one(n: int) -> None:
-            try:
-                barrier.wait(timeout=30)
-                supervisor.sweep(self.s, published.append, name=f"model-supervisor-{n}")
-            except BaseException as exc:  # re-raised below, in the test's thread
-                errors.append(exc)
-
-        threads = [threading.Thread(target=one, args=(n,)) for n in range(supervisors)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=120)
-        if errors:
-            raise errors[0]
+        all_at_once(
+            [
+                partial(supervisor.sweep, self.s, published.append, name=f"model-supervisor-{n}")
+                for n in range(supervisors)
+            ]
+        )
         self.counts["sweeps"] += supervisors
 
         rows = self._entries()

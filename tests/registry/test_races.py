@@ -13,11 +13,12 @@ import threading
 import uuid
 from collections.abc import Callable
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import pytest
 import sqlalchemy as sa
 
+from tests.harness import at_once
 from tests.registry.test_transitions import (
     KIND,
     PERMANENT,
@@ -46,31 +47,16 @@ A = TypeVar("A")
 B = TypeVar("B")
 
 
-def race(a: Callable[[], A], b: Callable[[], B]) -> tuple[A | Exception, B | Exception]:
-    """Run ``a`` and ``b`` on two threads released together by a barrier; each one's result, or
-    the exception it raised."""
-    barrier = threading.Barrier(2)
-    results: list[Any] = [None, None]
-
-    def run(index: int, op: Callable[[], Any]) -> None:
-        try:
-            barrier.wait(timeout=60)  # a safety net against a hang, not a timing threshold
-            results[index] = op()
-        except Exception as exc:
-            results[index] = exc
-
-    threads = [threading.Thread(target=run, args=(i, op), daemon=True) for i, op in enumerate((a, b))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not any(thread.is_alive() for thread in threads), "a racing operation hangs (a deadlock?)"
-    return results[0], results[1]
+def race(a: Callable[[], A], b: Callable[[], B]) -> tuple[A | BaseException, B | BaseException]:
+    """Run ``a`` and ``b`` on two threads released together; each one's result, or the exception it
+    raised."""
+    first, second = at_once([a, b])
+    return cast("A | BaseException", first), cast("B | BaseException", second)
 
 
-def ok(result: A | Exception) -> A:
+def ok(result: A | BaseException) -> A:
     """The result of an operation that must not have raised."""
-    if isinstance(result, Exception):
+    if isinstance(result, BaseException):
         raise result
     return result
 

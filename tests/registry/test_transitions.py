@@ -27,11 +27,6 @@ POLICY = RestartPolicy(max_restarts=1000, max_seconds=60, backoff=300, backoff_m
 PERMANENT = dataclasses.replace(POLICY, restart=Restart.PERMANENT)
 
 
-@pytest.fixture
-def txid() -> str:
-    return f"txn-{uuid.uuid4().hex[:12]}"
-
-
 def new_worker(settings: Settings) -> str:
     worker_id = f"test/{uuid.uuid4().hex[:12]}"
     registry.register_worker(settings, worker_id, "test@here", 1)

@@ -5,41 +5,11 @@ OverflowError on it)."""
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import pytest
-from celery import Celery
 
-import tracking
-import tracking.celery as glue
-import tracking.worker
+from tests.unit.conftest import ProbeTask
 from tracking.celery import tasks
-
-
-class EpochProbe(tracking.Tracker):
-    """A tracker whose task the tests below call directly (nothing runs it on a worker)."""
-
-    interval = 60.0
-
-    def tick(self, state: dict[str, Any]) -> dict[str, Any]:
-        return state
-
-
-@pytest.fixture
-def probe_task(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[tuple[str, int]]]:
-    """The tracker task on an app of its own, with the runtime replaced: what reaches it is recorded."""
-    reached: list[tuple[str, int]] = []
-
-    def run(_cls: object, txid: str, epoch: int, _task_id: object, _rt: object) -> str:
-        reached.append((txid, epoch))
-        return "ran"
-
-    monkeypatch.setattr(tracking.worker, "run", run)
-    monkeypatch.setattr(glue.process, "for_app", lambda _app, _hostname: None)
-    app = Celery("epoch-probe", set_as_current=False)
-    tasks.make_task(app, EpochProbe)
-    return app.tasks[glue.task_name(EpochProbe.kind)], reached
-
 
 TOO_LARGE = {
     "2**63": (2**63, str(2**63)),
@@ -57,7 +27,7 @@ def test_an_epoch_past_a_signed_64_bit_integer_is_malformed(epoch: int, shown: s
 
 @pytest.mark.parametrize(("epoch", "shown"), TOO_LARGE.values(), ids=TOO_LARGE.keys())
 def test_a_tracker_message_with_such_an_epoch_is_refused_without_touching_the_registry(
-    probe_task: tuple[Any, list[tuple[str, int]]], caplog: pytest.LogCaptureFixture, epoch: int, shown: str
+    probe_task: ProbeTask, caplog: pytest.LogCaptureFixture, epoch: int, shown: str
 ) -> None:
     task, reached = probe_task
     with caplog.at_level(logging.ERROR, logger="tracking.celery"):
@@ -68,9 +38,7 @@ def test_a_tracker_message_with_such_an_epoch_is_refused_without_touching_the_re
 
 
 @pytest.mark.parametrize("epoch", [1, 2, 2**31, 2**62, 2**63 - 1])
-def test_an_epoch_a_signed_64_bit_integer_holds_is_well_formed(
-    probe_task: tuple[Any, list[tuple[str, int]]], epoch: int
-) -> None:
+def test_an_epoch_a_signed_64_bit_integer_holds_is_well_formed(probe_task: ProbeTask, epoch: int) -> None:
     assert tasks.malformed("ok_id", epoch) is None
     task, reached = probe_task
     assert task("ok_id", epoch=epoch) == "ran"

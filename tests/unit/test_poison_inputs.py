@@ -13,14 +13,12 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from celery import Celery
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tracking
-import tracking.celery as glue
 import tracking.worker
-from tracking.celery import tasks
+from tests.unit.conftest import MessageProbe, ProbeTask
 from tracking.models import Json
 from tracking.validation import json_object, json_value, stop_reason, storable_text, transaction_id
 
@@ -162,19 +160,12 @@ def pg(pg_database: str) -> Iterator[sa.Connection]:
 T = sa.table("t", sa.column("v", Json), sa.column("s", sa.Text()))
 
 
-def _store(conn: sa.Connection, value: object) -> Any:
-    """Insert ``value`` into the jsonb column, return what PostgreSQL reads back; rolled back."""
+def _store(conn: sa.Connection, value: object, column: str = "v") -> Any:
+    """Insert ``value`` into ``column`` (``v``, jsonb, or ``s``, text), return what PostgreSQL reads
+    back; rolled back."""
     with conn.begin() as tx:
         try:
-            return conn.execute(sa.insert(T).values(v=value).returning(T.c.v)).scalar_one()
-        finally:
-            tx.rollback()
-
-
-def _store_text(conn: sa.Connection, text: str) -> Any:
-    with conn.begin() as tx:
-        try:
-            return conn.execute(sa.insert(T).values(s=text).returning(T.c.s)).scalar_one()
+            return conn.execute(sa.insert(T).values({column: value}).returning(T.c[column])).scalar_one()
         finally:
             tx.rollback()
 
@@ -207,11 +198,11 @@ def test_postgresql_refuses_nul_and_lone_surrogates_in_text_and_storable_text_is
     pg: sa.Connection,
 ) -> None:
     with pytest.raises(sa.exc.DataError):
-        _store_text(pg, "crash\x00report")
+        _store(pg, "crash\x00report", "s")
     with pytest.raises(UnicodeEncodeError):
-        _store_text(pg, "crash \ud800 report")
+        _store(pg, "crash \ud800 report", "s")
     for text in ("crash\x00report", "crash \ud800 report", "\\u0000 😀"):
-        assert _store_text(pg, storable_text(text)) == storable_text(text)
+        assert _store(pg, storable_text(text), "s") == storable_text(text)
 
 
 _TRICKY = ["\x00", "\\", "u0000", "\\u0000", "\ud800", "\udfff", "\ud83d", "\ude00", "é", "😀", "\u202e", '"']
@@ -264,31 +255,6 @@ def test_whatever_json_value_accepts_postgresql_stores_and_reads_back_equal(pg: 
 # -- a malformed tracker message is refused once -----------------------------------------------------
 
 
-class PoisonProbe(tracking.Tracker):
-    """A tracker whose task the tests below call directly (nothing runs it on a worker)."""
-
-    interval = 60.0
-
-    def tick(self, state: dict[str, Any]) -> dict[str, Any]:
-        return state
-
-
-@pytest.fixture
-def probe_task(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[tuple[str, int]]]:
-    """The tracker task on an app of its own, with the runtime replaced: what reaches it is recorded."""
-    reached: list[tuple[str, int]] = []
-
-    def run(_cls: object, txid: str, epoch: int, _task_id: object, _rt: object) -> str:
-        reached.append((txid, epoch))
-        return "ran"
-
-    monkeypatch.setattr(tracking.worker, "run", run)
-    monkeypatch.setattr(glue.process, "for_app", lambda _app, _hostname: None)
-    app = Celery("poison-probe", set_as_current=False)
-    tasks.make_task(app, PoisonProbe)
-    return app.tasks[glue.task_name(PoisonProbe.kind)], reached
-
-
 MALFORMED: dict[str, tuple[list[object], dict[str, object], str]] = {
     "a dict as the transaction ID": ([{"a": 1}], {"epoch": 1}, "{'a': 1}"),
     "an int as the transaction ID": ([42], {"epoch": 1}, "42"),
@@ -307,7 +273,7 @@ MALFORMED: dict[str, tuple[list[object], dict[str, object], str]] = {
 
 @pytest.mark.parametrize(("args", "kwargs", "shown"), MALFORMED.values(), ids=MALFORMED.keys())
 def test_a_malformed_tracker_message_is_refused_and_logged_without_touching_the_registry(
-    probe_task: tuple[Any, list[tuple[str, int]]],
+    probe_task: ProbeTask,
     caplog: pytest.LogCaptureFixture,
     args: list[object],
     kwargs: dict[str, object],
@@ -320,12 +286,12 @@ def test_a_malformed_tracker_message_is_refused_and_logged_without_touching_the_
     [record] = [r for r in caplog.records if "refused a malformed tracker message" in r.getMessage()]
     message = record.getMessage()
     assert record.levelno == logging.ERROR
-    assert PoisonProbe.kind in message and shown in message
+    assert MessageProbe.kind in message and shown in message
     assert len(message) < 400, "the bad value is shown truncated"
 
 
 def test_a_well_formed_tracker_message_still_reaches_the_runtime(
-    probe_task: tuple[Any, list[tuple[str, int]]],
+    probe_task: ProbeTask,
 ) -> None:
     task, reached = probe_task
     assert task("ok_id", epoch=1) == "ran"
@@ -334,7 +300,7 @@ def test_a_well_formed_tracker_message_still_reaches_the_runtime(
 
 
 def test_a_tracker_task_called_directly_without_an_epoch_is_still_refused(
-    probe_task: tuple[Any, list[tuple[str, int]]],
+    probe_task: ProbeTask,
 ) -> None:
     task, reached = probe_task
     assert task("ok_id") == "refused"

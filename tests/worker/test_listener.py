@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
-from tests.harness import wait_for
+from tests.harness import migrated, wait_for
 from tracking import registry
 from tracking.models import MessageType
 from tracking.policy import RestartPolicy
@@ -19,12 +19,8 @@ from tracking.worker import listener
 
 @pytest.fixture
 def settings(pg_database: str) -> Iterator[Settings]:
-    settings = Settings(database_url=pg_database)
-    registry.migrate(settings)
-    try:
+    with migrated(Settings(database_url=pg_database)) as settings:
         yield settings
-    finally:
-        registry.dispose(settings)
 
 
 def _listening(settings: Settings) -> tuple[list[tuple[int, str]], threading.Event, threading.Thread]:

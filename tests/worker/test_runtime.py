@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 import tracking
-from tests.integration.harness import wait_for
+from tests.harness import migrated, wait_for
 from tracking import client, registry, worker
+from tracking.models import WorkerStatus, workers
 from tracking.settings import Settings
 from tracking.worker import Incarnation, Interrupt, WorkerProcess
 
@@ -85,15 +86,14 @@ def rt(tmp_path: Path, published: Published) -> Iterator[WorkerProcess]:
         start_grace_seconds=3.0,
         control_poll_seconds=0.05,
     )
-    registry.migrate(settings)
-    wp = WorkerProcess(settings, "test@host", published.append)
-    wp.start()
-    try:
-        yield wp
-    finally:
-        wp.begin_shutdown()
-        wp.close(timeout=5)
-        registry.dispose(settings)
+    with migrated(settings):
+        wp = WorkerProcess(settings, "test@host", published.append)
+        wp.start()
+        try:
+            yield wp
+        finally:
+            wp.begin_shutdown()
+            wp.close(timeout=5)
 
 
 def _start(rt: WorkerProcess, cls: type[tracking.Tracker], txid: str) -> registry.Entry:
@@ -133,7 +133,7 @@ def test_a_crash_is_logged_with_the_password_masked(
     rt: WorkerProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
     row = _start(rt, LeaksAPassword, "t-mask")
-    with caplog.at_level(logging.ERROR, logger="tracking.runtime"):
+    with caplog.at_level(logging.ERROR, logger="tracking.worker"):
         worker.run(LeaksAPassword, "t-mask", row.epoch, row.task_id, rt)
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "crashed" in logged and "app:***@127.0.0.1" in logged
@@ -186,3 +186,25 @@ def test_a_warm_shutdown_hands_off_an_idle_incarnation_and_lets_a_busy_one_finis
     assert idle.hand_off_if_idle() is True and idle.interrupt is Interrupt.HANDED_OFF
     assert busy.hand_off_if_idle() is False and busy.interrupt is Interrupt.HAND_OFF
     assert not idle.begin_work(), "a handed-off incarnation started another unit of work"
+
+
+def test_a_lease_declared_lost_fences_its_incarnations_before_a_fresh_lease_is_registered(
+    rt: WorkerProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = rt.worker_id
+    inc = Incarnation(1, 1, "k", "t", "task", worker_id=old)
+    rt.add(inc)
+    fenced_at_register: list[bool] = []
+    register = rt.lease.register
+
+    def recording_register() -> None:
+        fenced_at_register.append(inc.interrupt is Interrupt.FENCED)
+        register()
+
+    monkeypatch.setattr(rt.lease, "register", recording_register)
+    with registry.engine(rt.settings).begin() as conn:  # a supervisor declares the process lost
+        conn.execute(workers.update().where(workers.c.id == old).values(status=WorkerStatus.LOST.value))
+    wait_for(lambda: rt.worker_id != old, timeout=10, what="a fresh lease")
+    rt.remove(inc)
+    assert fenced_at_register and fenced_at_register[0], "a fresh lease came before the fence"
+    assert inc.interrupt is Interrupt.FENCED
