@@ -165,21 +165,35 @@ def env_values(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     return values
 
 
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+
 def _coerce(name: str, default: Any, raw: Any) -> Any:
+    """``raw`` (a string from the environment or a file, or a value already typed) as setting
+    ``name`` wants it; a ValueError that names the variable and what it accepts otherwise."""
     if not isinstance(raw, str):
         return tuple(raw) if name == "imports" else raw
+    variable = f"TRACKING_{name.upper()}"
     if name == "imports":
         return tuple(part.strip() for part in raw.split(",") if part.strip())
-    if name == "auto_migrate":
-        return raw.strip().lower() in {"1", "true", "yes", "on"}
     if name == "queue":
         return raw or None
-    if name == "metrics_port":
-        return int(raw) if raw.strip() else None
-    if isinstance(default, bool):
-        return raw.strip().lower() in {"1", "true", "yes", "on"}
-    if isinstance(default, int):
-        return int(raw)
-    if isinstance(default, float):
-        return float(raw)
-    return raw
+    if name == "auto_migrate" and raw.strip().lower() in {"", "auto"}:
+        return None  # the default: on for SQLite, off otherwise
+    if name == "auto_migrate" or isinstance(default, bool):
+        word = raw.strip().lower()
+        if word in TRUE_WORDS | FALSE_WORDS:
+            return word in TRUE_WORDS
+        accepted = "1, true, yes, on / 0, false, no, off" + (", auto" if name == "auto_migrate" else "")
+        raise ValueError(f"{variable} must be one of {accepted} (any case), not {raw!r}")
+    if name == "metrics_port" and not raw.strip():
+        return None
+    number = int if name == "metrics_port" or isinstance(default, int) else float
+    if not isinstance(default, int | float) and name != "metrics_port":
+        return raw
+    try:
+        return number(raw)
+    except ValueError:
+        kind = "a whole number" if number is int else "a number"
+        raise ValueError(f"{variable} must be {kind}, not {raw!r}") from None
