@@ -54,6 +54,10 @@ class RegistryRefused(TrackingError):
     """The registry database refused a value it can never store; retrying would not help."""
 
 
+class RegistryNotMigrated(RegistryRefused):
+    """The registry's tables are missing or older than this code: run ``tracking migrate``."""
+
+
 class Fenced(TrackingError):
     """This incarnation was superseded (restarted elsewhere, stopped or handed off) and must stop."""
 

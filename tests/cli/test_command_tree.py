@@ -4,7 +4,10 @@ option, ``--json`` where data is printed, usage errors, the exit codes and their
 from __future__ import annotations
 
 import io
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import click
@@ -15,7 +18,14 @@ from tracking import cli
 from tracking.cli.errors import Failed, translate
 from tracking.cli.group import ALIASES, COMMANDS
 from tracking.cli.output import print_fields, print_rows
-from tracking.exceptions import InvalidTransactionId, NotFound, RegistryUnavailable, Timeout, TrackingError
+from tracking.exceptions import (
+    InvalidTransactionId,
+    NotFound,
+    RegistryNotMigrated,
+    RegistryUnavailable,
+    Timeout,
+    TrackingError,
+)
 
 DOCS = Path(__file__).parents[2] / "docs" / "cli.md"
 
@@ -118,6 +128,7 @@ def test_help_exits_with_0_through_main(capsys: pytest.CaptureFixture[str]) -> N
         (NotFound("no Counter tracker is registered for 'x'"), cli.EXIT_NOT_FOUND),
         (RegistryUnavailable("the registry database is unavailable"), cli.EXIT_UNAVAILABLE),
         (Timeout("did not exit within 0 s"), cli.EXIT_TIMEOUT),
+        (RegistryNotMigrated("not migrated: run `tracking migrate`"), cli.EXIT_NOT_MIGRATED),
         (InvalidTransactionId("a transaction ID must not be empty"), cli.EXIT_BAD_INPUT),
         (TrackingError("anything else of tracking's"), cli.EXIT_BAD_INPUT),
         (ValueError("bad input"), cli.EXIT_BAD_INPUT),
@@ -160,3 +171,15 @@ def test_a_table_in_a_pipe_is_plain_aligned_columns_never_cut(capsys: pytest.Cap
 def test_fields_in_a_pipe_are_key_value_lines_passwords_masked(capsys: pytest.CaptureFixture[str]) -> None:
     print_fields([("kind", "demo"), ("database", "redis://:pw@broker:6379/0")])
     assert capsys.readouterr().out == "kind             demo\ndatabase         redis://:***@broker:6379/0\n"
+
+
+def test_a_registry_that_is_not_migrated_exits_5_and_says_to_migrate(
+    pg_database: str, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRACKING_", "CELERY_"))}
+    env.update(TRACKING_DATABASE_URL=pg_database, TRACKING_AUTO_MIGRATE="off")
+    result = subprocess.run(
+        [sys.executable, "-m", "tracking.cli", "ls"], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert result.returncode == cli.EXIT_NOT_MIGRATED, result.stderr
+    assert "tracking: not migrated: run `tracking migrate`" in result.stderr

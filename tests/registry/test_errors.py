@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
 from tracking import registry
-from tracking.exceptions import RegistryRefused, RegistryUnavailable
+from tracking.exceptions import RegistryNotMigrated, RegistryRefused, RegistryUnavailable
 from tracking.policy import RestartPolicy
 from tracking.registry import core
 from tracking.settings import Settings
@@ -54,11 +54,11 @@ def unmigrated(database_url: str) -> Iterator[Settings]:
 def test_an_unmigrated_registry_is_refused_not_retried(
     unmigrated: Settings, operation: Callable[[Settings], Any]
 ) -> None:
-    with pytest.raises(RegistryRefused) as refused:
+    with pytest.raises(RegistryNotMigrated) as refused:
         operation(unmigrated)
-    assert not isinstance(refused.value, RegistryUnavailable)
+    assert isinstance(refused.value, RegistryRefused) and not isinstance(refused.value, RegistryUnavailable)
     message = str(refused.value)
-    assert "run `tracking migrate`" in message
+    assert message.startswith("not migrated: run `tracking migrate`")
     if unmigrated.database_url.startswith("sqlite"):
         assert "no such table: tracking_" in message
     else:

@@ -23,6 +23,7 @@ from tracking.cli.errors import (
     EXIT_CODES,
     EXIT_INTERRUPTED,
     EXIT_NOT_FOUND,
+    EXIT_NOT_MIGRATED,
     EXIT_OK,
     EXIT_TIMEOUT,
     EXIT_UNAVAILABLE,
@@ -33,6 +34,7 @@ from tracking.cli.group import HELP, cli, main, make_group
 __all__ = [
     "EXIT_BAD_INPUT",
     "EXIT_CODES",
+    "EXIT_NOT_MIGRATED",
     "EXIT_INTERRUPTED",
     "EXIT_NOT_FOUND",
     "EXIT_OK",

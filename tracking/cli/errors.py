@@ -10,7 +10,7 @@ from typing import IO, Any
 
 import click
 
-from tracking.exceptions import NotFound, RegistryUnavailable, Timeout, TrackingError
+from tracking.exceptions import NotFound, RegistryNotMigrated, RegistryUnavailable, Timeout, TrackingError
 from tracking.redact import redact_url
 
 EXIT_OK = 0
@@ -18,6 +18,7 @@ EXIT_NOT_FOUND = 1
 EXIT_BAD_INPUT = 2
 EXIT_UNAVAILABLE = 3
 EXIT_TIMEOUT = 4
+EXIT_NOT_MIGRATED = 5
 EXIT_INTERRUPTED = 130
 
 #: (code, meaning): the table of docs/cli.md and of ``tracking --help``
@@ -27,6 +28,7 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
     (EXIT_BAD_INPUT, "bad input or usage (start --from-file: some lines were invalid, the rest started)"),
     (EXIT_UNAVAILABLE, "the registry database is unavailable (retry later)"),
     (EXIT_TIMEOUT, "timed out (stop)"),
+    (EXIT_NOT_MIGRATED, "the registry is not migrated: run `tracking migrate`"),
     (EXIT_INTERRUPTED, "interrupted (Ctrl-C)"),
 )
 
@@ -57,6 +59,8 @@ def translate(exc: Exception) -> Failed | None:
         return Failed(str(exc), EXIT_NOT_FOUND)
     if isinstance(exc, RegistryUnavailable):
         return Failed(str(exc), EXIT_UNAVAILABLE)
+    if isinstance(exc, RegistryNotMigrated):
+        return Failed(str(exc), EXIT_NOT_MIGRATED)
     if isinstance(exc, Timeout):
         return Failed(str(exc), EXIT_TIMEOUT)
     if isinstance(exc, TrackingError | ValueError | TypeError):

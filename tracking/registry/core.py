@@ -16,7 +16,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import FunctionElement
 
-from tracking.exceptions import RegistryRefused, RegistryUnavailable
+from tracking.exceptions import RegistryNotMigrated, RegistryRefused, RegistryUnavailable
 from tracking.redact import redact_url
 from tracking.settings import Settings
 
@@ -194,7 +194,10 @@ def _translated(settings: Settings) -> Iterator[None]:
             f"{type(exc.orig).__name__}: {redact_url(text)}"
         )
         if schema:
-            what += " (the registry is not migrated, or older than this code: run `tracking migrate`)"
+            raise RegistryNotMigrated(
+                f"not migrated: run `tracking migrate` (the registry's tables are missing or older "
+                f"than this code; {what})"
+            ) from exc
         if not never_heals and (isinstance(exc, _HEALING) or exc.connection_invalidated):
             raise RegistryUnavailable(what) from exc
         raise RegistryRefused(what) from exc
