@@ -18,7 +18,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Protocol
 
-from tracking import registry
+from tracking import registry, signals
 from tracking.exceptions import NotFound, Timeout, TrackerCrashed, TrackingError
 from tracking.models import Entry, MessageStatus, MessageType, Status
 from tracking.policy import RestartPolicy
@@ -134,7 +134,9 @@ class Client:
         if not created:
             return TrackerRef.from_row(row, already_started=True)
         publish_or_warn(self.publish, row)
-        return TrackerRef.from_row(row)
+        ref = TrackerRef.from_row(row)
+        signals.tracker_started.send(kind, transaction_id=transaction_id, epoch=row.epoch, ref=ref)
+        return ref
 
     def lookup(self, kind: str, transaction_id: str) -> TrackerRef | None:
         valid_transaction_id(transaction_id)

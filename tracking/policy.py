@@ -50,6 +50,12 @@ class RestartPolicy:
         if self.backoff_max < self.backoff:
             raise InvalidTracker("backoff_max must be at least backoff")
 
+    def why_dead(self) -> str:
+        """Why an abnormal exit under this policy ends the tracker (when ``decide`` says dead)."""
+        if self.restart is Restart.TEMPORARY:
+            return "temporary trackers are not restarted"
+        return f"more than {self.max_restarts} restarts in {self.max_seconds} s"
+
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["restart"] = self.restart.value

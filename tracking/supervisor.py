@@ -34,10 +34,10 @@ import os
 import socket
 from collections.abc import Callable
 
-from tracking import registry
+from tracking import registry, signals
 from tracking.exceptions import RegistryUnavailable
 from tracking.models import Entry
-from tracking.policy import Action
+from tracking.policy import Action, RestartPolicy
 from tracking.redact import redact_url
 from tracking.settings import Settings
 
@@ -62,13 +62,17 @@ def sweep(settings: Settings, publish: Publish, name: str | None = None, limit: 
     }
 
     counts["lost_workers"], lost = registry.mark_lost_workers(settings)
-    for decision, new in registry.restart_orphans(settings, limit=limit):
+    for old, decision, new in registry.restart_orphans(settings, limit=limit):
+        about = {"transaction_id": old.transaction_id, "epoch": old.epoch}
         if decision.action is Action.DEAD:
             counts["dead"] += 1
+            reason = RestartPolicy.from_json(old.policy).why_dead()
+            signals.tracker_dead.send(old.kind, **about, reason=reason)
         elif decision.action is Action.DEREGISTER:
             counts["deregistered"] += 1
         elif new is not None:
             counts["restarted"] += 1
+            signals.tracker_restarted.send(old.kind, **about, cause="worker_lost", delay=decision.delay)
             if not _publish(publish, new):
                 counts["failed_publish"] += 1
     registry.forget_workers(settings, lost)

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import sqlalchemy as sa
 
 import tracking
+from tracking import registry, signals
 
 
 def counted(state: dict[str, Any]) -> dict[str, Any]:
@@ -383,9 +384,79 @@ def _patiently(action: Any) -> Any:
     return action()
 
 
+SIGNALS_TABLE = "test_signals"
+
+
+def create_signals_table(engine: sa.Engine) -> None:
+    """The side table the receivers below write every tracking signal to."""
+    serial = "bigserial" if engine.dialect.name == "postgresql" else "INTEGER"
+    auto = "" if engine.dialect.name == "postgresql" else " AUTOINCREMENT"
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            f"CREATE TABLE IF NOT EXISTS {SIGNALS_TABLE} (id {serial} PRIMARY KEY{auto}, "
+            "signal TEXT NOT NULL, kind TEXT NOT NULL, txid TEXT NOT NULL, epoch BIGINT NOT NULL, "
+            "detail TEXT, pid INTEGER NOT NULL)"
+        )
+
+
+def _record_signal(sender: str, signal: signals.Signal, **kwargs: Any) -> None:
+    """Every tracking signal, in whatever process sends it, into the signals table (if the registry
+    of this process has one: only stacks created with it do)."""
+    detail = kwargs.get("cause") or kwargs.get("reason")
+    if "exception" in kwargs:
+        detail = type(kwargs["exception"]).__name__
+    try:
+        with registry.engine(tracking.celery.current_settings()).begin() as conn:
+            if not sa.inspect(conn).has_table(SIGNALS_TABLE):
+                return
+            conn.execute(
+                sa.text(
+                    f"INSERT INTO {SIGNALS_TABLE} (signal, kind, txid, epoch, detail, pid) "
+                    "VALUES (:signal, :kind, :txid, :epoch, :detail, :pid)"
+                ),
+                {
+                    "signal": signal.name,
+                    "kind": sender,
+                    "txid": kwargs["transaction_id"],
+                    "epoch": kwargs["epoch"],
+                    "detail": detail,
+                    "pid": os.getpid(),
+                },
+            )
+    except sa.exc.DBAPIError:  # a registry being torn down at the end of a test
+        pass
+
+
+for _signal in (
+    signals.tracker_started,
+    signals.tracker_crashed,
+    signals.tracker_restarted,
+    signals.tracker_dead,
+    signals.tracker_done,
+):
+    _signal.connect(_record_signal)
+
+
+class CrashesTwiceThenFinishes(tracking.Tracker):
+    """Crashes in its first two incarnations, then finishes (the incarnation is its token)."""
+
+    interval = 0.05
+    max_restarts, max_seconds = 10, 60
+    backoff, backoff_max = 0.05, 0.1
+
+    def init(self, transaction_id: str, **args: Any) -> dict[str, Any]:
+        return {}
+
+    def tick(self, state: dict[str, Any]) -> dict[str, Any]:
+        if self.token <= 2:
+            raise RuntimeError(f"incarnation {self.token} crashes")
+        raise tracking.Done(state)
+
+
 #: the side tables a stack may hold (``pytest.mark.stacks(..., tables=("ticks", "edges"))``): how
 #: to create them, and their names
 SIDE_TABLES: dict[str, tuple[Callable[[sa.Engine], None], tuple[str, ...]]] = {
     "ticks": (create_ticks_table, (TICKS_TABLE,)),
     "edges": (create_edge_tables, (EDGE_TICKS_TABLE, FINISHES_TABLE, GATES_TABLE)),
+    "signals": (create_signals_table, (SIGNALS_TABLE,)),
 }

@@ -37,14 +37,14 @@ from tracking.registry.transitions import (
 from tracking.settings import Settings
 
 
-def restart_orphans(settings: Settings, limit: int = 1000) -> list[tuple[Decision, Entry | None]]:
+def restart_orphans(settings: Settings, limit: int = 1000) -> list[tuple[Entry, Decision, Entry | None]]:
     """Apply the restart policy to running entries whose worker process has no live lease (lost,
     stopped, or its row missing): an exit of cause "worker lost", restarted at once.
 
-    Returns each entry's decision and new row (a restart to publish). A winning stop requested
-    before the loss is honoured: deregistered. Atomicity: one transaction for the whole batch, a
-    few statements whatever its size; on PostgreSQL the entries are locked with SKIP LOCKED, so two
-    supervisors split them and each is restarted exactly once.
+    Returns each entry as it was, its decision and its new row (a restart to publish). A winning
+    stop requested before the loss is honoured: deregistered. Atomicity: one transaction for the
+    whole batch, a few statements whatever its size; on PostgreSQL the entries are locked with
+    SKIP LOCKED, so two supervisors split them and each is restarted exactly once.
     """
     with _write(settings) as conn:
         owners = list(conn.execute(orphan_owners()).scalars())
@@ -64,7 +64,8 @@ def restart_orphans(settings: Settings, limit: int = 1000) -> list[tuple[Decisio
             plan_exit(row, now, "worker_lost", f"worker {row.worker} has no live lease", lost=True)
             for row in rows
         ]
-        return list(zip((p.decision for p in plans), apply_exits(settings, conn, plans), strict=True))
+        written = apply_exits(settings, conn, plans)
+        return [(p.row, p.decision, new) for p, new in zip(plans, written, strict=True)]
 
 
 def take_due(settings: Settings, limit: int = 1000) -> list[Entry]:

@@ -256,14 +256,8 @@ def plan_exit(
     )
     recorded: tuple[tuple[str, str | None], ...] = ((event, detail),)
     if decision.action is Action.DEAD:
-        recorded += (("dead", _why_dead(row.policy)),)
+        recorded += (("dead", RestartPolicy.from_json(row.policy).why_dead()),)
     return Exit(row, decision, recorded, row.last_error if normal else detail)
-
-
-def _why_dead(policy: dict[str, Any]) -> str:
-    if policy["restart"] == "temporary":
-        return "temporary trackers are not restarted"
-    return f"more than {policy['max_restarts']} restarts in {policy['max_seconds']} s"
 
 
 def republish_grace(settings: Settings, republished: int) -> float:

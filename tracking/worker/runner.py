@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from tracking import registry
+from tracking import registry, signals
 from tracking.client import Publication, publish_or_warn, running_here
 from tracking.exceptions import Done, Fenced, RegistryRefused, RegistryUnavailable
 from tracking.models import Entry
@@ -137,6 +137,7 @@ class _Run:
             log.error(
                 "%s %s epoch %s crashed: %s", inc.kind, inc.transaction_id, inc.epoch, redact_url(str(exc))
             )
+            self._signal(signals.tracker_crashed, exception=exc)
             return self._abnormal("crashed", detail)
         finally:
             running_here.reset(here)
@@ -225,13 +226,16 @@ class _Run:
         if self.cls.policy.restart != "permanent":
             # Deregistered: the final state goes nowhere, so it is neither validated nor written.
             self.persist(lambda: registry.exit_normally(settings, inc.row_id, inc.epoch, "done", None))
+            self._signal(signals.tracker_done, state=done.state)
             return "done"
         if done.state is not None:
             try:
                 state = json_object(done.state, "Done's state", settings.max_state_bytes)
             except Exception as exc:
+                self._signal(signals.tracker_crashed, exception=exc)
                 return self._abnormal("crashed", redact_url("".join(traceback.format_exception(exc))))
             self.checkpoint(state)
+        self._signal(signals.tracker_done, state=done.state)
         return self._abnormal("done", None, normal=True)
 
     def _abnormal(self, event: str, detail: str | None, *, normal: bool = False) -> str:
@@ -240,8 +244,15 @@ class _Run:
             lambda: registry.exit_abnormally(settings, inc.row_id, inc.epoch, event, detail, normal=normal)
         )
         if decision.action is Action.RESTART and new is not None:
+            self._signal(signals.tracker_restarted, cause=event, delay=decision.delay)
             if decision.delay == 0:
                 publish_or_warn(self.wp.publish, new)
             else:  # failed until its backoff is over: the waker (or a sweep) restarts it then
                 self.wp.poke_waker()
+        elif decision.action is Action.DEAD:
+            self._signal(signals.tracker_dead, reason=self.cls.policy.why_dead())
         return f"{event}: {decision.action.value}"
+
+    def _signal(self, signal: signals.Signal, **kwargs: Any) -> None:
+        inc = self.inc
+        signal.send(inc.kind, transaction_id=inc.transaction_id, epoch=inc.epoch, **kwargs)
