@@ -142,6 +142,26 @@ def test_a_crash_is_logged_with_the_password_masked(
     assert stored is not None and "s3cr" not in (stored.last_error or "")
 
 
+def test_a_crash_s_log_record_carries_the_tracker_s_fields(
+    rt: WorkerProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    row = _start(rt, LeaksAPassword, "t-fields")
+    with caplog.at_level(logging.ERROR, logger="tracking.worker"):
+        worker.run(LeaksAPassword, "t-fields", row.epoch, row.task_id, rt)
+    crashed = next(r for r in caplog.records if "crashed" in r.getMessage())
+    fields = {
+        name: getattr(crashed, name, None)
+        for name in ("kind", "transaction_id", "epoch", "task_id", "worker")
+    }
+    assert fields == {
+        "kind": LeaksAPassword.kind,
+        "transaction_id": "t-fields",
+        "epoch": row.epoch,
+        "task_id": row.task_id,
+        "worker": "test@host",
+    }
+
+
 def test_a_warm_shutdown_lets_the_tick_in_progress_end_and_keeps_its_checkpoint(
     rt: WorkerProcess, published: Published
 ) -> None:

@@ -38,6 +38,7 @@ PARK_MIN_WAIT = 0.5
 def run(tracker_cls: type[Tracker], transaction_id: str, epoch: int, task_id: str, wp: WorkerProcess) -> str:
     """Claim the entry for ``epoch`` and run the tracker until it exits. Returns how it ended."""
     message = Publication(tracker_cls.kind, transaction_id, epoch, task_id)
+    fields = log_fields(tracker_cls.kind, transaction_id, epoch, task_id, wp.hostname)
     if wp.shutting_down.is_set():
         # Do not claim work on the way out; the next worker takes the same message.
         wp.publish(message)
@@ -50,6 +51,7 @@ def run(tracker_cls: type[Tracker], transaction_id: str, epoch: int, task_id: st
             tracker_cls.kind,
             transaction_id,
             exc,
+            extra=fields,
         )
         return "left to the supervisor"
     if not wp.wait_for_lease_to_claim():
@@ -60,7 +62,9 @@ def run(tracker_cls: type[Tracker], transaction_id: str, epoch: int, task_id: st
     except RegistryUnavailable:  # only while shutting down: published again after the start grace
         return "left to the supervisor"
     except RegistryRefused as exc:  # it would fail the same way again: rejected once, logged
-        log.error("%s %r epoch %r: claim refused: %s", tracker_cls.kind, transaction_id, epoch, exc)
+        log.error(
+            "%s %r epoch %r: claim refused: %s", tracker_cls.kind, transaction_id, epoch, exc, extra=fields
+        )
         return "refused"
     if row is None:
         log.info(
@@ -68,6 +72,7 @@ def run(tracker_cls: type[Tracker], transaction_id: str, epoch: int, task_id: st
             tracker_cls.kind,
             transaction_id,
             epoch,
+            extra=fields,
         )
         return "dropped"
     inc = Incarnation(row.id, epoch, tracker_cls.kind, transaction_id, row.task_id, row.worker_id or "")
@@ -81,6 +86,19 @@ def run(tracker_cls: type[Tracker], transaction_id: str, epoch: int, task_id: st
         return "left to the supervisor"
     finally:
         wp.remove(inc)
+
+
+def log_fields(kind: str, transaction_id: str, epoch: int, task_id: str, worker: str) -> dict[str, Any]:
+    """The fields of a tracker's log records (``extra=``), for formatters that write them apart
+    (JSON logs): ``record.kind``, ``record.transaction_id``, ``record.epoch``, ``record.task_id``,
+    ``record.worker``."""
+    return {
+        "kind": kind,
+        "transaction_id": transaction_id,
+        "epoch": epoch,
+        "task_id": task_id,
+        "worker": worker,
+    }
 
 
 def _claim(tracker_cls: type[Tracker], transaction_id: str, epoch: int, wp: WorkerProcess) -> Entry | None:
@@ -114,6 +132,7 @@ class _Run:
         self.settings = wp.settings
         self.tracker = tracker_cls.incarnate(row)
         self.box = Mailbox(self.tracker, row, self.settings, self.persist)
+        self.fields = log_fields(inc.kind, inc.transaction_id, inc.epoch, inc.task_id, wp.hostname)
         park = tracker_cls.park
         self.parks = park if park is not None else 0 < self.settings.park_seconds <= tracker_cls.interval
 
@@ -125,17 +144,26 @@ class _Run:
         except Done as done:
             return self._done(done)
         except Fenced:
-            log.warning("%s %s epoch %s fenced out", inc.kind, inc.transaction_id, inc.epoch)
+            log.warning(
+                "%s %s epoch %s fenced out", inc.kind, inc.transaction_id, inc.epoch, extra=self.fields
+            )
             return "fenced"
         except RegistryUnavailable:
             # Only while shutting down do we stop retrying: the lease then runs out and a
             # supervisor restarts the tracker elsewhere.
-            log.warning("%s %s: registry unavailable at shutdown", inc.kind, inc.transaction_id)
+            log.warning(
+                "%s %s: registry unavailable at shutdown", inc.kind, inc.transaction_id, extra=self.fields
+            )
             return "left to the supervisor"
         except Exception as exc:
             detail = redact_url("".join(traceback.format_exception(exc)))
             log.error(
-                "%s %s epoch %s crashed: %s", inc.kind, inc.transaction_id, inc.epoch, redact_url(str(exc))
+                "%s %s epoch %s crashed: %s",
+                inc.kind,
+                inc.transaction_id,
+                inc.epoch,
+                redact_url(str(exc)),
+                extra=self.fields,
             )
             self._signal(signals.tracker_crashed, exception=exc)
             return self._abnormal("crashed", detail)
