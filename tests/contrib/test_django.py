@@ -21,7 +21,9 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from alembic.script import ScriptDirectory
 from celery import Celery
+from tracking.migrations import alembic_config
 
 import tracking
 from tests.harness import ROOT, Cluster, Stack, wait_for
@@ -345,3 +347,44 @@ def test_tracking_celery_app_names_the_project_s_own_celery_app_which_gets_the_t
     assert "tracking.transaction" in OWN_CELERY.tasks and "tracking.supervise" in OWN_CELERY.tasks
     assert set(OWN_CELERY.conf.beat_schedule) == {"nightly", "tracking-supervisor"}
     registry.dispose(config.settings)
+
+
+def test_manage_py_migrate_on_a_fresh_database_creates_the_registry_and_then_a_tracker_starts(
+    stack: Stack, pg_databases: Callable[[], str]
+) -> None:
+    """One step, as for any Django app: ``manage.py migrate`` (no ``tracking_migrate``), then
+    ``start`` records the tracker in the project's own database."""
+    fresh = sa.make_url(pg_databases())
+    env = {
+        **os.environ,
+        **project_env(stack),
+        "POSTGRES_DB": fresh.database or "",
+        "PYTHONPATH": str(ROOT),
+    }
+
+    def manage(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=EXAMPLE,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    migrated = manage("migrate", "--verbosity", "1")
+    assert migrated.returncode == 0, migrated.stderr
+    assert "tracking.0001_initial... OK" in migrated.stdout
+    assert manage("makemigrations", "--check", "--dry-run", "tracking").returncode == 0
+    started = manage("tracking", "start", "t-after-migrate", "--kind", "transaction", "--json")
+    assert started.returncode == 0, started.stderr
+    assert json.loads(started.stdout)["transaction_id"] == "t-after-migrate"
+    engine = sa.create_engine(fresh.set(drivername="postgresql+psycopg"))
+    try:
+        with engine.connect() as conn:
+            version = conn.execute(sa.text("SELECT version_num FROM tracking_alembic_version")).scalar_one()
+            entries = conn.execute(sa.text("SELECT count(*) FROM tracking_trackers")).scalar_one()
+    finally:
+        engine.dispose()
+    head = ScriptDirectory.from_config(alembic_config(str(fresh))).get_current_head()
+    assert (version, entries) == (head, 1)
