@@ -8,6 +8,7 @@ A worker started with ``TRACKING_METRICS_PORT`` serves them on ``/metrics`` at
 =============================================== ==========================================================
 ``tracking_trackers{kind,status}``               gauge: registry entries, by status (each of ``Status``)
 ``tracking_restarts_total{kind}``                counter: restarts decided (at once or after a backoff)
+``tracking_crashes_total{kind}``                 counter: incarnations that crashed (init, tick, a handler)
 ``tracking_handoffs_total{kind}``                counter: trackers handed off by a worker shutting down
 ``tracking_worker_lost_total{kind}``             counter: trackers whose worker stopped renewing its lease
 ``tracking_recovery_seconds{kind}``              histogram: from a lost worker being found to the
@@ -51,7 +52,7 @@ STATUSES: tuple[Status, ...] = tuple(Status)
 #: recovery takes a lease (30 s by default) plus a sweep: buckets around that
 RECOVERY_BUCKETS = (1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 300.0, 600.0)
 #: the counters and the events they count (restarts are counted by registry.count_restarts)
-COUNTED_EVENTS = {"handoffs": "handoff", "worker_lost": "worker_lost"}
+COUNTED_EVENTS = {"crashes": "crashed", "handoffs": "handoff", "worker_lost": "worker_lost"}
 
 
 class RegistryCollector(Collector):
@@ -163,6 +164,7 @@ class RegistryCollector(Collector):
 
         documentation = {
             "restarts": "Restarts decided (at once or after a backoff), by kind.",
+            "crashes": "Incarnations that crashed (init, tick or a handler raised), by kind.",
             "handoffs": "Trackers handed off to another worker by a worker shutting down, by kind.",
             "worker_lost": "Trackers whose worker stopped renewing its lease, by kind.",
         }

@@ -92,6 +92,14 @@ def test_recovery_runs_from_worker_lost_to_the_next_epoch_running_within_one_lif
     assert sample(collector, "tracking_restarts_total", kind="Counter") == 1
 
 
+def test_crashes_are_counted_by_kind(settings: Settings) -> None:
+    write(settings, "d", (0, 1, "started"), (1, 1, "running"), (2, 1, "crashed"), (2, 2, "restarting"))
+    write(settings, "e", (0, 1, "started"), (1, 1, "running"), (2, 1, "crashed"), (2, 1, "dead"))
+    collector = RegistryCollector(settings, settle_seconds=0)
+    assert sample(collector, "tracking_crashes_total", kind="Counter") == 2
+    assert sample(collector, "tracking_crashes_total", kind="Counter") == 2, "counted once"
+
+
 def test_events_younger_than_the_settle_time_wait_for_a_later_scrape(settings: Settings) -> None:
     collector = RegistryCollector(settings, settle_seconds=3600)
     write(settings, "c", (0, 1, "started"))
