@@ -14,7 +14,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 COPY --from=build /wheels /wheels
-RUN pip install "$(echo /wheels/tracking-*.whl)[postgres,redis]" flower \
+RUN pip install "$(echo /wheels/tracking-*.whl)[postgres,redis,prometheus]" flower \
     && rm -rf /wheels \
     && useradd --create-home --uid 1000 tracking \
     && mkdir /app \

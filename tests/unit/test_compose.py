@@ -21,7 +21,7 @@ DOCKERFILE = ROOT / "Dockerfile"
 #: the subcommands of the `tracking` command line
 TRACKING_SUBCOMMANDS = {"start", "lookup", "stop", "ls", "explain", "migrate", "supervise", "check", "demo"}
 #: a tag that names at least a major.minor version (``16.4``, ``3.13-management``, ``3.11-slim``)
-PINNED_TAG = re.compile(r"^\d+\.\d+([.-][A-Za-z0-9.-]+)?$")
+PINNED_TAG = re.compile(r"^v?\d+\.\d+([.-][A-Za-z0-9.-]+)?$")
 
 
 # -- reading the files ------------------------------------------------------------------------------
@@ -178,3 +178,46 @@ def test_the_tracker_modules_the_services_import_can_be_imported(services: dict[
     assert modules, "no service sets TRACKING_IMPORTS"
     for module in sorted(modules):
         importlib.import_module(module)
+
+
+ALERTS = ROOT / "deploy" / "prometheus" / "tracking-alerts.yml"
+PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+
+
+def test_the_worker_serves_metrics_on_a_port_published_on_loopback(services: dict[str, Any]) -> None:
+    worker = services["worker"]
+    port = str(worker["environment"]["TRACKING_METRICS_PORT"])
+    assert f"127.0.0.1:{port}:{port}" in worker["ports"]
+    assert f"worker:{port}" in PROMETHEUS.read_text(encoding="utf-8")
+
+
+def test_prometheus_loads_the_alert_rules_the_repository_ships(services: dict[str, Any]) -> None:
+    mounts = services["prometheus"]["volumes"]
+    assert any(m.startswith("./deploy/prometheus/tracking-alerts.yml:") for m in mounts)
+    config = yaml.safe_load(PROMETHEUS.read_text(encoding="utf-8"))
+    mounted = {m.split(":")[1] for m in mounts}
+    assert set(config["rule_files"]) <= mounted
+
+
+def test_the_alert_rules_watch_dead_trackers_lost_workers_and_the_supervisor_with_real_metrics() -> None:
+    from tracking.metrics import COUNTED_EVENTS
+
+    emitted = {
+        "tracking_trackers",
+        "tracking_restarts_total",
+        "tracking_recovery_seconds",
+        "tracking_supervisor_last_sweep_age_seconds",
+        "tracking_registry_up",
+        *(f"tracking_{name}_total" for name in COUNTED_EVENTS),
+    }
+    rules = [
+        rule
+        for group in yaml.safe_load(ALERTS.read_text(encoding="utf-8"))["groups"]
+        for rule in group["rules"]
+    ]
+    assert {"TrackingDeadTrackers", "TrackingWorkersLost", "TrackingSupervisorNotSweeping"} <= {
+        rule["alert"] for rule in rules
+    }
+    for rule in rules:
+        used = set(re.findall(r"\btracking_[a-z_]+", rule["expr"]))
+        assert used and used <= emitted, f"{rule['alert']} uses metrics nobody emits: {used - emitted}"
