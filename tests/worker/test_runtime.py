@@ -129,13 +129,21 @@ def test_a_backoff_restart_holds_no_thread_and_the_waker_restarts_it_when_due(
     assert restarted is not None and restarted.status == "pending"
 
 
+def _crash_logged(
+    rt: WorkerProcess, caplog: pytest.LogCaptureFixture, txid: str
+) -> tuple[registry.Entry, list[logging.LogRecord]]:
+    """Run one incarnation of LeaksAPassword, which crashes; its entry and the error records."""
+    row = _start(rt, LeaksAPassword, txid)
+    with caplog.at_level(logging.ERROR, logger="tracking.worker"):
+        worker.run(LeaksAPassword, txid, row.epoch, row.task_id, rt)
+    return row, list(caplog.records)
+
+
 def test_a_crash_is_logged_with_the_password_masked(
     rt: WorkerProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
-    row = _start(rt, LeaksAPassword, "t-mask")
-    with caplog.at_level(logging.ERROR, logger="tracking.worker"):
-        worker.run(LeaksAPassword, "t-mask", row.epoch, row.task_id, rt)
-    logged = "\n".join(r.getMessage() for r in caplog.records)
+    _row, records = _crash_logged(rt, caplog, "t-mask")
+    logged = "\n".join(r.getMessage() for r in records)
     assert "crashed" in logged and "app:***@127.0.0.1" in logged
     assert "s3cr" not in logged and "tpass" not in logged
     stored = registry.get(rt.settings, LeaksAPassword.kind, "t-mask")
@@ -145,10 +153,8 @@ def test_a_crash_is_logged_with_the_password_masked(
 def test_a_crash_s_log_record_carries_the_tracker_s_fields(
     rt: WorkerProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
-    row = _start(rt, LeaksAPassword, "t-fields")
-    with caplog.at_level(logging.ERROR, logger="tracking.worker"):
-        worker.run(LeaksAPassword, "t-fields", row.epoch, row.task_id, rt)
-    crashed = next(r for r in caplog.records if "crashed" in r.getMessage())
+    row, records = _crash_logged(rt, caplog, "t-fields")
+    crashed = next(r for r in records if "crashed" in r.getMessage())
     fields = {
         name: getattr(crashed, name, None)
         for name in ("kind", "transaction_id", "epoch", "task_id", "worker")
