@@ -175,7 +175,7 @@ class _Run:
         state = self.row.state
         if state is None:  # init never completed: first start (or it crashed in init)
             if not wp.wait_for_lease(inc) or not inc.begin_work():
-                return self._interrupted()
+                return _interrupted(self)
             state = json_object(self.tracker.init(inc.transaction_id, **self.row.args), "init's state", limit)
             self.checkpoint(state)
             inc.end_work()
@@ -188,7 +188,7 @@ class _Run:
             # Cleared before the flags are read: a wake-up set after this is never lost.
             inc.wake.clear()
             if not wp.wait_for_lease(inc) or not inc.begin_work():
-                return self._interrupted()
+                return _interrupted(self)
             if inc.mail:  # messages first: a call is answered now, not at the next tick
                 inc.mail = False
                 state, may_park = self.box.drain(state, lambda: wp.holds(inc)), True
@@ -234,21 +234,6 @@ class _Run:
 
     # -- exits ----------------------------------------------------------------------------------
 
-    def _interrupted(self) -> str:
-        inc, settings = self.inc, self.settings
-        if inc.interrupt in (None, Interrupt.FENCED, Interrupt.HANDED_OFF):
-            return (inc.interrupt or Interrupt.FENCED).value  # someone else moved it on: write nothing
-        if inc.interrupt is Interrupt.HAND_OFF:  # the worker shuts down: hand itself off
-            reason = f"worker {self.wp.hostname} shutting down"
-            for new in self.persist(lambda: registry.hand_off(settings, [(inc.row_id, inc.epoch)], reason)):
-                publish_or_warn(self.wp.publish, new)
-            return Interrupt.HANDED_OFF.value
-        stop = inc.stop_reason or "normal"
-        if stop in WINNING_STOPS:
-            self.persist(lambda: registry.exit_normally(settings, inc.row_id, inc.epoch, "stopped", stop))
-            return f"stopped ({stop})"
-        return self._abnormal("stopped", f"stop({stop!r})")
-
     def _done(self, done: Done) -> str:
         inc, settings = self.inc, self.settings
         if self.cls.policy.restart != "permanent":
@@ -284,3 +269,21 @@ class _Run:
     def _signal(self, signal: signals.Signal, **kwargs: Any) -> None:
         inc = self.inc
         signal.send(inc.kind, transaction_id=inc.transaction_id, epoch=inc.epoch, **kwargs)
+
+
+def _interrupted(loop: _Run) -> str:
+    """How an incarnation interrupted between two units of work leaves (writing nothing if someone
+    else moved its entry on)."""
+    inc, settings = loop.inc, loop.settings
+    if inc.interrupt in (None, Interrupt.FENCED, Interrupt.HANDED_OFF):
+        return (inc.interrupt or Interrupt.FENCED).value  # someone else moved it on: write nothing
+    if inc.interrupt is Interrupt.HAND_OFF:  # the worker shuts down: hand itself off
+        reason = f"worker {loop.wp.hostname} shutting down"
+        for new in loop.persist(lambda: registry.hand_off(settings, [(inc.row_id, inc.epoch)], reason)):
+            publish_or_warn(loop.wp.publish, new)
+        return Interrupt.HANDED_OFF.value
+    stop = inc.stop_reason or "normal"
+    if stop in WINNING_STOPS:
+        loop.persist(lambda: registry.exit_normally(settings, inc.row_id, inc.epoch, "stopped", stop))
+        return f"stopped ({stop})"
+    return loop._abnormal("stopped", f"stop({stop!r})")
