@@ -16,7 +16,6 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from datetime import datetime
 from typing import NamedTuple, TypeVar
 
@@ -24,7 +23,7 @@ import pytest
 import sqlalchemy as sa
 
 import tracking
-from tests.harness import TIMINGS, Cluster, Stack, wait_for
+from tests.harness import TIMINGS, Cluster, Stack, observe, wait_for
 from tests.integration.trackers import (
     EDGE_TICKS_TABLE,
     FINISHES_TABLE,
@@ -135,20 +134,6 @@ def wait_exit(cluster: Cluster, name: str, timeout: float = 30.0) -> int:
     """Wait for a worker signalled already to exit (it is no longer the cluster's)."""
     proc = cluster.procs.pop(name)
     return proc.wait(timeout=timeout)
-
-
-def observe(condition: Callable[[], T], seconds: float) -> T | None:
-    """Watch ``condition`` for ``seconds``: the first truthy value it returns, or None if none.
-
-    For "this never happens": a bounded observation window, not a wait for a condition.
-    """
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.05)
-    return None
 
 
 # -- 1. a warm shutdown lets the tick in progress end ----------------------------------------------

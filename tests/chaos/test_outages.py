@@ -30,7 +30,7 @@ import sqlalchemy as sa
 
 from tests.chaos.servers import PostgresCluster, RabbitNode, RedisServer
 from tests.chaos.test_workers import done_counts, stale_ticks_accepted, start_many
-from tests.harness import REDIS_URL, TIMINGS, Cluster, Stack, stack_on, wait_for
+from tests.harness import REDIS_URL, TIMINGS, Cluster, Stack, during, stack_on, wait_for
 from tests.integration.trackers import Counter, Recorder
 from tracking import Status, registry
 from tracking.exceptions import RegistryUnavailable
@@ -114,15 +114,15 @@ def broker_outage(
         recorded = Counter.lookup(txid)
         assert recorded is not None and recorded.status is Status.PENDING
         oldest = max(oldest, oldest_lease(stack))
-    while time.monotonic() < down_at + BROKER_DOWN:  # the outage's deliberate length
+    for _left in during(down_at + BROKER_DOWN - time.monotonic(), interval=0.1):  # the outage's length
         oldest = max(oldest, oldest_lease(stack))
-        time.sleep(0.1)
     return ids, oldest
 
 
 def keep_down(since: float, seconds: float) -> None:
     """The deliberate length of an outage (the fault itself, not a wait for a condition)."""
-    time.sleep(max(0.0, since + seconds - time.monotonic()))
+    for _left in during(since + seconds - time.monotonic(), interval=1.0):
+        pass
 
 
 def canary_round_trip(stack: Stack, prefix: str, timeout: float = 30.0) -> float:
@@ -391,15 +391,13 @@ def test_trackers_ride_out_their_database_connections_being_killed_again_and_aga
             txid = f"pg_kill_started_{uuid.uuid4().hex[:10]}"
             errors["start: RegistryUnavailable"] += start_retrying(txid)
             started.append(txid)
-            until = time.monotonic() + 2.0  # the time between two kills: part of the fault
-            while time.monotonic() < until:
+            for _left in during(2.0):  # the time between two kills: part of the fault
                 for txid in ids[:5]:
                     lookups += 1
                     try:
                         Recorder.lookup(txid)
                     except RegistryUnavailable:
                         errors["lookup: RegistryUnavailable"] += 1
-                time.sleep(0.05)
         fault_over = time.monotonic()
         print(
             f"\npg_terminate_backend: {killed} connections killed in 5 rounds; "

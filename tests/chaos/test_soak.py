@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.chaos.test_workers import done_counts, stale_ticks_accepted
-from tests.harness import TIMINGS, Cluster, Stack, wait_for
+from tests.harness import TIMINGS, Cluster, Stack, during, wait_for
 from tests.integration.trackers import TICKS_TABLE, SlowRecorder
 from tracking import registry
 from tracking.models import events
@@ -84,7 +84,8 @@ def test_a_random_worker_killed_every_ten_to_twenty_seconds_loses_nothing_and_ru
         kills: list[datetime] = []  # by this host's clock, which PostgreSQL's clock_timestamp() shares
         began = time.monotonic()
         while time.monotonic() - began < SOAK_SECONDS:
-            time.sleep(rng.uniform(10, 20))  # the fault rate itself, not a wait for a condition
+            for _left in during(rng.uniform(10, 20), interval=1.0):  # the fault rate, not a wait
+                pass
             victim = rng.choice(WORKERS)
             kills.append(datetime.now(UTC))
             cluster.signal(victim, signal.SIGKILL)

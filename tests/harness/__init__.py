@@ -19,7 +19,7 @@ declaring fixtures of their own:
 """
 
 from tests.harness.cluster import Cluster, ClusterSpec, free_port
-from tests.harness.polling import in_status, running, wait_for
+from tests.harness.polling import during, in_status, observe, running, wait_for
 from tests.harness.stacks import (
     AMQP_HOST,
     REDIS_URL,
@@ -56,5 +56,7 @@ __all__ = [
     "running",
     "stack_on",
     "stack_specs",
+    "during",
+    "observe",
     "wait_for",
 ]

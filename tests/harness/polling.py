@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Literal, TypeVar
 
 import tracking
@@ -31,6 +31,26 @@ def wait_for(
         time.sleep(interval)
         last = condition()
     return last
+
+
+def during(seconds: float, interval: float = 0.05) -> Iterator[float]:
+    """A bounded window of ``seconds`` (a fault's deliberate length, a sampling period): yields the
+    time left every ``interval`` until it is over. Not a wait for a condition: use
+    :func:`wait_for` for that."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        yield left
+        time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+
+
+def observe(condition: Callable[[], T | Literal[False] | None], seconds: float) -> T | None:
+    """Watch ``condition`` for ``seconds``: the first truthy value it returns, or None if none
+    (for "this never happens": a bounded observation window)."""
+    for _left in during(seconds):
+        found = condition()
+        if found:
+            return found
+    return None
 
 
 def in_status(
