@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from tracking import registry, signals
 from tracking.exceptions import NotFound, Timeout, TrackerCrashed, TrackingError
@@ -58,6 +58,7 @@ class Publication:
 
 #: sends the message that starts incarnation ``epoch`` of a tracker
 Publish = Callable[[Publishable], None]
+P = TypeVar("P", bound=Publishable)
 
 #: the (kind, transaction ID) whose incarnation runs in this thread (set by the worker), so that
 #: a tracker calling itself is told at once instead of waiting for ever
@@ -106,7 +107,7 @@ class TrackerRef:
         return current().lookup(self.kind, self.transaction_id)
 
 
-def publish_or_warn(publish: Publish, row: Publishable, what: str = "published") -> bool:
+def publish_or_warn(publish: Callable[[P], None], row: P, what: str = "published") -> bool:
     """Publish ``row``; if the broker cannot take it, log why and return False. The entry is
     recorded already, so the supervisor publishes it again after the start grace."""
     try:

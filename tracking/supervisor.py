@@ -35,10 +35,10 @@ import socket
 from collections.abc import Callable
 
 from tracking import registry, signals
+from tracking.client import publish_or_warn
 from tracking.exceptions import RegistryUnavailable
 from tracking.models import Entry
 from tracking.policy import Action, RestartPolicy
-from tracking.redact import redact_url
 from tracking.settings import Settings
 
 log = logging.getLogger("tracking.supervisor")
@@ -73,21 +73,21 @@ def sweep(settings: Settings, publish: Publish, name: str | None = None, limit: 
         elif new is not None:
             counts["restarted"] += 1
             signals.tracker_restarted.send(old.kind, **about, cause="worker_lost", delay=decision.delay)
-            if not _publish(publish, new):
+            if not publish_or_warn(publish, new):
                 counts["failed_publish"] += 1
     registry.forget_workers(settings, lost)
 
     unsent = []
     for row in registry.take_due(settings, limit=limit):
         counts["republished"] += 1
-        if not _publish(publish, row):
+        if not publish_or_warn(publish, row):
             counts["failed_publish"] += 1
             unsent.append(row)
     registry.not_published(settings, unsent)  # a failed publish is no copy waiting in the broker
 
     for row in registry.wake_due(settings, limit=limit):
         counts["woken"] += 1
-        if not _publish(publish, row):
+        if not publish_or_warn(publish, row):
             counts["failed_publish"] += 1  # pending now: published again after the start grace
 
     counts["pruned"] = registry.prune(settings, limit=limit)
@@ -99,12 +99,3 @@ def sweep(settings: Settings, publish: Publish, name: str | None = None, limit: 
     if any(counts.values()):
         log.info("tracking sweep by %s: %s", name, counts)
     return counts
-
-
-def _publish(publish: Publish, row: Entry) -> bool:
-    try:
-        publish(row)
-    except Exception as exc:  # broker down: the entry stays due and the next sweep tries again
-        log.warning("could not publish %s %s: %s", row.kind, row.transaction_id, redact_url(str(exc)))
-        return False
-    return True
