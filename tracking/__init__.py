@@ -8,7 +8,7 @@ process; a supervisor restarts it, with its state, when it crashes or its worker
 from importlib.metadata import PackageNotFoundError, version
 
 from tracking.celery import install
-from tracking.client import Client, TrackerRef
+from tracking.client import Client, TrackerRef, in_transaction
 from tracking.exceptions import (
     Done,
     Fenced,
@@ -51,5 +51,6 @@ __all__ = [
     "TrackerRef",
     "TrackingError",
     "__version__",
+    "in_transaction",
     "install",
 ]

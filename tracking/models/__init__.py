@@ -4,10 +4,10 @@
             status columns: :class:`Status`, :class:`WorkerStatus`, :class:`MessageType`,
             :class:`MessageStatus`
 ``rows``    the typed, frozen rows the registry returns: :class:`Entry`, :class:`Event`,
-            :class:`Message`, :class:`Reply`, :class:`Sweep`
+            :class:`Message`, :class:`Reply`, :class:`Sweep`, :class:`WorkerInfo`
 """
 
-from tracking.models.rows import Entry, Event, Message, Reply, Sweep, aware
+from tracking.models.rows import Entry, Event, Message, Reply, Sweep, WorkerInfo, aware
 from tracking.models.tables import (
     NAMING_CONVENTION,
     BigId,
@@ -43,6 +43,7 @@ __all__ = [
     "Sweep",
     "Timestamp",
     "WorkerId",
+    "WorkerInfo",
     "WorkerStatus",
     "aware",
     "events",

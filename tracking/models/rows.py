@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import RowMapping
 
-from tracking.models.tables import MessageStatus, MessageType, Status
+from tracking.models.tables import MessageStatus, MessageType, Status, WorkerStatus
 
 
 def aware(value: datetime | str | None) -> datetime | None:
@@ -170,3 +170,33 @@ class Sweep:
     @classmethod
     def from_mapping(cls, row: RowMapping) -> Sweep:
         return cls(name=row["name"], last_sweep_at=_at(row["last_sweep_at"]), last_counts=row["last_counts"])
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A worker process with a row in ``tracking_workers``, as an operator sees it."""
+
+    id: str
+    hostname: str
+    pid: int
+    status: WorkerStatus
+    started_at: datetime
+    heartbeat_at: datetime
+    #: seconds since its lease was last renewed, by the database clock
+    lease_age: float
+    #: the entries it runs now
+    running: int
+
+    @classmethod
+    def from_mapping(cls, row: RowMapping, now: datetime) -> WorkerInfo:
+        heartbeat_at = _at(row["heartbeat_at"])
+        return cls(
+            id=row["id"],
+            hostname=row["hostname"],
+            pid=row["pid"],
+            status=WorkerStatus(row["status"]),
+            started_at=_at(row["started_at"]),
+            heartbeat_at=heartbeat_at,
+            lease_age=(now - heartbeat_at).total_seconds(),
+            running=int(row["running"]),
+        )

@@ -29,9 +29,19 @@ upgrades to a write can fail with ``SQLITE_BUSY`` despite ``busy_timeout``), in 
 ``metrics``       counts from the events table (Prometheus, benchmarks)
 """
 
-from tracking.models import Entry, Event, Message, MessageStatus, MessageType, Reply, Status, Sweep
+from tracking.models import (
+    Entry,
+    Event,
+    Message,
+    MessageStatus,
+    MessageType,
+    Reply,
+    Status,
+    Sweep,
+    WorkerInfo,
+)
 from tracking.registry.core import create_engine, db_now, dispose, engine, migrate
-from tracking.registry.entries import count, entries_of, get, history, select, start
+from tracking.registry.entries import count, entries_of, get, history, select, start, start_on
 from tracking.registry.incarnations import (
     checkpoint,
     claim,
@@ -48,6 +58,7 @@ from tracking.registry.leases import (
     register_worker,
     renew_worker,
     retire_worker,
+    worker_list,
 )
 from tracking.registry.mailboxes import (
     enqueue,
@@ -62,6 +73,7 @@ from tracking.registry.metrics import census, count_events, count_restarts, reco
 from tracking.registry.rows import WAKE_CHANNEL
 from tracking.registry.supervision import (
     database_now,
+    hurry,
     last_sweeps,
     next_wake,
     not_published,
@@ -82,6 +94,7 @@ __all__ = [
     "Reply",
     "Status",
     "Sweep",
+    "WorkerInfo",
     "census",
     "checkpoint",
     "claim",
@@ -103,6 +116,7 @@ __all__ = [
     "held",
     "handled",
     "history",
+    "hurry",
     "last_sweeps",
     "mailbox",
     "mark_lost_workers",
@@ -123,8 +137,10 @@ __all__ = [
     "settled_event_id",
     "signals",
     "start",
+    "start_on",
     "take_due",
     "take_reply",
     "wake_due",
     "withdraw",
+    "worker_list",
 ]

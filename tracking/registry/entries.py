@@ -1,4 +1,5 @@
-"""Registering, reading and listing entries: start, get, select, count, history."""
+"""Registering, reading and listing entries: start (on the registry's own connection or the
+application's), get, select, count, history."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import sqlalchemy as sa
 from tracking.exceptions import Fenced
 from tracking.models import Entry, Event, Status, events, trackers
 from tracking.policy import RestartPolicy
-from tracking.registry.core import _read, _write, db_now, greatest
+from tracking.registry.core import _read, _translated, _write, db_now, greatest
 from tracking.registry.rows import _entries, _event, _forget_mail, _insert, _one, _tracker_with_lease
 from tracking.registry.transitions import Op, first_epoch, fresh_incarnation, guard, new_task_id
 from tracking.settings import Settings
@@ -23,12 +24,42 @@ def start(
 ) -> tuple[Entry, bool]:
     """Register a tracker, or return the one registered. ``(row, created)``.
 
-    Atomicity: one transaction. The insert relies on the unique (kind, transaction_id) key: two
-    concurrent starts block on each other's uncommitted insert and exactly one creates the row;
-    if that one rolls back, the other's insert goes through. A ``dead`` entry is started afresh
-    (new epoch, args, no state, restarts reset) by an update conditional on it still being dead.
-    A new life's epoch is above every epoch the ID had before (``transitions.first_epoch``).
+    Atomicity: one transaction (:func:`start_on` says what it guarantees)."""
+    with _write(settings) as conn:
+        return _start(settings, conn, kind, transaction_id, args, policy)
+
+
+def start_on(
+    settings: Settings,
+    conn: sa.Connection,
+    kind: str,
+    transaction_id: str,
+    args: dict[str, Any],
+    policy: RestartPolicy,
+) -> tuple[Entry, bool]:
+    """:func:`start` on the application's own connection, inside its open transaction (the
+    registry lives in the application's database): the entry commits or rolls back with the
+    application's writes. Nothing here commits, rolls back or begins.
+
+    Atomicity: that of the caller's transaction. The insert relies on the unique (kind,
+    transaction_id) key: two concurrent starts block on each other's uncommitted insert and
+    exactly one creates the row; if that one rolls back, the other's insert goes through. A
+    ``dead`` entry is started afresh (new epoch, args, no state, restarts reset) by an update
+    conditional on it still being dead. A new life's epoch is above every epoch the ID had
+    before (``transitions.first_epoch``).
     """
+    with _translated(settings):
+        return _start(settings, conn, kind, transaction_id, args, policy)
+
+
+def _start(
+    settings: Settings,
+    conn: sa.Connection,
+    kind: str,
+    transaction_id: str,
+    args: dict[str, Any],
+    policy: RestartPolicy,
+) -> tuple[Entry, bool]:
     values = {
         "kind": kind,
         "transaction_id": transaction_id,
@@ -44,19 +75,18 @@ def start(
         "due_at": db_now(settings.start_grace_seconds),
     }
     key = (trackers.c.kind == kind, trackers.c.transaction_id == transaction_id)
-    with _write(settings) as conn:
-        while True:
-            stmt = _insert(conn)(trackers).values(values).on_conflict_do_nothing()
-            inserted = conn.execute(stmt.returning(*trackers.c)).mappings().first()
-            if inserted is not None:
-                return _created(conn, inserted, kind, transaction_id), True
-            row = _one(conn, *key, lock=True)
-            if row is not None:
-                break
-            # The entry it conflicted with left between the two statements: insert again.
-        if row.status is not Status.DEAD:
-            return row, False
-        return _started_afresh(settings, conn, row, key, args, policy), True
+    while True:
+        stmt = _insert(conn)(trackers).values(values).on_conflict_do_nothing()
+        inserted = conn.execute(stmt.returning(*trackers.c)).mappings().first()
+        if inserted is not None:
+            return _created(conn, inserted, kind, transaction_id), True
+        row = _one(conn, *key, lock=True)
+        if row is not None:
+            break
+        # The entry it conflicted with left between the two statements: insert again.
+    if row.status is not Status.DEAD:
+        return row, False
+    return _started_afresh(settings, conn, row, key, args, policy), True
 
 
 def _created(conn: sa.Connection, inserted: sa.RowMapping, kind: str, transaction_id: str) -> Entry:

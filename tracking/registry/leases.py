@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 
-from tracking.models import Status, WorkerStatus, trackers, workers
+from tracking.models import Status, WorkerInfo, WorkerStatus, aware, trackers, workers
 from tracking.registry.core import _read, _translated, _write, db_now, lease_engine
 from tracking.settings import Settings
 
@@ -102,3 +102,21 @@ def forget_workers(settings: Settings, worker_ids: Sequence[str]) -> None:
                 ~sa.exists(owning),
             )
         )
+
+
+def worker_list(settings: Settings) -> list[WorkerInfo]:
+    """The worker processes with a row (alive, or lost or stopped and not yet forgotten), newest
+    first, with their lease age by the database clock and the entries each runs."""
+    running = (
+        sa.select(sa.func.count())
+        .where(trackers.c.worker_id == workers.c.id, trackers.c.status == Status.RUNNING.value)
+        .scalar_subquery()
+    )
+    stmt = sa.select(workers, running.label("running")).order_by(workers.c.started_at.desc())
+
+    def query(conn: sa.Connection) -> list[WorkerInfo]:
+        now = aware(conn.execute(sa.select(db_now())).scalar_one())
+        assert now is not None
+        return [WorkerInfo.from_mapping(m, now) for m in conn.execute(stmt).mappings()]
+
+    return _read(settings, query)

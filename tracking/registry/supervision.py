@@ -9,6 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from tracking.exceptions import NotFound
 from tracking.models import (
     Entry,
     MessageStatus,
@@ -24,7 +25,7 @@ from tracking.models import (
 from tracking.policy import Decision
 from tracking.registry.core import _read, _write, db_now, greatest
 from tracking.registry.exits import apply_exits
-from tracking.registry.rows import _entries, _entries_by_id, _events, _insert, _now, _tracker_with_lease
+from tracking.registry.rows import _entries, _entries_by_id, _events, _insert, _now, _one, _tracker_with_lease
 from tracking.registry.transitions import (
     RULES,
     Op,
@@ -185,6 +186,30 @@ def wake_due(settings: Settings, limit: int = 500) -> list[Entry]:
         failed = {r.id for r in due_rows if r.status == Status.FAILED}
         _events(conn, [(r, "restarting", None) for r in rows if r.id in failed])
         return [r for r in rows if r.status is Status.PENDING]
+
+
+def hurry(settings: Settings, kind: str, transaction_id: str) -> Entry | None:
+    """An operator's "restart now" of a failed entry: pending at once, the rest of its backoff
+    skipped. Returns the row to publish, or None when the entry is not failed (any more). Raises
+    NotFound when nothing is registered.
+
+    Atomicity: one transaction; the update is conditional on the status and epoch read, so a
+    restart that a waker or a sweep made meanwhile is not made twice.
+    """
+    with _write(settings) as conn:
+        row = _one(conn, trackers.c.kind == kind, trackers.c.transaction_id == transaction_id, lock=True)
+        if row is None:
+            raise NotFound(f"no {kind} tracker is registered for {transaction_id!r}")
+        changed = conn.execute(
+            trackers.update()
+            .where(trackers.c.id == row.id, *guard(Op.HURRY, epoch=row.epoch))
+            .values(status=Status.PENDING.value, due_at=db_now(settings.start_grace_seconds), republished=0)
+        ).rowcount
+        if not changed:
+            return None
+        new = _entries_by_id(conn, [row.id])[0]
+        _events(conn, [(new, "restarting", "restart now (an operator)")])
+        return new
 
 
 def prune(settings: Settings, limit: int = 1000) -> int:

@@ -21,6 +21,8 @@ hand off    running                   epoch                                     
 rescue      running                   the owner has no live lease                :func:`plan_exit`
 wake        parked, failed            due                                        pending (parked:
                                                                                  epoch + 1)
+hurry       failed                    the epoch as read (an operator's "restart   pending
+                                      now": the backoff is skipped)
 republish   pending                   due                                        pending, same epoch,
                                                                                  a longer grace
 stop        running                   a normal stop is never overwritten         running, stop recorded
@@ -79,6 +81,7 @@ class Op(enum.StrEnum):
     HAND_OFF = "hand off"
     RESCUE = "rescue"
     WAKE = "wake"
+    HURRY = "hurry"
     REPUBLISH = "republish"
     STOP = "stop"
     REMOVE = "remove"
@@ -111,6 +114,7 @@ RULES: dict[Op, Rule] = {
     Op.HAND_OFF: Rule(_RUNNING, fenced=True),
     Op.RESCUE: Rule(_RUNNING),
     Op.WAKE: Rule(frozenset({Status.PARKED, Status.FAILED}), due=True),
+    Op.HURRY: Rule(frozenset({Status.FAILED}), fenced=True),
     Op.REPUBLISH: Rule(frozenset({Status.PENDING}), due=True),
     Op.STOP: Rule(_RUNNING),
     Op.REMOVE: Rule(frozenset({Status.PENDING, Status.PARKED, Status.FAILED, Status.DEAD})),

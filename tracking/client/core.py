@@ -1,125 +1,29 @@
-"""The client: what ``start``, ``lookup``, ``stop``, ``call`` and ``cast`` do, on one registry.
-
-A :class:`Client` is the settings of a registry plus a way to publish a tracker's message (the
-Celery adapter gives it one). ``Tracker.start(...)`` and the other class methods use the current
-client (:func:`current`): the one a framework integration resolves for the application at hand (a
-Flask app context), else the one installed last in the process, else the default one built from
-the environment. Nothing here knows Celery.
-"""
+"""The client: what ``start``, ``lookup``, ``stop``, ``call`` and ``cast`` do, on one registry, and
+which client is the current one."""
 
 from __future__ import annotations
 
-import contextvars
 import dataclasses
-import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 from tracking import registry, signals
+from tracking.client.joined import AppTransaction, open_transaction
+from tracking.client.operations import Operations
+from tracking.client.refs import Publish, TrackerRef, publish_or_warn, running_here
 from tracking.exceptions import NotFound, Timeout, TrackerCrashed, TrackingError
 from tracking.models import Entry, MessageStatus, MessageType, Status
 from tracking.policy import RestartPolicy
-from tracking.redact import redact_url
 from tracking.settings import Settings
 from tracking.validation import json_object, json_value
 from tracking.validation import stop_reason as valid_stop_reason
 from tracking.validation import transaction_id as valid_transaction_id
 
-log = logging.getLogger("tracking")
-
-
-class Publishable(Protocol):
-    """What the message that starts an incarnation names: an :class:`~tracking.models.Entry`, or a
-    :class:`Publication` where there is no entry at hand."""
-
-    @property
-    def kind(self) -> str: ...
-    @property
-    def transaction_id(self) -> str: ...
-    @property
-    def epoch(self) -> int: ...
-    @property
-    def task_id(self) -> str: ...
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Publication:
-    """The message that starts incarnation ``epoch`` of a tracker, as its task received it (a
-    worker passing on a message it will not claim)."""
-
-    kind: str
-    transaction_id: str
-    epoch: int
-    task_id: str
-
-
-#: sends the message that starts incarnation ``epoch`` of a tracker
-Publish = Callable[[Publishable], None]
-P = TypeVar("P", bound=Publishable)
-
-#: the (kind, transaction ID) whose incarnation runs in this thread (set by the worker), so that
-#: a tracker calling itself is told at once instead of waiting for ever
-running_here: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar(
-    "tracking_running_here", default=None
-)
-
 
 @dataclasses.dataclass(frozen=True)
-class TrackerRef:
-    """A registry entry as it was read: which incarnation runs a transaction's tracker, and where."""
-
-    kind: str
-    transaction_id: str
-    task_id: str
-    worker: str | None
-    status: Status
-    restarts: int
-    started_at: datetime
-    heartbeat_at: datetime | None
-    #: the fencing token of the incarnation (grows with every restart or handoff)
-    epoch: int
-    last_error: str | None = None
-    already_started: bool = False
-
-    @classmethod
-    def from_row(cls, entry: Entry, already_started: bool = False) -> TrackerRef:
-        """The reference to a registry entry (its worker and lease only while it runs)."""
-        running = entry.status is Status.RUNNING
-        return cls(
-            kind=entry.kind,
-            transaction_id=entry.transaction_id,
-            task_id=entry.task_id,
-            worker=entry.worker if running else None,
-            status=entry.status,
-            restarts=entry.restarts,
-            started_at=entry.started_at,
-            heartbeat_at=entry.heartbeat_at if running else None,
-            epoch=entry.epoch,
-            last_error=entry.last_error,
-            already_started=already_started,
-        )
-
-    def refresh(self) -> TrackerRef | None:
-        """The entry as it is now (``lookup`` of the same kind and transaction ID)."""
-        return current().lookup(self.kind, self.transaction_id)
-
-
-def publish_or_warn(publish: Callable[[P], None], row: P, what: str = "published") -> bool:
-    """Publish ``row``; if the broker cannot take it, log why and return False. The entry is
-    recorded already, so the supervisor publishes it again after the start grace."""
-    try:
-        publish(row)
-        return True
-    except Exception as exc:
-        log.warning("%s %s not %s yet: %s", row.kind, row.transaction_id, what, redact_url(str(exc)))
-        return False
-
-
-@dataclasses.dataclass(frozen=True)
-class Client:
+class Client(Operations):
     """The registry at ``settings``, and the broker ``publish`` sends trackers' messages to."""
 
     settings: Settings
@@ -128,16 +32,64 @@ class Client:
     def start(
         self, kind: str, transaction_id: str, args: dict[str, Any], policy: RestartPolicy
     ) -> TrackerRef:
-        """Record the tracker and publish its message; idempotent (see ``Tracker.start``)."""
+        """Record the tracker and publish its message; idempotent (see ``Tracker.start``). Inside
+        an application transaction, it takes effect only if that commits (:mod:`.joined`)."""
         valid_transaction_id(transaction_id)
         start_args = json_object(args, "start arguments", self.settings.max_state_bytes)
-        row, created = registry.start(self.settings, kind, transaction_id, start_args, policy)
+        joined = open_transaction(self.settings)
+        if joined is None:
+            row, created = registry.start(self.settings, kind, transaction_id, start_args, policy)
+        elif joined.connection is not None:
+            row, created = registry.start_on(
+                self.settings, joined.connection, kind, transaction_id, start_args, policy
+            )
+        else:
+            return self._start_on_commit(joined, kind, transaction_id, start_args, policy)
         if not created:
             return TrackerRef.from_row(row, already_started=True)
-        publish_or_warn(self.publish, row)
         ref = TrackerRef.from_row(row)
-        signals.tracker_started.send(kind, transaction_id=transaction_id, epoch=row.epoch, ref=ref)
+        if joined is None:
+            self._announce(row, ref)
+        else:
+            joined.on_commit(lambda: self._announce(row, ref))
         return ref
+
+    def _announce(self, row: Entry, ref: TrackerRef) -> None:
+        """Publish a new entry's message and send ``tracker_started``."""
+        publish_or_warn(self.publish, row)
+        signals.tracker_started.send(row.kind, transaction_id=row.transaction_id, epoch=row.epoch, ref=ref)
+
+    def _start_on_commit(
+        self,
+        joined: AppTransaction,
+        kind: str,
+        transaction_id: str,
+        args: dict[str, Any],
+        policy: RestartPolicy,
+    ) -> TrackerRef:
+        """A start in a transaction of another database: one already registered is returned at
+        once (a read takes no lock); otherwise the start is made after the commit."""
+        row = registry.get(self.settings, kind, transaction_id)
+        if row is not None and row.status is not Status.DEAD:
+            return TrackerRef.from_row(row, already_started=True)
+        joined.on_commit(lambda: self._start_now(kind, transaction_id, args, policy))
+        return TrackerRef.waiting_for_commit(kind, transaction_id)
+
+    def _start_now(self, kind: str, transaction_id: str, args: dict[str, Any], policy: RestartPolicy) -> None:
+        row, created = registry.start(self.settings, kind, transaction_id, args, policy)
+        if created:
+            self._announce(row, TrackerRef.from_row(row))
+
+    def start_afresh(self, kind: str, transaction_id: str) -> TrackerRef:
+        """Start a ``dead`` entry afresh with the start arguments and restart policy it had:
+        ``init`` runs again, restarts reset (an operator's action)."""
+        valid_transaction_id(transaction_id)
+        row = registry.get(self.settings, kind, transaction_id)
+        if row is None:
+            raise NotFound(f"no {kind} tracker is registered for {transaction_id!r}")
+        if row.status is not Status.DEAD:
+            raise TrackingError(f"{kind} {transaction_id!r} is {row.status}, not dead: not started afresh")
+        return self.start(kind, transaction_id, row.args, RestartPolicy.from_json(row.policy))
 
     def lookup(self, kind: str, transaction_id: str) -> TrackerRef | None:
         valid_transaction_id(transaction_id)
@@ -199,10 +151,14 @@ class Client:
         return answer.reply
 
     def select(
-        self, kind: str | None = None, status: str | None = None, worker: str | None = None
+        self,
+        kind: str | None = None,
+        status: str | None = None,
+        worker: str | None = None,
+        limit: int | None = None,
     ) -> list[TrackerRef]:
         wanted = Status(status) if status is not None else None
-        return [TrackerRef.from_row(r) for r in registry.select(self.settings, kind, wanted, worker)]
+        return [TrackerRef.from_row(r) for r in registry.select(self.settings, kind, wanted, worker, limit)]
 
     def count(self, kind: str | None = None, status: str | None = None) -> int:
         wanted = Status(status) if status is not None else None
