@@ -560,6 +560,29 @@ class RegistryModel(RuleBasedStateMachine):
         else:  # an abnormal stop of a pending or parked tracker: its restart policy applies
             self.expect(i, self.policy_exit(e, "model"))
 
+    @rule(i=ID)
+    def restart_now(self, i: int) -> None:
+        """An operator's "restart now": a failed entry is pending at once (same epoch, its backoff
+        skipped); any other entry is left as it is."""
+        i = self.rank(i, lambda e: e.status == "failed")
+        e = self.entries[i]
+        try:
+            row = registry.hurry(self.s, KIND, e.txid)
+        except NotFound:
+            if e.status is not None:
+                self.violation("model", f"{e.txid}: restart now raised NotFound {self._brief(e)}")
+            self.expect(i, self.unchanged(e))
+            return
+        if e.status != "failed":
+            if row is not None:
+                self.violation("model", f"{e.txid}: restart now of a {e.status} entry changed it")
+            self.expect(i, self.unchanged(e))
+            return
+        self.counts["restarts now"] += 1
+        if row is None or row.status != "pending" or (row.id, row.epoch) != e.current():
+            self.violation("model", f"{e.txid}: restart now of a failed entry returned {row}")
+        self.expect(i, Want("model", "pending", due=False, backoff_step=e.backoff_step))
+
     def _honour_stop(self, i: int, who: int, target: tuple[int, int]) -> None:
         e = self.entries[i]
         reason = e.stop_reason if e.runs(target) else "normal"

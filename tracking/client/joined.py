@@ -121,31 +121,24 @@ def session_transaction(session: orm.Session, settings: Settings) -> AppTransact
 
 
 _PENDING = "tracking_on_commit"
+_LISTENING = "tracking_listening"
 
 
 def _after_commit(session: orm.Session, callback: Callable[[], None]) -> None:
-    """Run ``callback`` after ``session``'s transaction commits; forget it if it rolls back."""
-    waiting: list[Callable[[], None]] | None = session.info.get(_PENDING)
-    if waiting is None:
-        waiting = session.info[_PENDING] = []
+    """Run ``callback`` after ``session``'s transaction commits; forget it if it rolls back. The
+    session's listeners stay for its life (removing one while its event runs is not allowed)."""
+    if not session.info.get(_LISTENING):
+        session.info[_LISTENING] = True
         sa.event.listen(session, "after_commit", _run_waiting)
         sa.event.listen(session, "after_rollback", _forget_waiting)
-    waiting.append(callback)
+    session.info.setdefault(_PENDING, []).append(callback)
 
 
 def _run_waiting(session: orm.Session) -> None:
     waiting: list[Callable[[], None]] = session.info.pop(_PENDING, [])
-    _unlisten(session)
     for callback in waiting:
         callback()
 
 
 def _forget_waiting(session: orm.Session) -> None:
     session.info.pop(_PENDING, None)
-    _unlisten(session)
-
-
-def _unlisten(session: orm.Session) -> None:
-    for name, fn in (("after_commit", _run_waiting), ("after_rollback", _forget_waiting)):
-        if sa.event.contains(session, name, fn):
-            sa.event.remove(session, name, fn)
