@@ -1,9 +1,10 @@
-"""Prometheus metrics read from the registry at scrape time (``pip install "tracking[prometheus]"``;
-imported as ``tracking.contrib.prometheus`` too).
+"""Prometheus metrics read from the registry at scrape time, and the tick durations of this worker
+process (``pip install "tracking[prometheus]"``; imported as ``tracking.contrib.prometheus`` too).
 
 A worker started with ``TRACKING_METRICS_PORT`` serves them on ``/metrics`` at
 ``TRACKING_METRICS_ADDRESS`` (loopback unless told). Elsewhere (a web process, a sidecar), register
-:class:`RegistryCollector` on a ``prometheus_client`` registry yourself, or call :func:`serve`.
+:class:`RegistryCollector` on a ``prometheus_client`` registry yourself, or call :func:`serve`; a
+worker exposing its own ``prometheus_client`` endpoint registers :class:`TickDurationCollector` too.
 
 =============================================== ==========================================================
 ``tracking_trackers{kind,status}``               gauge: registry entries, by status (each of ``Status``)
@@ -15,10 +16,16 @@ A worker started with ``TRACKING_METRICS_PORT`` serves them on ``/metrics`` at
                                                  restarted incarnation running (same tracker, next epoch)
 ``tracking_supervisor_last_sweep_age_seconds``   gauge: since the newest supervisor sweep (absent before one)
 ``tracking_registry_up``                         gauge: 1 if this scrape could read the registry, else 0
+``tracking_tick_duration_seconds{kind}``         histogram, **per worker process**: how long each ``tick()``
+                                                 call took in this process (not the checkpoint after it)
 =============================================== ==========================================================
 
 The values are the whole cluster's, read from the shared registry: every process that serves them
 reports the same numbers, so scrape one worker per cluster or aggregate with ``max``, not ``sum``.
+All but ``tracking_tick_duration_seconds``: measured in the process that ran the ticks
+(:data:`tracking.timings.tick_durations`) since it started, never written to the registry, so each
+worker reports only its own. Scrape every worker and ``sum`` across them, for example
+``sum by (kind, le) (rate(tracking_tick_duration_seconds_bucket[5m]))``.
 
 Counters and the histogram cover the registry's whole history (``tracking_events``): the first scrape
 of a process counts all of it, later scrapes only the events written since. An event is counted once
@@ -30,6 +37,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
@@ -44,6 +52,7 @@ from tracking.exceptions import RegistryUnavailable
 from tracking.models import Status
 from tracking.redact import redact_url
 from tracking.settings import Settings
+from tracking.timings import Histogram, Observed, tick_durations
 
 log = logging.getLogger("tracking.metrics")
 
@@ -72,11 +81,10 @@ class RegistryCollector(Collector):
     ) -> None:
         if settle_seconds < 0:
             raise ValueError("settle_seconds must not be negative")
-        if not buckets or any(b <= 0 for b in buckets):
-            raise ValueError("buckets must be positive numbers of seconds")
         self.settings = settings
         self.settle_seconds = settle_seconds
-        self.buckets = tuple(sorted({float(b) for b in buckets}))
+        self._recoveries = Histogram(buckets)
+        self.buckets = self._recoveries.buckets
         self._lock = threading.Lock()
         #: the last event counted
         self._after = 0
@@ -84,9 +92,6 @@ class RegistryCollector(Collector):
         self._counts: dict[str, collections.Counter[str]] = {
             name: collections.Counter() for name in ("restarts", *COUNTED_EVENTS)
         }
-        #: per kind: how many recoveries fell in each bucket (the last one is +Inf), and their sum
-        self._recovery_buckets: dict[str, list[int]] = {}
-        self._recovery_sum: dict[str, float] = collections.defaultdict(float)
 
     # -- prometheus_client's interface ---------------------------------------------------------------
 
@@ -126,15 +131,9 @@ class RegistryCollector(Collector):
             self._counts[names[event]][kind] += n
             self._kinds.add(kind)
         for kind, seconds in recoveries:
-            self._observe_recovery(kind, seconds)
+            self._kinds.add(kind)
+            self._recoveries.observe(kind, max(0.0, seconds))
         self._after = upto
-
-    def _observe_recovery(self, kind: str, seconds: float) -> None:
-        self._kinds.add(kind)
-        counts = self._recovery_buckets.setdefault(kind, [0] * (len(self.buckets) + 1))
-        index = next((i for i, bound in enumerate(self.buckets) if seconds <= bound), len(self.buckets))
-        counts[index] += 1
-        self._recovery_sum[kind] += seconds
 
     def _sweep_age(self) -> float | None:
         sweeps = registry.last_sweeps(self.settings)
@@ -174,19 +173,11 @@ class RegistryCollector(Collector):
                 counter.add_metric([kind], counts[kind])
             yield counter
 
-        histogram = HistogramMetricFamily(
+        yield histogram_family(
             "tracking_recovery_seconds",
             "Seconds from a lost worker's tracker being found to its next incarnation running, by kind.",
-            labels=["kind"],
+            {kind: self._recoveries.get(kind) for kind in kinds},
         )
-        for kind in kinds:
-            per_bucket = self._recovery_buckets.get(kind, [0] * (len(self.buckets) + 1))
-            cumulative, running_total = [], 0
-            for bound, n in zip([*self.buckets, float("inf")], per_bucket, strict=True):
-                running_total += n
-                cumulative.append(("+Inf" if bound == float("inf") else str(bound), float(running_total)))
-            histogram.add_metric([kind], cumulative, sum_value=self._recovery_sum.get(kind, 0.0))
-        yield histogram
 
         age = GaugeMetricFamily(
             "tracking_supervisor_last_sweep_age_seconds",
@@ -201,13 +192,47 @@ class RegistryCollector(Collector):
         )
 
 
+class TickDurationCollector(Collector):
+    """A ``prometheus_client`` collector of the tick durations measured in this process
+    (``tracking_tick_duration_seconds{kind}``): only a process that runs trackers has any."""
+
+    def __init__(self, histogram: Histogram = tick_durations) -> None:
+        self.histogram = histogram
+
+    def describe(self) -> Iterable[Metric]:
+        return [self._family({})]
+
+    def collect(self) -> Iterable[Metric]:
+        return [self._family(self.histogram.snapshot())]
+
+    @staticmethod
+    def _family(by_kind: dict[str, Observed]) -> Metric:
+        return histogram_family(
+            "tracking_tick_duration_seconds",
+            "Seconds each tick() call took in this worker process (not its checkpoint), by kind.",
+            by_kind,
+        )
+
+
+def histogram_family(name: str, documentation: str, by_kind: dict[str, Observed]) -> HistogramMetricFamily:
+    """A histogram family with one series per kind, from what :class:`Histogram` observed."""
+    family = HistogramMetricFamily(name, documentation, labels=["kind"])
+    for kind in sorted(by_kind):
+        observed = by_kind[kind]
+        cumulative = observed.cumulative()
+        buckets = [("+Inf" if bound == math.inf else str(bound), float(n)) for bound, n in cumulative]
+        family.add_metric([kind], buckets, sum_value=observed.sum)
+    return family
+
+
 _served: dict[tuple[str, int], int] = {}
 _served_lock = threading.Lock()
 
 
 def serve(settings: Settings, collector_registry: CollectorRegistry = REGISTRY) -> int:
-    """Register a :class:`RegistryCollector` and serve ``/metrics`` on ``settings.metrics_port`` at
-    ``settings.metrics_address`` from a daemon thread. Returns the port (useful with port 0).
+    """Register a :class:`RegistryCollector` and a :class:`TickDurationCollector` and serve
+    ``/metrics`` on ``settings.metrics_port`` at ``settings.metrics_address`` from a daemon thread.
+    Returns the port (useful with port 0).
 
     Once per process and address: a second call for the same port returns at once.
     """
@@ -217,14 +242,16 @@ def serve(settings: Settings, collector_registry: CollectorRegistry = REGISTRY) 
     with _served_lock:
         if key in _served:
             return _served[key]
-        collector = RegistryCollector(settings)
-        collector_registry.register(collector)
+        collectors = [RegistryCollector(settings), TickDurationCollector()]
+        for collector in collectors:
+            collector_registry.register(collector)
         try:
             server, _thread = start_http_server(
                 settings.metrics_port, addr=settings.metrics_address, registry=collector_registry
             )
         except OSError:
-            collector_registry.unregister(collector)
+            for collector in collectors:
+                collector_registry.unregister(collector)
             raise
         port = int(server.server_port)
         _served[key] = port

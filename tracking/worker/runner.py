@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from tracking import registry, signals
+from tracking import registry, signals, timings
 from tracking.client import Publication, publish_or_warn, running_here
 from tracking.exceptions import Done, Fenced, RegistryRefused, RegistryUnavailable
 from tracking.models import Entry
@@ -193,7 +193,9 @@ class _Run:
                 inc.mail = False
                 state, may_park = self.box.drain(state, lambda: wp.holds(inc)), True
             elif time.monotonic() >= next_tick:
-                state = json_object(self.tracker.tick(state), "tick's state", limit)
+                with timings.tick_durations.time(inc.kind):  # the tick alone, for /metrics
+                    ticked = self.tracker.tick(state)
+                state = json_object(ticked, "tick's state", limit)
                 # A fixed rate: ticks keep to their schedule (a late or slow tick does not push the
                 # later ones back), and one that fell a whole interval behind is not caught up.
                 next_tick = max(next_tick + self.cls.interval, time.monotonic())
