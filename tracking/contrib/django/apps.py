@@ -53,6 +53,9 @@ class TrackingConfig(AppConfig):
             self.celery = build_celery("tracking", self.settings, celery_settings(django_settings))
         glue.install(self.celery, self.settings)
         autodiscover_modules("trackers")
+        from tracking.contrib.django import transactions
+
+        transactions.register()
 
     def make_current(self) -> None:
         """Make this project's client the one ``start`` and ``lookup`` use (it is once Django is
