@@ -148,13 +148,15 @@ def test_with_the_registry_elsewhere_a_rollback_starts_nothing(
     assert sent.txids == []
 
 
-def test_a_second_start_in_a_transaction_finds_the_running_tracker(
+def test_a_second_start_in_a_committed_transaction_leaves_the_running_tracker_alone(
     cluster: Cluster, other_database: sa.Engine, sent: Sent, txid: str
 ) -> None:
     first = Counter.start(txid)
     wait_for(lambda: running(Counter, txid), timeout=30, what="the tracker to run")
 
-    again = order_and_start(other_database, txid, commit=False)
+    again = order_and_start(other_database, txid, commit=True)
 
-    assert again.already_started and again.task_id == first.task_id
+    assert again.on_commit  # nothing known before the commit; start is idempotent after it
+    found = Counter.lookup(txid)
+    assert found is not None and found.task_id == first.task_id
     assert sent.txids == [txid]

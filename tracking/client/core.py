@@ -67,11 +67,9 @@ class Client(Operations):
         args: dict[str, Any],
         policy: RestartPolicy,
     ) -> TrackerRef:
-        """A start in a transaction of another database: one already registered is returned at
-        once (a read takes no lock); otherwise the start is made after the commit."""
-        row = registry.get(self.settings, kind, transaction_id)
-        if row is not None and row.status is not Status.DEAD:
-            return TrackerRef.from_row(row, already_started=True)
+        """A start in a transaction of another database, made after the commit. Nothing touches
+        the registry before then: not even a read, which could wait on a lock the application's
+        transaction holds (SQLite's, when the registry's first use migrates it)."""
         joined.on_commit(lambda: self._start_now(kind, transaction_id, args, policy))
         return TrackerRef.waiting_for_commit(kind, transaction_id)
 

@@ -97,9 +97,29 @@ def engine(settings: Settings) -> sa.Engine:
     if settings.migrates_itself and url not in _migrated:
         with _engines_lock:
             if url not in _migrated:
-                migrate(settings)
+                if not _at_head(settings, eng):
+                    migrate(settings)
                 _migrated.add(url)
     return eng
+
+
+def _at_head(settings: Settings, eng: sa.Engine) -> bool:
+    """Whether the schema is at the newest revision already, found by a read: an upgrade takes
+    the write lock, which on SQLite an application's open transaction may hold (a lookup inside
+    a Django atomic block would wait for it, and fail)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from tracking.migrations import alembic_config
+
+    cfg = alembic_config(settings.database_url)
+    heads = set(ScriptDirectory.from_config(cfg).get_heads())
+    table = cfg.get_main_option("version_table") or "tracking_alembic_version"  # as env.py reads it
+    with _translated(settings), eng.connect() as conn:
+        conn = conn.execution_options(tracking_write=False)  # SQLite: a deferred transaction
+        current = set(MigrationContext.configure(conn, opts={"version_table": table}).get_current_heads())
+        conn.rollback()
+    return current == heads
 
 
 def lease_engine(settings: Settings) -> sa.Engine:
