@@ -154,9 +154,11 @@ class Client(Operations):
         status: str | None = None,
         worker: str | None = None,
         limit: int | None = None,
+        offset: int = 0,
     ) -> list[TrackerRef]:
         wanted = Status(status) if status is not None else None
-        return [TrackerRef.from_row(r) for r in registry.select(self.settings, kind, wanted, worker, limit)]
+        rows = registry.select(self.settings, kind, wanted, worker, limit, offset)
+        return [TrackerRef.from_row(r) for r in rows]
 
     def count(self, kind: str | None = None, status: str | None = None) -> int:
         wanted = Status(status) if status is not None else None

@@ -40,6 +40,12 @@ class Operations:
         now = registry.get(self.settings, kind, transaction_id)
         return TrackerRef.from_row(now) if now is not None else None
 
+    def entry(self, kind: str, transaction_id: str) -> TrackerRef | None:
+        """The entry whatever its status, dead ones included (``lookup`` leaves those out)."""
+        valid_transaction_id(transaction_id)
+        row = registry.get(self.settings, kind, transaction_id)
+        return TrackerRef.from_row(row) if row is not None else None
+
     def workers(self) -> list[WorkerInfo]:
         """The worker processes with a row in the registry, newest first, with their lease age."""
         return registry.worker_list(self.settings)

@@ -175,9 +175,10 @@ def select(
     status: Status | str | None = None,
     worker: str | None = None,
     limit: int | None = None,
+    offset: int = 0,
 ) -> list[Entry]:
     """Registry entries, oldest first, narrowed by kind, status (a :class:`Status` or its value)
-    and worker hostname."""
+    and worker hostname; ``limit`` of them after the first ``offset``."""
     stmt = _tracker_with_lease.order_by(trackers.c.id)
     if kind is not None:
         stmt = stmt.where(trackers.c.kind == kind)
@@ -187,6 +188,8 @@ def select(
         stmt = stmt.where(trackers.c.worker == worker)
     if limit is not None:
         stmt = stmt.limit(limit)
+    if offset:
+        stmt = stmt.offset(offset)
     return _read(settings, lambda conn: _entries(conn, stmt))
 
 

@@ -107,26 +107,25 @@ class Page:
 
 def trackers_page(client: Client, f: Filters) -> Page:
     """The trackers the filters select, oldest first: one exact transaction ID is found across
-    kinds (dead ones included); otherwise the page is read from the start of the list."""
+    kinds (dead ones included; with a kind, by the registry's key); otherwise one page of the
+    list."""
     if f.transaction_id is not None:
-        found = [
-            ref
-            for ref in client.find(f.transaction_id)
-            if f.kind in (None, ref.kind) and f.status in (None, ref.status.value)
-        ]
+        if f.kind is not None:
+            one = client.entry(f.kind, f.transaction_id)
+            candidates = [one] if one is not None else []
+        else:
+            candidates = client.find(f.transaction_id)
+        found = [ref for ref in candidates if f.status in (None, ref.status.value)]
         start = (f.page - 1) * f.per_page
         return Page(f, found[start : start + f.per_page], len(found))
     start = (f.page - 1) * f.per_page
-    rows = client.select(f.kind, f.status, limit=start + f.per_page)
-    return Page(f, rows[start:], client.count(f.kind, f.status))
+    rows = client.select(f.kind, f.status, limit=f.per_page, offset=start)
+    return Page(f, rows, client.count(f.kind, f.status))
 
 
 def entry(client: Client, kind: str, transaction_id: str) -> TrackerRef | None:
     """The registry entry of any status (dead ones included), or None."""
-    ref = client.lookup(kind, transaction_id)
-    if ref is not None:
-        return ref
-    return next((r for r in client.find(transaction_id) if r.kind == kind), None)
+    return client.entry(kind, transaction_id)
 
 
 # -- JSON -----------------------------------------------------------------------------------------
