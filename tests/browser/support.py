@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 from werkzeug.serving import make_server
@@ -28,6 +29,9 @@ if TYPE_CHECKING:
 DJANGO_PROJECT = ROOT / "examples" / "django_project"
 #: the Django settings the example project runs with here: its own, plus the session's Redis prefix
 DJANGO_SETTINGS = "tests.browser.django_settings"
+#: Flower's address in the example project's settings, for the admin's links to tasks (nothing
+#: needs to answer there)
+FLOWER_URL = "http://127.0.0.1:5555"
 
 
 def wait_until(browser: WebDriver, timeout: float = 30.0) -> WebDriverWait[WebDriver]:
@@ -38,7 +42,15 @@ def wait_until(browser: WebDriver, timeout: float = 30.0) -> WebDriverWait[WebDr
 def visible(browser: WebDriver, css: str, timeout: float = 30.0) -> None:
     """Wait until an element matching ``css`` is shown."""
     shown = expected_conditions.visibility_of_element_located((By.CSS_SELECTOR, css))
-    wait_until(browser, timeout).until(shown)
+    wait_until(browser, timeout).until(shown, f"{css} was not shown on {browser.current_url}")
+
+
+def submitted(browser: WebDriver, element: WebElement) -> None:
+    """Click ``element`` (a submit button or a link) and wait for the next page to load."""
+    body = browser.find_element(By.TAG_NAME, "body")
+    element.click()
+    wait_until(browser).until(expected_conditions.staleness_of(body))
+    wait_until(browser).until(lambda b: b.execute_script("return document.readyState") == "complete")
 
 
 # -- a WSGI app on a thread ------------------------------------------------------------------------
@@ -78,6 +90,7 @@ def django_env(stack: Stack) -> dict[str, str]:
         POSTGRES_HOST=database.host or "",
         POSTGRES_PORT=str(database.port or ""),
         TEST_REDIS_PREFIX=stack.redis_prefix or "",
+        TEST_FLOWER_URL=FLOWER_URL,
     )
     return env
 
