@@ -1,11 +1,6 @@
 """The Django app, driven through the example project with Django's test client (pytest-django)
-against a real worker on PostgreSQL + Redis.
-
-Django is set up here, not when pytest starts: the example's settings read the stack's database
-from the environment, and the stack exists only once the module's fixtures have made it. The
-registry's URL is derived from the project's ``DATABASES`` (the example sets no
-``TRACKING_DATABASE_URL``), so the admin and the workers share one database.
-"""
+against a real worker on PostgreSQL + Redis (the project set up on the module's stack by the
+fixtures of tests/contrib/django_project.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +10,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +21,19 @@ from celery import Celery
 from tracking.migrations import alembic_config
 
 import tracking
+from tests.contrib.django_project import (  # noqa: F401 (the module's fixtures)
+    EXAMPLE,
+    django_db_blocker,
+    django_db_setup,
+    django_project,
+    django_test_environment,
+    project_env,
+    project_is_current,
+)
 from tests.harness import ROOT, Cluster, Stack, wait_for
 from tracking import celery as glue
 from tracking import registry
 
-EXAMPLE = ROOT / "examples" / "django_project"
 FOREVER = 1_000_000  # confirmations no test waits for
 CHANGELIST = "/admin/tracking/tracker/"
 
@@ -39,81 +42,6 @@ pytestmark = [
     pytest.mark.stacks("postgres-redis", imports="transactions.trackers", pythonpath=(str(EXAMPLE),)),
     pytest.mark.cluster(workers=("w1",), beat=True),
 ]
-
-
-def project_env(stack: Stack) -> dict[str, str]:
-    """The environment the example project runs in on the stack: its database in ``POSTGRES_*``,
-    and the registry's URL left out (derived from ``DATABASES["default"]``)."""
-    database = sa.make_url(stack.database_url)
-    env = {
-        **stack.web_env(),
-        "DJANGO_SETTINGS_MODULE": "project.settings",
-        "POSTGRES_DB": database.database or "",
-        "POSTGRES_USER": database.username or "",
-        "POSTGRES_HOST": database.host or "",
-        "POSTGRES_PORT": str(database.port or ""),
-    }
-    del env["TRACKING_DATABASE_URL"]
-    return env
-
-
-@pytest.fixture(scope="module", autouse=True)
-def django_project(stack: Stack) -> Iterator[None]:
-    """Django set up with the example's settings, its database the stack's."""
-    import django
-    from django.apps import apps
-    from django.db import connections
-
-    with pytest.MonkeyPatch.context() as path:
-        path.syspath_prepend(str(EXAMPLE))  # as manage.py runs: the project's folder first
-        with pytest.MonkeyPatch.context() as environment:
-            for key, value in project_env(stack).items():  # read once, when Django is ready
-                environment.setenv(key, value)
-            django.setup()
-        config = apps.get_app_config("tracking")
-        assert config.settings.database_url == stack.database_url
-        # The session's Redis key prefix: test isolation, not the example's concern.
-        config.celery.conf.broker_transport_options = stack.transport_options()
-        try:
-            yield
-        finally:
-            connections.close_all()
-
-
-# pytest-django evaluates its session-wide fixtures at the session's first test, before Django is
-# set up here: these three replace them for this module, once it is. (The test environment is torn
-# down with the module: pytest-django sets it up again for later modules, now that Django is.)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def django_test_environment(django_project: None) -> Iterator[None]:
-    from django.test.utils import setup_test_environment, teardown_test_environment
-
-    setup_test_environment(debug=False)
-    yield
-    teardown_test_environment()
-
-
-@pytest.fixture(scope="module")
-def django_db_blocker(request: pytest.FixtureRequest, django_project: None) -> Any:
-    from pytest_django.plugin import blocking_manager_key
-
-    return request.config.stash[blocking_manager_key]
-
-
-@pytest.fixture(scope="module")
-def django_db_setup(django_project: None) -> None:
-    """The stack's database is a fresh one already: Django's tables go into it, no test copy."""
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
-
-
-@pytest.fixture(autouse=True)
-def _project_is_current() -> None:
-    from django.apps import apps
-
-    apps.get_app_config("tracking").make_current()
 
 
 def tracker(client: Any, txid: str) -> tuple[int, dict[str, Any]]:
@@ -185,8 +113,9 @@ def test_bad_input_to_the_track_view_is_a_400(client: Any) -> None:
 
 
 def test_the_admin_lists_trackers_read_only_filtered_by_status_and_kind_and_searched_by_id(
-    client: Any, cluster: Cluster, db: None, django_user_model: Any
+    client: Any, cluster: Cluster, transactional_db: None, django_user_model: Any
 ) -> None:
+    # transactional_db, not db: a start inside the test's atomic block would wait for its commit.
     TransactionTracker = transaction_tracker()
 
     django_user_model.objects.create_superuser("admin", "admin@example.com", "a-long-password")

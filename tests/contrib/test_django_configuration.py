@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from django.core.exceptions import ImproperlyConfigured
 
-from tracking.contrib.django.apps import celery_settings, database_url, settings_from_django
+from tracking.contrib.django.conf import celery_settings, database_url, flower_url, settings_from_django
 
 POSTGRES = {
     "ENGINE": "django.db.backends.postgresql",
@@ -105,3 +105,19 @@ def test_celery_settings_are_the_celery_namespace_of_the_django_settings() -> No
         django_settings(CELERY_BROKER_URL="redis://redis:6379/0", CELERY_TASK_DEFAULT_QUEUE="web", DEBUG=True)
     )
     assert conf == {"broker_url": "redis://redis:6379/0", "task_default_queue": "web"}
+
+
+def test_tracking_flower_url_is_the_app_s_own_setting_and_a_misspelling_of_it_is_refused() -> None:
+    settings = django_settings(DATABASES={"default": POSTGRES}, TRACKING_FLOWER_URL="http://flower:5555/")
+    assert settings_from_django(settings).database_url == database_url(POSTGRES)  # not refused
+    assert flower_url(settings) == "http://flower:5555"
+    assert flower_url(django_settings()) is None
+    with pytest.raises(ValueError, match="TRACKING_FLOWER_ULR"):
+        settings_from_django(django_settings(DATABASES={"default": POSTGRES}, TRACKING_FLOWER_ULR="http://f"))
+
+
+@pytest.mark.parametrize("url", ["flower:5555", "ftp://flower", "http://", "https://admin:secret@flower:5555"])
+def test_a_tracking_flower_url_that_is_not_a_plain_http_address_is_refused(url: str) -> None:
+    with pytest.raises(ImproperlyConfigured, match="TRACKING_FLOWER_URL") as refused:
+        flower_url(django_settings(TRACKING_FLOWER_URL=url))
+    assert "secret" not in str(refused.value)

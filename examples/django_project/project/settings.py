@@ -7,6 +7,8 @@ derives its SQLAlchemy URL from it, since ``TRACKING_DATABASE_URL`` is not set. 
 - ``POSTGRES_DB`` (and ``POSTGRES_USER``, ``POSTGRES_PASSWORD``, ``POSTGRES_HOST``,
   ``POSTGRES_PORT``): use PostgreSQL; without it, the SQLite file ``db.sqlite3`` beside manage.py.
 - ``DJANGO_SECRET_KEY``, ``DJANGO_DEBUG``, ``DJANGO_ALLOWED_HOSTS``: as usual.
+- ``FLOWER_URL``: Flower's address (such as ``http://127.0.0.1:5555``): the admin links each
+  tracker's Celery task ID to Flower's page of the task (``TRACKING_FLOWER_URL``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
-    "tracking.contrib.django",  # settings, manage.py tracking[_migrate], the admin list of trackers
+    "tracking.contrib.django",  # settings, manage.py tracking[_migrate], checks, the tracker admin
     "transactions",  # its trackers module is imported when Django starts
 ]
 
@@ -81,3 +83,5 @@ STATIC_URL = "static/"
 # tracking: every TRACKING_* setting of docs/configuration.md can be set here (the environment
 # wins). The workers import the trackers from TRACKING_IMPORTS; so does `manage.py tracking`.
 TRACKING_IMPORTS = "transactions.trackers"
+if os.environ.get("FLOWER_URL"):
+    TRACKING_FLOWER_URL = os.environ["FLOWER_URL"]

@@ -1,13 +1,9 @@
-"""The app's configuration: Django settings mapped into the same :class:`~tracking.Settings` as
-every other way of configuring `tracking`, and the Celery app trackers are published with."""
+"""The app's configuration: the Django settings read once (``conf.py``: into the same
+:class:`~tracking.Settings` as every other way of configuring `tracking`), and the Celery app
+trackers are published with."""
 
 from __future__ import annotations
 
-import importlib.util
-from collections.abc import Mapping
-from typing import Any
-
-import sqlalchemy as sa
 from celery import Celery
 from django.apps import AppConfig
 from django.core.exceptions import ImproperlyConfigured
@@ -15,15 +11,9 @@ from django.core.exceptions import ImproperlyConfigured
 from tracking import celery as glue
 from tracking import client as clients
 from tracking.client import Client
-from tracking.contrib.framework import build_celery, settings_from_config
+from tracking.contrib.django.conf import CELERY_APP_SETTING, celery_settings, flower_url, settings_from_django
+from tracking.contrib.framework import build_celery
 from tracking.settings import Settings
-
-#: a setting of the Django app itself, not of :class:`Settings`
-CELERY_APP_SETTING = "TRACKING_CELERY_APP"
-#: keys of ``DATABASES[...]["OPTIONS"]`` that Django uses itself and does not pass to the driver
-_DJANGO_ONLY_OPTIONS = frozenset(
-    {"isolation_level", "pool", "server_side_binding", "assume_role", "cursor_factory", "init_command"}
-)
 
 
 class TrackingConfig(AppConfig):
@@ -35,6 +25,8 @@ class TrackingConfig(AppConfig):
 
     settings: Settings
     celery: Celery
+    #: Flower's address (``TRACKING_FLOWER_URL``, no trailing slash): the admin links task IDs to it
+    flower_url: str | None = None
 
     @property
     def client(self) -> Client:
@@ -52,83 +44,17 @@ class TrackingConfig(AppConfig):
         else:
             self.celery = build_celery("tracking", self.settings, celery_settings(django_settings))
         glue.install(self.celery, self.settings)
+        try:
+            self.flower_url = flower_url(django_settings)
+        except ImproperlyConfigured:
+            self.flower_url = None  # no links; the system check tracking.E001 says why
         autodiscover_modules("trackers")
-        from tracking.contrib.django import transactions
+        from tracking.contrib.django import checks, transactions
 
+        checks.register()
         transactions.register()
 
     def make_current(self) -> None:
         """Make this project's client the one ``start`` and ``lookup`` use (it is once Django is
         set up, unless something else installs `tracking` later)."""
         clients.use(self.client)
-
-
-def _names(django_settings: Any, prefix: str) -> dict[str, Any]:
-    return {name: getattr(django_settings, name) for name in dir(django_settings) if name.startswith(prefix)}
-
-
-def settings_from_django(django_settings: Any) -> Settings:
-    """Settings from ``TRACKING_*`` Django settings and ``CELERY_BROKER_URL``, under the
-    environment; the registry URL from ``DATABASES["default"]`` when neither sets one."""
-    config = _names(django_settings, "TRACKING_")
-    if getattr(django_settings, "CELERY_BROKER_URL", None):
-        config["CELERY_BROKER_URL"] = django_settings.CELERY_BROKER_URL
-    try:
-        default = django_settings.DATABASES["default"]
-    except (AttributeError, KeyError):
-        default = None
-    return settings_from_config(
-        config,
-        ignore=frozenset({CELERY_APP_SETTING}),
-        database_url=(lambda: database_url(default)) if default else None,
-    )
-
-
-def celery_settings(django_settings: Any) -> dict[str, Any]:
-    """The project's ``CELERY_*`` settings as Celery settings (``CELERY_TASK_ACKS_LATE`` is
-    ``task_acks_late``), as ``app.config_from_object(settings, namespace="CELERY")`` reads them."""
-    return {
-        name.removeprefix("CELERY_").lower(): value
-        for name, value in _names(django_settings, "CELERY_").items()
-    }
-
-
-def database_url(database: Mapping[str, Any]) -> str:
-    """The SQLAlchemy URL of a Django database (an entry of ``DATABASES``).
-
-    PostgreSQL (the psycopg 3 driver when it is installed, as Django prefers it) and SQLite files
-    only: for any other engine, or an in-memory SQLite database that no worker could share, set
-    ``TRACKING_DATABASE_URL``.
-    """
-    engine = str(database.get("ENGINE", ""))
-    backend = engine.rsplit(".", 1)[-1]
-    name = str(database.get("NAME") or "")
-    if backend in {"postgresql", "postgis", "postgresql_psycopg2"} or backend.endswith("postgresql"):
-        driver = "psycopg" if importlib.util.find_spec("psycopg") else "psycopg2"
-        options = database.get("OPTIONS") or {}
-        query = {k: str(v) for k, v in options.items() if k not in _DJANGO_ONLY_OPTIONS}
-        host = str(database.get("HOST") or "")
-        if host.startswith("/"):  # a Unix socket folder: libpq takes it as a parameter
-            query["host"], host = host, ""
-        port = database.get("PORT")
-        url = sa.URL.create(
-            f"postgresql+{driver}",
-            username=database.get("USER") or None,
-            password=database.get("PASSWORD") or None,
-            host=host or None,
-            port=int(port) if port else None,
-            database=name or None,
-            query=query,
-        )
-        return url.render_as_string(hide_password=False)
-    if backend in {"sqlite3", "spatialite"}:
-        if not name or name == ":memory:" or "mode=memory" in name:
-            raise ImproperlyConfigured(
-                "tracking: an in-memory SQLite database cannot be shared with workers; "
-                "set TRACKING_DATABASE_URL"
-            )
-        return sa.URL.create("sqlite", database=name).render_as_string(hide_password=False)
-    raise ImproperlyConfigured(
-        f"tracking: cannot derive the registry's URL from the database engine {engine!r} "
-        "(PostgreSQL and SQLite only); set TRACKING_DATABASE_URL"
-    )

@@ -40,6 +40,12 @@ class Tracker(models.Model):
         managed = False
         db_table = "tracking_trackers"
         ordering = ["-id"]  # the primary key's index: cheap on a registry of millions
+        #: what the admin's actions need beside ``view_tracker`` (see ``admin.py``)
+        permissions = [
+            ("stop_tracker", "Can stop trackers"),
+            ("restart_tracker", "Can restart trackers now"),
+            ("start_tracker", "Can start dead trackers afresh"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.transaction_id}"

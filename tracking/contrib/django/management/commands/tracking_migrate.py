@@ -10,7 +10,7 @@ from django.conf import settings as django_settings
 from django.core.management.base import BaseCommand, CommandError
 
 from tracking import registry
-from tracking.contrib.django.apps import database_url
+from tracking.contrib.django.conf import database_url
 from tracking.exceptions import RegistryUnavailable
 from tracking.redact import redact_url
 
