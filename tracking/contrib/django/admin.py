@@ -10,7 +10,9 @@
   reports on every tracker in the page's messages (``ul.messagelist``).
 - The workers page (``/admin/tracking/tracker/workers/``, URL name
   ``admin:tracking_tracker_workers``, linked from the list as ``a#tracking-workers-link``; see
-  ``workers.py``).
+  ``workers.py``): ``table#tracking-workers``, a row per worker process (``tr[data-worker-id]``,
+  its lease's age in ``td.lease-age``), and ``table#tracking-sweeps``, a row per supervisor
+  (``tr[data-supervisor]``).
 - With ``TRACKING_FLOWER_URL`` set, task IDs link to Flower's page of the task
   (``a.tracking-flower``, ``{TRACKING_FLOWER_URL}/task/{task_id}``).
 
