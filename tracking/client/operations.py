@@ -6,7 +6,7 @@ from __future__ import annotations
 from tracking import registry
 from tracking.client.refs import Publish, TrackerRef, publish_or_warn
 from tracking.exceptions import NotFound, TrackingError
-from tracking.models import Event, Status, WorkerInfo
+from tracking.models import Event, Status, Sweep, WorkerInfo
 from tracking.settings import Settings
 from tracking.validation import transaction_id as valid_transaction_id
 
@@ -49,6 +49,10 @@ class Operations:
     def workers(self) -> list[WorkerInfo]:
         """The worker processes with a row in the registry, newest first, with their lease age."""
         return registry.worker_list(self.settings)
+
+    def last_sweeps(self) -> list[Sweep]:
+        """Each supervisor's last sweep: when, and what it counted ("is anybody supervising?")."""
+        return registry.last_sweeps(self.settings)
 
     def history(self, kind: str, transaction_id: str, limit: int = 20) -> list[Event]:
         """The tracker's most recent events, newest last."""

@@ -3,7 +3,7 @@ lease, and the supervisors' last sweeps (so that "nobody is supervising" shows).
 
 A page of the tracker admin (``/admin/tracking/tracker/workers/``, URL name
 ``admin:tracking_tracker_workers``), for the users who may view trackers. It reads the registry
-through the project's client (``Client.workers``) and ``registry.last_sweeps``.
+through the project's client (``Client.workers``, ``Client.last_sweeps``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
-from tracking import registry
 from tracking.exceptions import RegistryRefused, RegistryUnavailable
 
 TEMPLATE = "admin/tracking/workers.html"
@@ -38,7 +37,7 @@ def workers_view(model_admin: Any, request: HttpRequest) -> TemplateResponse:
     }
     try:
         context["workers"] = config.client.workers()
-        context["sweeps"] = registry.last_sweeps(config.settings)
+        context["sweeps"] = config.client.last_sweeps()
     except (RegistryUnavailable, RegistryRefused) as exc:
         context["error"] = str(exc)
     return TemplateResponse(request, TEMPLATE, context)
