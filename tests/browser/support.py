@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 DJANGO_PROJECT = ROOT / "examples" / "django_project"
 #: the Django settings the example project runs with here: its own, plus the session's Redis prefix
 DJANGO_SETTINGS = "tests.browser.django_settings"
-#: Flower's address in the example project's settings, for the admin's links to tasks (nothing
-#: needs to answer there)
+#: Flower's address, for the admin's links to tasks (the example project reads ``FLOWER_URL``;
+#: nothing needs to answer there)
 FLOWER_URL = "http://127.0.0.1:5555"
 
 
@@ -77,7 +77,7 @@ def serving(app: WSGIApplication) -> Iterator[str]:
 def django_env(stack: Stack) -> dict[str, str]:
     """The environment the example project runs in on the stack: its database in ``POSTGRES_*``
     (the registry's URL derived from ``DATABASES["default"]``, as the example does), the stack's
-    broker, queue and timings, and the session's Redis key prefix."""
+    broker, queue and timings, the session's Redis key prefix, and Flower's address."""
     database = sa.make_url(stack.database_url)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TRACKING_", "CELERY_", "DJANGO_"))}
     env.update(stack.web_env())
@@ -90,7 +90,7 @@ def django_env(stack: Stack) -> dict[str, str]:
         POSTGRES_HOST=database.host or "",
         POSTGRES_PORT=str(database.port or ""),
         TEST_REDIS_PREFIX=stack.redis_prefix or "",
-        TEST_FLOWER_URL=FLOWER_URL,
+        FLOWER_URL=FLOWER_URL,
     )
     return env
 
