@@ -12,7 +12,8 @@ from bench.core import Section, table
 HOW_TO_RUN = """\
 ## Running it
 
-```
+<!-- excerpt: benchmark runs take minutes; CI runs python -m bench --smoke --no-write (.ci/run) -->
+```bash
 bash scripts/bench                  # set up .venv with the dev, bench and ray extras, then run it all
 python -m bench                     # every section: docs/benchmarks.md, docs/bench/*.png, bench/results/
 python -m bench --section lookup    # one section (--section again for more): prints it, saves its JSON

@@ -111,7 +111,8 @@ def run(ctx: Context) -> Section:
         plan = top[f"{name}_plan"]
         out.blocks.append(
             f"EXPLAIN (ANALYZE, BUFFERS) of the {name} query at {top['rows']:,} rows, in the state a rescuing"
-            f" sweep meets (parameters written in):\n\n```sql\n{plan['sql']}\n```\n\n```\n{plan['plan']}\n```"
+            f" sweep meets (parameters written in):\n\n```sql\n{plan['sql']}\n```\n\n"
+            f"```text\n{plan['plan']}\n```"
         )
 
     def paint(ax: Any) -> None:
