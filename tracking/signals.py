@@ -15,7 +15,9 @@ Every signal is sent with ``sender`` (the tracker's kind, a ``str``), ``transact
 =====================  ===========================================  =================================
 signal                 sent when, where                             more arguments
 =====================  ===========================================  =================================
-``tracker_started``    ``start()`` recorded a new tracker (caller)  ``ref`` (the ``TrackerRef``)
+``tracker_started``    ``start()`` recorded a new tracker and       ``ref`` (the ``TrackerRef``)
+                       published it (the caller; inside an app
+                       transaction, once that commits)
 ``tracker_crashed``    ``init``, ``tick`` or a handler raised       ``exception``
                        (the worker running it)
 ``tracker_restarted``  a restart was decided (the worker after a    ``cause`` ("crashed", "stopped",

@@ -51,7 +51,15 @@ def main(url: str, rolled_back: str, committed: str) -> None:
     from tests.integration.trackers import Counter
     from tracking import registry
 
+    from tracking import signals
+
     registry_settings = django.apps.apps.get_app_config("tracking").settings
+    published: list[str] = []  # tracker_started is sent once a new entry's message is published
+
+    def on_started(sender: str, transaction_id: str, **_kw: Any) -> None:
+        published.append(transaction_id)
+
+    signals.tracker_started.connect(on_started)
     with connection.cursor() as cursor:
         cursor.execute("CREATE TABLE IF NOT EXISTS test_django_orders (id VARCHAR(255) PRIMARY KEY)")
     out: dict[str, Any] = {}
@@ -68,7 +76,9 @@ def main(url: str, rolled_back: str, committed: str) -> None:
             cursor.execute("INSERT INTO test_django_orders (id) VALUES (%s)", [committed])
         out["committed"] = ref_json(Counter.start(committed))
         out["entry_before_commit"] = registry.get(registry_settings, Counter.kind, committed) is not None
+        out["published_before_commit"] = list(published)
     out["entry_after_commit"] = registry.get(registry_settings, Counter.kind, committed) is not None
+    out["published"] = published
     with connection.cursor() as cursor:
         cursor.execute("SELECT id FROM test_django_orders ORDER BY id")
         out["orders"] = [row[0] for row in cursor.fetchall()]

@@ -50,5 +50,6 @@ def test_a_start_in_an_atomic_block_takes_effect_only_if_the_block_commits(
     assert result["rolled_back"] == {"on_commit": True, "task_id": "", "already_started": False}
     assert result["committed"]["on_commit"] is True
     assert result["entry_before_commit"] is False and result["entry_after_commit"] is True
+    assert result["published_before_commit"] == [] and result["published"] == [committed]
     wait_for(lambda: running(Counter, committed), timeout=30, what="the committed order's tracker to run")
     assert observe(lambda: Counter.lookup(rolled_back) is not None, seconds=1.0) is None
