@@ -49,9 +49,7 @@ def main(url: str, rolled_back: str, committed: str) -> None:
     from django.db import connection, transaction
 
     from tests.integration.trackers import Counter
-    from tracking import registry
-
-    from tracking import signals
+    from tracking import registry, signals
 
     registry_settings = django.apps.apps.get_app_config("tracking").settings
     published: list[str] = []  # tracker_started is sent once a new entry's message is published
