@@ -543,3 +543,19 @@ def test_an_unreachable_registry_is_a_503(bare_app: Callable[..., Flask]) -> Non
         assert page.status_code == 503 and 'data-status="503"' in page.text
     finally:
         registry.dispose(app.extensions["tracking"].settings)
+
+
+def test_a_registry_never_migrated_is_a_503_that_names_no_database(
+    bare_app: Callable[..., Flask], pg_database: str
+) -> None:
+    # pg_database is empty: no tracking tables (the settings of a test never migrate by themselves).
+    app = bare_app(database_url=pg_database)
+    client = app.test_client()
+    try:
+        response = client.get("/ops/api/trackers")
+        assert response.status_code == 503
+        assert response.get_json() == {"error": "The tracker registry is not migrated: run `tracking migrate`."}
+        page = client.get("/ops/")
+        assert page.status_code == 503 and "127.0.0.1" not in page.text and "tracking_trackers" not in page.text
+    finally:
+        registry.dispose(app.extensions["tracking"].settings)

@@ -60,7 +60,12 @@ from tracking.contrib.flask.options import (
     refuse_cross_site_posts,
 )
 from tracking.contrib.flask.queries import STATUSES, Detail, Filters, detail, identity, trackers_page
-from tracking.exceptions import InvalidTransactionId, RegistryNotMigrated, RegistryUnavailable
+from tracking.exceptions import (
+    InvalidTransactionId,
+    RegistryNotMigrated,
+    RegistryRefused,
+    RegistryUnavailable,
+)
 
 #: the buttons' labels
 LABELS = {"stop": "Stop", "restart": "Restart now", "start-afresh": "Start afresh"}
@@ -99,7 +104,8 @@ def blueprint(
         bp.register_error_handler(error, _http_error)
     bp.register_error_handler(InvalidTransactionId, lambda exc: _error(400, str(exc)))
     bp.register_error_handler(RegistryUnavailable, _unavailable)
-    bp.register_error_handler(RegistryNotMigrated, lambda exc: _error(503, str(exc)))
+    bp.register_error_handler(RegistryNotMigrated, _not_migrated)
+    bp.register_error_handler(RegistryRefused, _refused)
     bp.context_processor(lambda: {"when": _when})
     return bp
 
@@ -124,6 +130,16 @@ def _unavailable(exc: RegistryUnavailable) -> ResponseReturnValue:
     # The cause names the database's host: for the log, not for whoever asked.
     current_app.logger.warning("tracking pages: %s", exc)
     return _error(503, "The tracker registry is unavailable; try again in a moment.")
+
+
+def _not_migrated(exc: RegistryNotMigrated) -> ResponseReturnValue:
+    current_app.logger.error("tracking pages: %s", exc)  # names the database: for the log only
+    return _error(503, "The tracker registry is not migrated: run `tracking migrate`.")
+
+
+def _refused(exc: RegistryRefused) -> ResponseReturnValue:
+    current_app.logger.error("tracking pages: %s", exc)
+    return _error(500, "The tracker registry refused the request; the server's log says why.")
 
 
 def _error(status: int, message: str) -> ResponseReturnValue:
