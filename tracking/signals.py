@@ -15,15 +15,18 @@ Every signal is sent with ``sender`` (the tracker's kind, a ``str``), ``transact
 =====================  ===========================================  =================================
 signal                 sent when, where                             more arguments
 =====================  ===========================================  =================================
-``tracker_started``    ``start()`` recorded a new tracker and       ``ref`` (the ``TrackerRef``)
-                       published it (the caller; inside an app
-                       transaction, once that commits)
+``tracker_started``    ``start()`` recorded a new tracker (the      ``ref`` (the ``TrackerRef``)
+                       caller; inside an app transaction, once
+                       that commits)
 ``tracker_crashed``    ``init``, ``tick`` or a handler raised       ``exception``
                        (the worker running it)
 ``tracker_restarted``  a restart was decided (the worker after a    ``cause`` ("crashed", "stopped",
-                       crash, the supervisor after a lost worker)   "done", "worker_lost"), ``delay``
+                       crash, the supervisor after a lost worker,   "done", "worker_lost"), ``delay``
+                       the caller of an abnormal ``stop`` or of
+                       ``restart`` on a tracker no worker runs)
 ``tracker_dead``       its restart intensity ran out, or a          ``reason``
-                       temporary tracker exited abnormally
+                       temporary tracker exited abnormally (where
+                       that was decided, as for restarted)
 ``tracker_done``       it raised ``Done`` (the worker running it)   ``state``
 =====================  ===========================================  =================================
 

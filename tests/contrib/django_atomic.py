@@ -39,10 +39,13 @@ def ref_json(ref: Any) -> dict[str, Any]:
     return {"on_commit": ref.on_commit, "task_id": ref.task_id, "already_started": ref.already_started}
 
 
-def main(url: str, rolled_back: str, committed: str) -> None:
+def main(url: str, rolled_back: str, committed: str, other_database: str) -> None:
     settings.configure(
         INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth", "tracking.contrib.django"],
-        DATABASES={"default": django_database(url)},
+        DATABASES={
+            "default": django_database(url),
+            "orders": {"ENGINE": "django.db.backends.sqlite3", "NAME": other_database},
+        },
         USE_TZ=True,
     )
     django.setup()
@@ -52,7 +55,7 @@ def main(url: str, rolled_back: str, committed: str) -> None:
     from tracking import registry, signals
 
     registry_settings = django.apps.apps.get_app_config("tracking").settings
-    published: list[str] = []  # tracker_started is sent once a new entry's message is published
+    published: list[str] = []  # tracker_started: sent once a new entry is recorded and published
 
     def on_started(sender: str, transaction_id: str, **_kw: Any) -> None:
         published.append(transaction_id)
@@ -81,8 +84,52 @@ def main(url: str, rolled_back: str, committed: str) -> None:
         cursor.execute("SELECT id FROM test_django_orders ORDER BY id")
         out["orders"] = [row[0] for row in cursor.fetchall()]
         cursor.execute("DROP TABLE test_django_orders")
+    out.update(two_databases(f"{rolled_back}_other_db"), **fails_after_commit(f"{committed}_failing"))
     print(json.dumps(out))
 
 
+def two_databases(txid: str) -> dict[str, Any]:
+    """The request's block on "default" commits, the order's own block on "orders" rolls back."""
+    from django.db import connections, transaction
+
+    from tests.integration.trackers import Counter
+
+    with transaction.atomic(using="default"):
+        connections["default"].cursor().execute("SELECT 1")
+        try:
+            with transaction.atomic(using="orders"):
+                Counter.start(txid)
+                raise Rollback
+        except Rollback:
+            pass
+    return {"other_db_started": Counter.lookup(txid) is not None}
+
+
+def fails_after_commit(txid: str) -> dict[str, Any]:
+    """The registry fails the start made after the commit (a fault injected here): the block's
+    commit stands, the caller gets no error, and the project's own later on_commit hook runs."""
+    from django.db import transaction
+
+    from tests.integration.trackers import Counter
+    from tracking import RegistryUnavailable, registry
+
+    real, hooks = registry.start, []
+
+    def unavailable(*args: Any, **kwargs: Any) -> Any:
+        raise RegistryUnavailable("injected: the registry is down")
+
+    registry.start = unavailable
+    try:
+        with transaction.atomic():
+            Counter.start(txid)
+            transaction.on_commit(lambda: hooks.append("receipt sent"))
+        raised = None
+    except Exception as exc:
+        raised = repr(exc)
+    finally:
+        registry.start = real
+    return {"failing_raised": raised, "failing_hooks": hooks}
+
+
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])

@@ -554,8 +554,10 @@ def test_a_registry_never_migrated_is_a_503_that_names_no_database(
     try:
         response = client.get("/ops/api/trackers")
         assert response.status_code == 503
-        assert response.get_json() == {"error": "The tracker registry is not migrated: run `tracking migrate`."}
+        said = "The tracker registry is not migrated: run `tracking migrate`."
+        assert response.get_json() == {"error": said}
         page = client.get("/ops/")
-        assert page.status_code == 503 and "127.0.0.1" not in page.text and "tracking_trackers" not in page.text
+        assert page.status_code == 503
+        assert "127.0.0.1" not in page.text and "tracking_trackers" not in page.text
     finally:
         registry.dispose(app.extensions["tracking"].settings)

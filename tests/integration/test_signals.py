@@ -8,9 +8,10 @@ import os
 import pytest
 import sqlalchemy as sa
 
-from tests.harness import Cluster, wait_for
-from tests.integration.trackers import SIGNALS_TABLE, Crasher, CrashesTwiceThenFinishes
-from tracking import registry
+import tracking
+from tests.harness import Cluster, in_status, running, wait_for
+from tests.integration.trackers import SIGNALS_TABLE, Crasher, CrashesTwiceThenFinishes, ParkedMailman
+from tracking import Status, registry
 
 pytestmark = pytest.mark.stacks("sqlite-embedded", "postgres-redis", "postgres-rabbitmq", tables=("signals",))
 
@@ -58,4 +59,34 @@ def test_a_tracker_past_its_restart_intensity_sends_dead_once(cluster: Cluster, 
     assert signals.count("tracker_dead") == 1 and signals[-1] == "tracker_dead"
     assert (
         sent(cluster, txid)[-1][2] == f"more than {Crasher.max_restarts} restarts in {Crasher.max_seconds} s"
+    )
+
+
+def test_restart_now_of_a_parked_tracker_sends_restarted_once_from_the_caller(
+    cluster: Cluster, txid: str
+) -> None:
+    # A parked tracker has no worker running it: the restart is decided in the caller, which
+    # sends the signal its worker would have sent.
+    ParkedMailman.start(txid)
+    parked = wait_for(lambda: in_status(ParkedMailman, txid, Status.PARKED), timeout=30, what="it to park")
+    heard: list[tuple[str, str, int, str]] = []
+
+    def receiver(sender: str, transaction_id: str, epoch: int, cause: str, **_kw: object) -> None:
+        heard.append((sender, transaction_id, epoch, cause))
+
+    tracking.signals.tracker_restarted.connect(receiver)
+    try:
+        after = tracking.client.current().restart(ParkedMailman.kind, txid)
+    finally:
+        tracking.signals.tracker_restarted.disconnect(receiver)
+
+    assert after is not None and after.epoch > parked.epoch
+    assert heard == [(ParkedMailman.kind, txid, parked.epoch, "stopped")]
+    wait_for(
+        lambda: (
+            running(ParkedMailman, txid, after_epoch=parked.epoch)
+            or in_status(ParkedMailman, txid, Status.PARKED, after_epoch=parked.epoch)
+        ),
+        timeout=30,
+        what="the restarted tracker to run",
     )

@@ -107,9 +107,10 @@ class Client(Operations):
         """Record the stop and wait until the incarnation it concerns has exited."""
         valid_transaction_id(transaction_id)
         valid_stop_reason(reason)
+        before = registry.get(self.settings, kind, transaction_id)
         outcome, row = registry.request_stop(self.settings, kind, transaction_id, reason)
-        if outcome == "restarting" and row is not None:
-            publish_or_warn(self.publish, row, "restarted")
+        if before is not None and outcome in ("restarting", "dead"):
+            self._after_abnormal_stop(before, outcome, row)
         if outcome != "requested" or row is None:
             return
         deadline = time.monotonic() + timeout

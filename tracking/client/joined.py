@@ -24,13 +24,17 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import logging
 import os
 from collections.abc import Callable, Iterator
 
 import sqlalchemy as sa
 from sqlalchemy import orm
 
+from tracking.exceptions import TrackingError
 from tracking.settings import Settings
+
+log = logging.getLogger("tracking")
 
 #: runs a callback once the application's transaction has committed (never if it rolls back)
 OnCommit = Callable[[Callable[[], None]], None]
@@ -46,7 +50,7 @@ class AppTransaction:
     connection: sa.Connection | None = None
 
 
-_joined: contextvars.ContextVar[Callable[[Settings], AppTransaction] | None] = contextvars.ContextVar(
+_joined: contextvars.ContextVar[Callable[[Settings], AppTransaction | None] | None] = contextvars.ContextVar(
     "tracking_joined", default=None
 )
 _finders: list[Callable[[Settings], AppTransaction | None]] = []
@@ -62,7 +66,7 @@ def add_finder(find: Callable[[Settings], AppTransaction | None]) -> None:
 def open_transaction(settings: Settings) -> AppTransaction | None:
     """The application transaction a ``start`` on the registry at ``settings`` joins, if any."""
     bound = _joined.get()
-    if bound is not None:
+    if bound is not None:  # inside in_transaction(session): that session, whatever else is open
         return bound(settings)
     for find in list(_finders):
         found = find(settings)
@@ -92,53 +96,108 @@ def in_transaction(session: orm.Session) -> Iterator[None]:
         _joined.reset(token)
 
 
+_DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306, "mssql": 1433, "oracle": 1521}
+
+
 def same_database(url: str | sa.URL, other: str | sa.URL) -> bool:
-    """Whether two SQLAlchemy URLs name the same database (the driver and password aside)."""
+    """Whether two SQLAlchemy URLs surely name the same database: the same backend, user, host,
+    port (the default one filled in; a host or port in the query string counts), database and
+    connection options; the driver and password do not count. SQLite: the same file (an
+    in-memory database is never shared). When unsure it says no: the start is then made after
+    the commit, which is safe, only without the entry written with the application's rows."""
     a, b = sa.make_url(url), sa.make_url(other)
     if a.get_backend_name() != b.get_backend_name():
         return False
     if a.get_backend_name() == "sqlite":
-        return _sqlite_file(a) == _sqlite_file(b)
-    return (a.host or "localhost", a.port, a.database, a.username) == (
-        b.host or "localhost",
-        b.port,
-        b.database,
-        b.username,
-    )
+        return _sqlite_file(a) is not None and _sqlite_file(a) == _sqlite_file(b)
+    return _server_key(a) == _server_key(b)
+
+
+def _server_key(url: sa.URL) -> tuple[object, ...]:
+    query = {k: v for k, v in url.query.items() if k not in ("host", "port")}
+    host = url.query.get("host", url.host) or "localhost"
+    port = url.query.get("port", url.port) or _DEFAULT_PORTS.get(url.get_backend_name())
+    return (url.username, str(host), str(port), url.database, sorted(query.items()))
 
 
 def _sqlite_file(url: sa.URL) -> str | None:
-    return os.path.realpath(url.database) if url.database and url.database != ":memory:" else None
+    name = url.database
+    if not name or name == ":memory:" or name.startswith("file:") or url.query.get("mode") == "memory":
+        return None
+    return os.path.realpath(name)
 
 
-def session_transaction(session: orm.Session, settings: Settings) -> AppTransaction:
-    """``session``'s transaction, begun if it was not yet, as ``start`` joins it."""
-    shared = same_database(session.get_bind().engine.url, settings.database_url)
+def session_transaction(session: orm.Session, settings: Settings) -> AppTransaction | None:
+    """``session``'s open transaction as ``start`` joins it; None when it has none (begun and
+    committed already, or never begun): the start is then made at once, since a transaction that
+    ``start`` would begin nobody would commit."""
+    if not session.in_transaction():
+        return None
+    bind = session.get_bind()
+    if isinstance(bind, sa.Connection):
+        raise TrackingError(
+            "tracking.in_transaction needs a session bound to an engine: the commit of a session "
+            "bound to a connection may not be the database's (the connection's own transaction "
+            "decides), and no event tells when that one commits. Start the tracker after it."
+        )
+    shared = same_database(bind.url, settings.database_url)
     return AppTransaction(
         on_commit=lambda callback: _after_commit(session, callback),
         connection=session.connection() if shared else None,
     )
 
 
+# -- after the session's outermost commit ----------------------------------------------------------
+#
+# Each waiting start belongs to the transaction it was made in: the session's root transaction or
+# a savepoint (``begin_nested``). A savepoint released hands its starts to the transaction around
+# it; one rolled back drops them (and those its inner savepoints handed it); the root's commit runs
+# them all, each on its own, so that one failing does not stop the others.
+
 _PENDING = "tracking_on_commit"
-_LISTENING = "tracking_listening"
 
 
 def _after_commit(session: orm.Session, callback: Callable[[], None]) -> None:
-    """Run ``callback`` after ``session``'s transaction commits; forget it if it rolls back. The
-    session's listeners stay for its life (removing one while its event runs is not allowed)."""
-    if not session.info.get(_LISTENING):
-        session.info[_LISTENING] = True
-        sa.event.listen(session, "after_commit", _run_waiting)
-        sa.event.listen(session, "after_rollback", _forget_waiting)
-    session.info.setdefault(_PENDING, []).append(callback)
+    waiting: dict[orm.SessionTransaction, list[Callable[[], None]]] | None = session.info.get(_PENDING)
+    if waiting is None:
+        waiting = session.info[_PENDING] = {}
+        # The session's listeners stay for its life (one may not be removed while its event runs).
+        sa.event.listen(session, "after_commit", _committed)
+        sa.event.listen(session, "after_transaction_end", _ended)
+    owner = session.get_nested_transaction() or session.get_transaction()
+    assert owner is not None  # session_transaction checked that one is open
+    waiting.setdefault(owner, []).append(callback)
 
 
-def _run_waiting(session: orm.Session) -> None:
-    waiting: list[Callable[[], None]] = session.info.pop(_PENDING, [])
-    for callback in waiting:
-        callback()
+def _committed(session: orm.Session) -> None:
+    """A savepoint was released, or the root transaction committed (SQLAlchemy sends this event
+    for both; the transaction that commits is still the session's current one)."""
+    waiting: dict[orm.SessionTransaction, list[Callable[[], None]]] = session.info.get(_PENDING) or {}
+    done = session.get_nested_transaction() or session.get_transaction()
+    if done is None or not waiting:
+        return
+    callbacks = waiting.pop(done, [])
+    if done.nested and done.parent is not None:
+        waiting.setdefault(done.parent, []).extend(callbacks)
+        return
+    # The outermost commit: its own starts, and any a released savepoint left behind.
+    for rest in list(waiting.values()):
+        callbacks.extend(rest)
+    waiting.clear()
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:
+            log.exception(
+                "a tracker start waiting for the application's commit failed after that commit: "
+                "the application's rows are committed without their tracker (start it again; "
+                "start is idempotent)"
+            )
 
 
-def _forget_waiting(session: orm.Session) -> None:
-    session.info.pop(_PENDING, None)
+def _ended(session: orm.Session, transaction: orm.SessionTransaction) -> None:
+    """A transaction ended: one that committed handed its starts on already; one rolled back
+    drops what is still waiting under it."""
+    waiting: dict[orm.SessionTransaction, list[Callable[[], None]]] | None = session.info.get(_PENDING)
+    if waiting:
+        waiting.pop(transaction, None)

@@ -3,10 +3,13 @@ every kind's entry for a transaction ID. :class:`~tracking.client.Client` has th
 
 from __future__ import annotations
 
-from tracking import registry
+from datetime import UTC, datetime
+
+from tracking import registry, signals
 from tracking.client.refs import Publish, TrackerRef, publish_or_warn
 from tracking.exceptions import NotFound, TrackingError
-from tracking.models import Event, Status, Sweep, WorkerInfo
+from tracking.models import Entry, Event, Status, Sweep, WorkerInfo
+from tracking.policy import RestartPolicy
 from tracking.settings import Settings
 from tracking.validation import transaction_id as valid_transaction_id
 
@@ -35,8 +38,7 @@ class Operations:
                 publish_or_warn(self.publish, woken, "restarted")
         else:
             outcome, new = registry.request_stop(self.settings, kind, transaction_id, "restart")
-            if outcome == "restarting" and new is not None:
-                publish_or_warn(self.publish, new, "restarted")
+            self._after_abnormal_stop(row, outcome, new)
         now = registry.get(self.settings, kind, transaction_id)
         return TrackerRef.from_row(now) if now is not None else None
 
@@ -45,6 +47,20 @@ class Operations:
         valid_transaction_id(transaction_id)
         row = registry.get(self.settings, kind, transaction_id)
         return TrackerRef.from_row(row) if row is not None else None
+
+    def _after_abnormal_stop(self, before: Entry, outcome: str, new: Entry | None) -> None:
+        """An abnormal stop of a pending or parked tracker was decided here, in the caller (no
+        worker runs it): publish its restart, and send the signal its worker would have sent."""
+        about = {"transaction_id": before.transaction_id, "epoch": before.epoch}
+        if outcome == "restarting" and new is not None:
+            delay = max(0.0, (new.due_at - datetime.now(UTC)).total_seconds()) if new.due_at else 0.0
+            if new.status is Status.PENDING:
+                delay = 0.0
+                publish_or_warn(self.publish, new, "restarted")
+            signals.tracker_restarted.send(before.kind, **about, cause="stopped", delay=delay)
+        elif outcome == "dead":
+            reason = RestartPolicy.from_json(before.policy).why_dead()
+            signals.tracker_dead.send(before.kind, **about, reason=reason)
 
     def workers(self) -> list[WorkerInfo]:
         """The worker processes with a row in the registry, newest first, with their lease age."""

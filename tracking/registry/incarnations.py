@@ -210,7 +210,8 @@ def request_stop(
     ``("requested", row)``   it is running; its incarnation will exit (wait for the epoch to change)
     ``("removed", None)``    it was pending, parked, failed or dead and is deregistered now
     ``("restarting", row)``  an abnormal stop of a pending or parked tracker: restarted by its
-                             policy (publish)
+                             policy (publish it if pending; a failed one waits for its backoff)
+    ``("dead", row)``        the same, past its restart intensity (or temporary): left dead
     ``("unchanged", row)``   an abnormal stop of a tracker already failed and awaiting its restart
 
     A winning stop (normal, shutdown) already recorded on a running entry is never replaced by
@@ -242,4 +243,5 @@ def request_stop(
             return "unchanged", row
         plan = plan_exit(row, _now(conn), "stopped", f"stop({reason!r}) while {row.status}")
         new = apply_exits(settings, conn, [plan])[0]
-        return ("restarting" if plan.decision.action is Action.RESTART else "removed"), new
+        outcome = {Action.RESTART: "restarting", Action.DEAD: "dead"}.get(plan.decision.action, "removed")
+        return outcome, new
