@@ -4,7 +4,9 @@ examples' apps served on loopback, on a stack with real workers.
 - ``browser``: a headless Chromium of each test's own (a fresh profile: no cookies carried over),
   its viewport 1280x900. A missing Chromium or chromedriver is a failure, never a skip, as a missing
   service is: ``bash scripts/setup browser`` installs them (``.ci/run`` does, before this step).
-- ``screenshot(name)``: the page as ``docs/screenshots/<name>.png`` (overwritten on each run).
+- ``screenshot(name)``: the page as ``<name>.png``, in docs/screenshots/ when ``UPDATE_SCREENSHOTS=1``
+  (what refreshes the docs' pictures), else in the test's temporary folder (a run leaves the
+  checkout as it was).
 - ``flask_app`` / ``flask_server``: the Flask example app (examples/flask_app) configured from the
   stack's environment as in production, served by werkzeug on a thread on 127.0.0.1.
 - ``django_server``: the Django example project (examples/django_project) on the stack's database,
@@ -34,9 +36,7 @@ from selenium.webdriver.chrome.webdriver import WebDriver
 
 from examples.flask_app.app import create_app
 from tests.browser.support import DJANGO_PROJECT, answers, django_env, manage_py, serving
-from tests.harness import ROOT, Stack, free_port, wait_for
-from tracking import client
-from tracking.celery import state
+from tests.harness import ROOT, Stack, current_celery_app_restored, free_port, wait_for
 
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 WIDTH, HEIGHT = 1280, 900
@@ -53,15 +53,9 @@ CHROMIUM_ARGS = (
 
 @pytest.fixture(scope="module", autouse=True)
 def _restore_the_current_celery_app() -> Iterator[None]:
-    """Installing a framework's Celery app makes it the process's current one: each module puts
-    back the one that was current before it (as tests/contrib does)."""
-    with state.lock:
-        before, current = list(state.installed), client.installed()
-    yield
-    with state.lock:
-        state.installed[:] = before
-        if current is not None:
-            client.use(current)
+    """Each module puts back the Celery app (and client) that was current before it."""
+    with current_celery_app_restored():
+        yield
 
 
 # -- the browser -------------------------------------------------------------------------------------
@@ -102,12 +96,13 @@ def browser() -> Iterator[WebDriver]:
 
 
 @pytest.fixture
-def screenshot(browser: WebDriver) -> Callable[[str], Path]:
-    """``screenshot(name)`` saves the browser's viewport as docs/screenshots/<name>.png."""
+def screenshot(browser: WebDriver, tmp_path: Path) -> Callable[[str], Path]:
+    """``screenshot(name)`` saves the browser's viewport as <name>.png (see the module's doc)."""
+    folder = SCREENSHOTS if os.environ.get("UPDATE_SCREENSHOTS") == "1" else tmp_path
 
     def save(name: str) -> Path:
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        path = SCREENSHOTS / f"{name}.png"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{name}.png"
         assert browser.save_screenshot(str(path)), f"no screenshot saved at {path}"
         return path
 

@@ -12,16 +12,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from tracking import client
-from tracking.celery import state
+from tests.harness import current_celery_app_restored
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _restore_the_current_celery_app() -> Iterator[None]:
-    with state.lock:
-        before, current = list(state.installed), client.installed()
-    yield
-    with state.lock:
-        state.installed[:] = before
-        if current is not None:
-            client.use(current)
+    """Each module puts back the Celery app (and client) that was current before it."""
+    with current_celery_app_restored():
+        yield

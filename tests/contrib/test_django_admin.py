@@ -125,6 +125,17 @@ def stopped_afterwards() -> Iterator[list[tuple[type[tracking.Tracker], str]]]:
             pass
 
 
+
+def running_forever(
+    txid: str, stopped_afterwards: list[tuple[type[tracking.Tracker], str]]
+) -> tuple[type[tracking.Tracker], tracking.TrackerRef]:
+    """The example's tracker started for ``txid`` with confirmations it never reaches, once it
+    runs (stopped after the test)."""
+    TransactionTracker = transaction_tracker()
+    TransactionTracker.start(txid, confirmations=FOREVER)
+    stopped_afterwards.append((TransactionTracker, txid))
+    return TransactionTracker, wait_for(lambda: running(TransactionTracker, txid), what="the tracker to run")
+
 def test_stop_stops_a_running_tracker_which_leaves_the_registry(
     client: Any, cluster: Cluster, operator: Callable[..., Any], txid: str
 ) -> None:
@@ -169,10 +180,7 @@ def test_restart_now_brings_a_running_tracker_back_under_a_new_epoch(
     txid: str,
     stopped_afterwards: list[tuple[type[tracking.Tracker], str]],
 ) -> None:
-    TransactionTracker = transaction_tracker()
-    TransactionTracker.start(txid, confirmations=FOREVER)
-    stopped_afterwards.append((TransactionTracker, txid))
-    before = wait_for(lambda: running(TransactionTracker, txid), what="the tracker to run")
+    TransactionTracker, before = running_forever(txid, stopped_afterwards)
     operator("restart_tracker")
 
     assert offered(client) == {"restart_trackers"}
@@ -217,10 +225,7 @@ def test_a_staff_user_without_the_permission_is_not_offered_the_action_and_chang
     txid: str,
     stopped_afterwards: list[tuple[type[tracking.Tracker], str]],
 ) -> None:
-    TransactionTracker = transaction_tracker()
-    TransactionTracker.start(txid, confirmations=FOREVER)
-    stopped_afterwards.append((TransactionTracker, txid))
-    ref = wait_for(lambda: running(TransactionTracker, txid), what="the tracker to run")
+    TransactionTracker, ref = running_forever(txid, stopped_afterwards)
     key = pk("transaction", txid)
 
     operator()  # may view trackers, nothing more
@@ -251,10 +256,7 @@ def test_a_tracker_s_page_shows_its_recent_history(
     txid: str,
     stopped_afterwards: list[tuple[type[tracking.Tracker], str]],
 ) -> None:
-    TransactionTracker = transaction_tracker()
-    TransactionTracker.start(txid, confirmations=FOREVER)
-    stopped_afterwards.append((TransactionTracker, txid))
-    first = wait_for(lambda: running(TransactionTracker, txid), what="the tracker to run")
+    TransactionTracker, first = running_forever(txid, stopped_afterwards)
     TransactionTracker.stop(txid, reason="crash")
     wait_for(lambda: running(TransactionTracker, txid, after_epoch=first.epoch), what="the restart")
     operator()
@@ -293,10 +295,7 @@ def test_task_ids_link_to_flower_only_when_tracking_flower_url_is_set(
 ) -> None:
     from django.apps import apps
 
-    TransactionTracker = transaction_tracker()
-    TransactionTracker.start(txid, confirmations=FOREVER)
-    stopped_afterwards.append((TransactionTracker, txid))
-    ref = wait_for(lambda: running(TransactionTracker, txid), what="the tracker to run")
+    TransactionTracker, ref = running_forever(txid, stopped_afterwards)
     operator()
     detail = f"{CHANGELIST}{pk('transaction', txid)}/change/"
     assert "tracking-flower" not in client.get(CHANGELIST).text + client.get(detail).text

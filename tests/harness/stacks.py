@@ -255,3 +255,19 @@ def migrated(settings: Settings) -> Iterator[Settings]:
         yield settings
     finally:
         registry.dispose(settings)
+
+
+@contextlib.contextmanager
+def current_celery_app_restored() -> Iterator[None]:
+    """Installing a framework's Celery app makes it the process's current one (and its client
+    the current client): this puts back the ones that were current before."""
+    from tracking import client
+    from tracking.celery import state
+
+    with state.lock:
+        before, current = list(state.installed), client.installed()
+    yield
+    with state.lock:
+        state.installed[:] = before
+        if current is not None:
+            client.use(current)
