@@ -11,7 +11,7 @@ from __future__ import annotations
 import builtins
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Self
 
 from tracking import client
@@ -25,7 +25,34 @@ __all__ = ["Tracker", "TrackerRef", "kinds", "of_kind", "subscribe"]
 _KIND = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,199}$")
 
 
-class Tracker:
+class _OfItsKind:
+    """What :class:`Tracker` subclasses share about their kind: its name, and the class methods
+    for many transaction IDs at once."""
+
+    kind: ClassVar[str] = "Tracker"
+    policy: ClassVar[RestartPolicy] = RestartPolicy()
+
+    @classmethod
+    def _own_kind(cls) -> str:
+        if cls is Tracker:
+            raise TypeError("call this on a Tracker subclass, not on tracking.Tracker")
+        return cls.kind
+
+    @classmethod
+    def start_many(cls, transaction_ids: Iterable[str], /, **args: Any) -> dict[str, TrackerRef]:
+        """Start a tracker for each ID, with the same ``args``, as ``start`` does each (idempotent
+        per ID); the batch is recorded in one registry transaction, all or none, and each new one
+        enqueued. Returns the references by ID."""
+        return client.current().start_many(cls._own_kind(), transaction_ids, args, cls.policy)
+
+    @classmethod
+    def lookup_many(cls, transaction_ids: Iterable[str]) -> dict[str, TrackerRef]:
+        """The registered trackers among these IDs, by ID (as ``lookup``; IDs with none left out),
+        read in one query a thousand IDs."""
+        return client.current().lookup_many(cls._own_kind(), transaction_ids)
+
+
+class Tracker(_OfItsKind):
     """A long-running tracker of one transaction: subclass it, define ``init`` and ``tick``.
 
     Class attributes configure it (checked when the subclass is defined):
@@ -94,12 +121,6 @@ class Tracker:
         raise NotImplementedError(f"{type(self).__name__} does not define handle_cast")
 
     # -- the API ------------------------------------------------------------------------------------
-
-    @classmethod
-    def _own_kind(cls) -> str:
-        if cls is Tracker:
-            raise TypeError("call this on a Tracker subclass, not on tracking.Tracker")
-        return cls.kind
 
     @classmethod
     def start(cls, transaction_id: str, /, **args: Any) -> TrackerRef:

@@ -9,6 +9,7 @@ the environment. Nothing here knows Celery.
 ``refs``        what a client hands out and publishes: :class:`TrackerRef`, the start message
 ``joined``      a start inside the application's own database transaction
 ``operations``  what an operator does besides start and stop: restart now, workers, history
+``bulk``        many trackers of one kind at once: start_many, lookup_many
 ``core``        the :class:`Client`, and which one is current
 """
 

@@ -9,12 +9,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tracking import registry, signals
+from tracking import registry
+from tracking.client.bulk import Bulk
 from tracking.client.joined import AppTransaction, open_transaction
 from tracking.client.operations import Operations
-from tracking.client.refs import Publish, TrackerRef, publish_or_warn, running_here
+from tracking.client.refs import Publish, TrackerRef, announce, running_here
 from tracking.exceptions import NotFound, Timeout, TrackerCrashed, TrackingError
-from tracking.models import Entry, MessageStatus, MessageType, Status
+from tracking.models import MessageStatus, MessageType, Status
 from tracking.policy import RestartPolicy
 from tracking.settings import Settings
 from tracking.validation import json_object, json_value
@@ -23,7 +24,7 @@ from tracking.validation import transaction_id as valid_transaction_id
 
 
 @dataclasses.dataclass(frozen=True)
-class Client(Operations):
+class Client(Operations, Bulk):
     """The registry at ``settings``, and the broker ``publish`` sends trackers' messages to."""
 
     settings: Settings
@@ -49,15 +50,10 @@ class Client(Operations):
             return TrackerRef.from_row(row, already_started=True)
         ref = TrackerRef.from_row(row)
         if joined is None:
-            self._announce(row, ref)
+            announce(self.publish, row, ref)
         else:
-            joined.on_commit(lambda: self._announce(row, ref))
+            joined.on_commit(lambda: announce(self.publish, row, ref))
         return ref
-
-    def _announce(self, row: Entry, ref: TrackerRef) -> None:
-        """Publish a new entry's message and send ``tracker_started``."""
-        publish_or_warn(self.publish, row)
-        signals.tracker_started.send(row.kind, transaction_id=row.transaction_id, epoch=row.epoch, ref=ref)
 
     def _start_on_commit(
         self,
@@ -76,7 +72,7 @@ class Client(Operations):
     def _start_now(self, kind: str, transaction_id: str, args: dict[str, Any], policy: RestartPolicy) -> None:
         row, created = registry.start(self.settings, kind, transaction_id, args, policy)
         if created:
-            self._announce(row, TrackerRef.from_row(row))
+            announce(self.publish, row, TrackerRef.from_row(row))
 
     def start_afresh(self, kind: str, transaction_id: str) -> TrackerRef:
         """Start a ``dead`` entry afresh with the start arguments and restart policy it had:

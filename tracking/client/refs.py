@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
+from tracking import signals
 from tracking.models import Entry, Status
 from tracking.redact import redact_url
 
@@ -119,3 +120,9 @@ def publish_or_warn(publish: Callable[[P], None], row: P, what: str = "published
         log.warning("%s %s not %s yet: %s", row.kind, row.transaction_id, what, redact_url(str(exc)))
         return False
 
+
+def announce(publish: Callable[[Entry], None], row: Entry, ref: TrackerRef) -> None:
+    """A new entry recorded: publish its message (or leave it to the supervisor when the broker
+    cannot take it) and send ``tracker_started``."""
+    publish_or_warn(publish, row)
+    signals.tracker_started.send(row.kind, transaction_id=row.transaction_id, epoch=row.epoch, ref=ref)

@@ -41,7 +41,17 @@ from tracking.models import (
     WorkerInfo,
 )
 from tracking.registry.core import create_engine, db_now, dispose, engine, migrate
-from tracking.registry.entries import count, entries_of, get, history, select, start, start_on
+from tracking.registry.entries import (
+    count,
+    entries_of,
+    get,
+    get_many,
+    history,
+    select,
+    start,
+    start_many,
+    start_on,
+)
 from tracking.registry.incarnations import (
     checkpoint,
     claim,
@@ -112,6 +122,7 @@ __all__ = [
     "exit_normally",
     "forget_workers",
     "get",
+    "get_many",
     "hand_off",
     "held",
     "handled",
@@ -137,6 +148,7 @@ __all__ = [
     "settled_event_id",
     "signals",
     "start",
+    "start_many",
     "start_on",
     "take_due",
     "take_reply",

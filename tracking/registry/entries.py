@@ -4,6 +4,7 @@ application's), get, select, count, history."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -50,6 +51,44 @@ def start_on(
     """
     with _translated(settings):
         return _start(settings, conn, kind, transaction_id, args, policy)
+
+
+def start_many(
+    settings: Settings,
+    kind: str,
+    transaction_ids: Sequence[str],
+    args: dict[str, Any],
+    policy: RestartPolicy,
+    conn: sa.Connection | None = None,
+) -> dict[str, tuple[Entry, bool]]:
+    """Register many trackers of one kind, or find those registered: ``{id: (row, created)}``.
+
+    Atomicity: one transaction for the whole batch (on ``conn``, the application's, when given:
+    then the caller's), so all are recorded or none. Each ID is started as :func:`start_on` says;
+    the IDs are taken in sorted order, so two batches that share IDs wait for each other instead
+    of deadlocking.
+    """
+    if conn is not None:
+        with _translated(settings):
+            return {t: _start(settings, conn, kind, t, args, policy) for t in sorted(set(transaction_ids))}
+    with _write(settings) as own:
+        return {t: _start(settings, own, kind, t, args, policy) for t in sorted(set(transaction_ids))}
+
+
+def get_many(settings: Settings, kind: str, transaction_ids: Sequence[str]) -> list[Entry]:
+    """The entries of ``kind`` for these transaction IDs, whatever their status (one query a
+    thousand IDs, by the registry's key)."""
+    wanted = sorted(set(transaction_ids))
+
+    def query(conn: sa.Connection) -> list[Entry]:
+        found: list[Entry] = []
+        for i in range(0, len(wanted), 1000):
+            chunk = wanted[i : i + 1000]
+            stmt = _tracker_with_lease.where(trackers.c.kind == kind, trackers.c.transaction_id.in_(chunk))
+            found.extend(_entries(conn, stmt))
+        return found
+
+    return _read(settings, query)
 
 
 def _start(
