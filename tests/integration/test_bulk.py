@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy import orm
 
 import tracking
 from tests.harness import Cluster, running, wait_for
@@ -100,3 +103,24 @@ def test_a_batch_the_database_refuses_midway_records_none_of_it(pg_database: str
         assert registry.get_many(settings, "bulk", [f"{txid}_a"]) == []
     finally:
         registry.dispose(settings)
+
+
+def test_start_many_inside_a_session_takes_effect_only_if_it_commits(
+    cluster: Cluster, sent: list[str], txid: str, tmp_path: Path
+) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'app.sqlite3'}")  # the registry is elsewhere
+    ids = [f"{txid}_{n}" for n in range(3)]
+    try:
+        with orm.Session(engine) as session:
+            session.begin()
+            with tracking.in_transaction(session):
+                waiting = Counter.start_many(ids)
+            session.rollback()
+        assert all(ref.on_commit for ref in waiting.values())
+        assert Counter.lookup_many(ids) == {} and sent == []
+
+        with orm.Session(engine) as session, session.begin(), tracking.in_transaction(session):
+            Counter.start_many(ids)
+        assert set(Counter.lookup_many(ids)) == set(ids) and sorted(sent) == sorted(ids)
+    finally:
+        engine.dispose()

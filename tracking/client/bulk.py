@@ -38,7 +38,7 @@ class Bulk:
         start_args = json_object(args, "start arguments", self.settings.max_state_bytes)
         joined = open_transaction(self.settings)
         if joined is not None and joined.connection is None:
-            joined.on_commit(lambda: self._start_batch(kind, ids, start_args, policy, None))
+            joined.on_commit(lambda: self._start_batch(kind, ids, start_args, policy))
             return {t: TrackerRef.waiting_for_commit(kind, t) for t in ids}
         connection = joined.connection if joined is not None else None
         rows = registry.start_many(self.settings, kind, ids, start_args, policy, connection)
@@ -50,10 +50,9 @@ class Bulk:
             joined.on_commit(lambda: self._announce_all(created, refs))
         return {t: refs[t] for t in ids}
 
-    def _start_batch(
-        self, kind: str, ids: list[str], args: dict[str, Any], policy: RestartPolicy, connection: None
-    ) -> None:
-        rows = registry.start_many(self.settings, kind, ids, args, policy, connection)
+    def _start_batch(self, kind: str, ids: list[str], args: dict[str, Any], policy: RestartPolicy) -> None:
+        """The batch made after the application's commit, on the registry's own connection."""
+        rows = registry.start_many(self.settings, kind, ids, args, policy)
         created = [row for row, new in rows.values() if new]
         self._announce_all(created, {row.transaction_id: TrackerRef.from_row(row) for row in created})
 
