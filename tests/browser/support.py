@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
@@ -49,8 +50,23 @@ def submitted(browser: WebDriver, element: WebElement) -> None:
     """Click ``element`` (a submit button or a link) and wait for the next page to load."""
     body = browser.find_element(By.TAG_NAME, "body")
     element.click()
-    wait_until(browser).until(expected_conditions.staleness_of(body))
+    wait_until(browser).until(lambda _b: gone(body))
     wait_until(browser).until(lambda b: b.execute_script("return document.readyState") == "complete")
+
+
+def gone(element: WebElement) -> bool:
+    """Whether ``element``'s page was replaced. Chromium reports an element of a page being left
+    either as stale or, mid-navigation, with "Node with given id does not belong to the document"
+    (a WebDriverException that Selenium's ``staleness_of`` does not expect: it failed a CI run)."""
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as exc:
+        if "does not belong to the document" in str(exc.msg):
+            return True
+        raise
+    return False
 
 
 # -- a WSGI app on a thread ------------------------------------------------------------------------
