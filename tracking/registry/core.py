@@ -114,7 +114,7 @@ def _at_head(settings: Settings, eng: sa.Engine) -> bool:
 
     cfg = alembic_config(settings.database_url)
     heads = set(ScriptDirectory.from_config(cfg).get_heads())
-    table = cfg.get_main_option("version_table") or "tracking_alembic_version"  # as env.py reads it
+    table = cfg.get_main_option("version_table")  # set by alembic_config, read so by env.py
     with _translated(settings), eng.connect() as conn:
         conn = conn.execution_options(tracking_write=False)  # SQLite: a deferred transaction
         current = set(MigrationContext.configure(conn, opts={"version_table": table}).get_current_heads())

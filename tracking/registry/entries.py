@@ -3,8 +3,9 @@ application's), get, select, count, history."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -49,8 +50,8 @@ def start_on(
     conditional on it still being dead. A new life's epoch is above every epoch the ID had
     before (``transitions.first_epoch``).
     """
-    with _translated(settings):
-        return _start(settings, conn, kind, transaction_id, args, policy)
+    with _on(settings, conn) as on:
+        return _start(settings, on, kind, transaction_id, args, policy)
 
 
 def start_many(
@@ -68,11 +69,20 @@ def start_many(
     the IDs are taken in sorted order, so two batches that share IDs wait for each other instead
     of deadlocking.
     """
-    if conn is not None:
+    with _on(settings, conn) as on:
+        return {t: _start(settings, on, kind, t, args, policy) for t in sorted(set(transaction_ids))}
+
+
+@contextlib.contextmanager
+def _on(settings: Settings, conn: sa.Connection | None) -> Iterator[sa.Connection]:
+    """The caller's open transaction (``conn``: nothing here begins, commits or rolls it back),
+    or else one of the registry's own, committed on success; driver errors translated."""
+    if conn is None:
+        with _write(settings) as own:
+            yield own
+    else:
         with _translated(settings):
-            return {t: _start(settings, conn, kind, t, args, policy) for t in sorted(set(transaction_ids))}
-    with _write(settings) as own:
-        return {t: _start(settings, own, kind, t, args, policy) for t in sorted(set(transaction_ids))}
+            yield conn
 
 
 def get_many(settings: Settings, kind: str, transaction_ids: Sequence[str]) -> list[Entry]:

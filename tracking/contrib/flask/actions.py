@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 
 from tracking.client import Client, TrackerRef
-from tracking.contrib.flask.queries import entry
 from tracking.exceptions import NotFound, RegistryRefused, RegistryUnavailable, Timeout, TrackingError
 from tracking.models import Status
 
@@ -38,7 +37,7 @@ def perform(client: Client, action: str, kind: str, transaction_id: str, stop_ti
                     f"Stop requested: {name} has not exited within {stop_timeout:g} s; it stops at its "
                     "next check.",
                     "info",
-                    entry(client, kind, transaction_id),
+                    client.entry(kind, transaction_id),
                 )
             return Outcome(200, f"Stopped {name}: it has left the registry.", "success", None)
         if action == "restart":
@@ -54,4 +53,4 @@ def perform(client: Client, action: str, kind: str, transaction_id: str, stop_ti
     except (RegistryUnavailable, RegistryRefused):
         raise
     except TrackingError as exc:  # the action does not apply to the entry as it is
-        return Outcome(409, f"Not done: {exc}.", "error", entry(client, kind, transaction_id))
+        return Outcome(409, f"Not done: {exc}.", "error", client.entry(kind, transaction_id))

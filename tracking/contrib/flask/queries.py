@@ -123,11 +123,6 @@ def trackers_page(client: Client, f: Filters) -> Page:
     return Page(f, rows, client.count(f.kind, f.status))
 
 
-def entry(client: Client, kind: str, transaction_id: str) -> TrackerRef | None:
-    """The registry entry of any status (dead ones included), or None."""
-    return client.entry(kind, transaction_id)
-
-
 # -- JSON -----------------------------------------------------------------------------------------
 
 
@@ -198,7 +193,7 @@ class Detail:
 
 def detail(client: Client, kind: str, transaction_id: str, events: int = 20) -> Detail:
     """Everything the detail page and ``GET .../api/tracker`` show about one tracker."""
-    tracker = entry(client, kind, transaction_id)
+    tracker = client.entry(kind, transaction_id)
     state = None
     if tracker is not None:
         try:
