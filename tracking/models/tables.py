@@ -7,6 +7,7 @@ values their status columns take.
 ``tracking_supervisors`` each supervisor's last sweep, so "nobody is supervising" is visible
 ``tracking_messages``    each tracker's mailbox: casts and calls not yet handled, and call replies
 ``tracking_token_floor`` the highest token whose events were pruned: new lives start above it
+``tracking_limits``      one token bucket per rate-limited kind, shared by every worker process
 """
 
 from __future__ import annotations
@@ -181,4 +182,19 @@ token_floor = sa.Table(
     # incarnation of a new life gets an epoch above this and above its own remaining events.
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("epoch", sa.BigInteger, nullable=False),
+)
+
+limits = sa.Table(
+    "tracking_limits",
+    metadata,
+    # the tracker kind (or any name a caller limits by): one bucket each
+    sa.Column("kind", sa.String(255), primary_key=True),
+    # whole and fractional tokens left at updated_at (at most burst)
+    sa.Column("tokens", sa.Double, nullable=False),
+    # when the bucket was last refilled, by the database clock: never moves backwards
+    sa.Column("updated_at", Timestamp, nullable=False),
+    # the rate (tokens per second) and burst (capacity) of the last take: each take passes its own
+    # (the kind's code declares them), stored so that an operator sees the limit in force
+    sa.Column("rate", sa.Double, nullable=False),
+    sa.Column("burst", sa.Double, nullable=False),
 )
