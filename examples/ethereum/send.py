@@ -5,7 +5,7 @@
     python -m examples.ethereum.send --count 20 --confirmations 12 --underpriced
     python -m examples.ethereum.send --replace
 
-The first sends ``count`` payments between Ganache's unlocked accounts (all but the last one) and,
+The first sends ``count`` payments, each from one of Ganache's unlocked accounts (all but the last one) and,
 with ``--underpriced``, one from the last account with a fee of 1 wei per gas: below any base fee,
 so no block ever takes it. The second replaces that one: a payment from the last account with the
 same nonce at the node's usual fee, which is mined, so the first one's tracker ends ``replaced``.
@@ -28,6 +28,8 @@ from examples.ethereum.trackers import DEFAULT_CONFIRMATIONS, EthereumPayment
 
 #: one wei per gas: below the base fee of every block (it never falls under 7 wei)
 UNDERPRICED = 1
+#: the gas of a plain transfer
+GAS = 21_000
 
 
 def connect(url: str) -> Any:
@@ -36,14 +38,16 @@ def connect(url: str) -> Any:
 
 
 def payments(w3: Any, count: int) -> Iterator[tuple[str, str, int]]:
-    """Send ``count`` payments of 1 gwei among all accounts but the last; yields (hash, from, nonce)."""
+    """Send ``count`` payments of 1 gwei, each from an account of its own among all but the last
+    (Ganache 7 with a block time can leave a sender's second pending transaction out of blocks for
+    a while); yields (hash, from, nonce)."""
     accounts = list(w3.eth.accounts)[:-1]
-    nonces = {a: int(w3.eth.get_transaction_count(a, "pending")) for a in accounts}
-    for i in range(count):
-        sender, to = accounts[i % len(accounts)], accounts[(i + 1) % len(accounts)]
-        nonce = nonces[sender]
-        nonces[sender] += 1
-        txhash = w3.eth.send_transaction({"from": sender, "to": to, "value": 10**9, "nonce": nonce})
+    if count > len(accounts):
+        raise SystemExit(f"{count} payments need {count + 1} accounts: start Ganache with more")
+    for i, sender in enumerate(accounts[:count]):
+        nonce = int(w3.eth.get_transaction_count(sender, "pending"))
+        payment = {"from": sender, "to": accounts[(i + 1) % len(accounts)], "value": 10**9, "gas": GAS}
+        txhash = w3.eth.send_transaction({**payment, "nonce": nonce})
         yield txhash.to_0x_hex(), sender, nonce
 
 
@@ -52,7 +56,9 @@ def underpriced(w3: Any) -> tuple[str, str, int]:
     sender, to = w3.eth.accounts[-1], w3.eth.accounts[0]
     nonce = int(w3.eth.get_transaction_count(sender, "pending"))
     fee = {"maxFeePerGas": UNDERPRICED, "maxPriorityFeePerGas": UNDERPRICED}
-    txhash = w3.eth.send_transaction({"from": sender, "to": to, "value": 10**9, "nonce": nonce, **fee})
+    txhash = w3.eth.send_transaction(
+        {"from": sender, "to": to, "value": 10**9, "gas": GAS, "nonce": nonce, **fee}
+    )
     return txhash.to_0x_hex(), sender, nonce
 
 
@@ -61,7 +67,9 @@ def replacement(w3: Any) -> tuple[str, str, int]:
     at the node's usual fee: mined at the next block, it replaces the waiting one."""
     sender, to = w3.eth.accounts[-1], w3.eth.accounts[0]
     nonce = int(w3.eth.get_transaction_count(sender, "latest"))
-    txhash = w3.eth.send_transaction({"from": sender, "to": to, "value": 2 * 10**9, "nonce": nonce})
+    txhash = w3.eth.send_transaction(
+        {"from": sender, "to": to, "value": 2 * 10**9, "gas": GAS, "nonce": nonce}
+    )
     return txhash.to_0x_hex(), sender, nonce
 
 
