@@ -13,9 +13,10 @@ import sqlalchemy as sa
 from tracking.exceptions import Fenced
 from tracking.models import Entry, Event, Status, events, trackers
 from tracking.policy import RestartPolicy
-from tracking.registry.core import _read, _translated, _write, db_now, greatest
-from tracking.registry.rows import _entries, _event, _forget_mail, _insert, _one, _tracker_with_lease
-from tracking.registry.transitions import Op, first_epoch, fresh_incarnation, guard, new_task_id
+from tracking.registry import lookups, starts
+from tracking.registry.core import _read, _translated, _write, db_now
+from tracking.registry.rows import _entries, _event, _forget_mail, _one, _tracker_with_lease
+from tracking.registry.transitions import Op, fresh_incarnation, guard, new_task_id
 from tracking.settings import Settings
 
 # -- start, lookup, list -------------------------------------------------------------------------
@@ -67,10 +68,53 @@ def start_many(
     Atomicity: one transaction for the whole batch (on ``conn``, the application's, when given:
     then the caller's), so all are recorded or none. Each ID is started as :func:`start_on` says;
     the IDs are taken in sorted order, so two batches that share IDs wait for each other instead
-    of deadlocking.
+    of deadlocking. A batch of new IDs is inserted in one statement and its events written in one
+    more; one with IDs registered already goes ID by ID (on PostgreSQL the batch insert is undone
+    first, to a savepoint, so that every lock is still taken in sorted order).
     """
+    wanted = sorted(set(transaction_ids))
     with _on(settings, conn) as on:
-        return {t: _start(settings, on, kind, t, args, policy) for t in sorted(set(transaction_ids))}
+        if not wanted:
+            return {}
+        found = _inserted(settings, on, kind, wanted, args, policy)
+        created = {row.transaction_id: (row, True) for row in found}
+        return {t: created.get(t) or _start(settings, on, kind, t, args, policy) for t in wanted}
+
+
+def _inserted(
+    settings: Settings,
+    conn: sa.Connection,
+    kind: str,
+    wanted: list[str],
+    args: dict[str, Any],
+    policy: RestartPolicy,
+) -> list[Entry]:
+    """The entries of ``wanted`` inserted by one batch insert, their starts recorded; on
+    PostgreSQL none unless all were new (see :func:`start_many`)."""
+    as_json = policy.to_json()
+    if conn.dialect.name == "postgresql":
+        insert = starts.statement(conn.dialect, "insert batch", settings.start_grace_seconds)
+        params: Any = {
+            **_start_params(kind, "", args, as_json),
+            "ts": wanted,
+            "task_ids": [new_task_id() for _ in wanted],
+        }
+    else:
+        insert = starts.statement(conn.dialect, "insert", settings.start_grace_seconds)
+        params = [_start_params(kind, t, args, as_json) for t in wanted]
+    nested = conn.begin_nested() if conn.dialect.name == "postgresql" else None
+    try:
+        found = [Entry.from_mapping(m) for m in conn.execute(insert, params).mappings()]
+    except BaseException:
+        if nested is not None and nested.is_active:
+            nested.rollback()
+        raise
+    if nested is not None:
+        if len(found) < len(wanted):
+            nested.rollback()
+            return []
+        nested.commit()
+    return _created(conn, found)
 
 
 @contextlib.contextmanager
@@ -101,6 +145,18 @@ def get_many(settings: Settings, kind: str, transaction_ids: Sequence[str]) -> l
     return _read(settings, query)
 
 
+def _start_params(kind: str, transaction_id: str, args: dict[str, Any], policy: Any) -> dict[str, Any]:
+    """The values ``starts``' insert binds for one new entry (``policy`` as JSON)."""
+    return {
+        "k": kind,
+        "t": transaction_id,
+        "task_id": new_task_id(),
+        "args": args,
+        "policy": policy,
+        "restart_times": [],
+    }
+
+
 def _start(
     settings: Settings,
     conn: sa.Connection,
@@ -109,26 +165,13 @@ def _start(
     args: dict[str, Any],
     policy: RestartPolicy,
 ) -> tuple[Entry, bool]:
-    values = {
-        "kind": kind,
-        "transaction_id": transaction_id,
-        "status": Status.PENDING.value,
-        "epoch": first_epoch(kind, transaction_id),
-        "task_id": new_task_id(),
-        "args": args,
-        "policy": policy.to_json(),
-        "restarts": 0,
-        "restart_times": [],
-        "backoff_step": 0,
-        "started_at": db_now(),
-        "due_at": db_now(settings.start_grace_seconds),
-    }
+    params = _start_params(kind, transaction_id, args, policy.to_json())
+    insert = starts.statement(conn.dialect, "insert", settings.start_grace_seconds)
     key = (trackers.c.kind == kind, trackers.c.transaction_id == transaction_id)
     while True:
-        stmt = _insert(conn)(trackers).values(values).on_conflict_do_nothing()
-        inserted = conn.execute(stmt.returning(*trackers.c)).mappings().first()
+        inserted = conn.execute(insert, params).mappings().first()
         if inserted is not None:
-            return _created(conn, inserted, kind, transaction_id), True
+            return _created(conn, [Entry.from_mapping(inserted)])[0], True
         row = _one(conn, *key, lock=True)
         if row is not None:
             break
@@ -138,17 +181,21 @@ def _start(
     return _started_afresh(settings, conn, row, key, args, policy), True
 
 
-def _created(conn: sa.Connection, inserted: sa.RowMapping, kind: str, transaction_id: str) -> Entry:
-    """The row ``start`` just inserted, its start recorded as an event."""
-    created = Entry.from_mapping(inserted)
+def _created(conn: sa.Connection, inserted: list[Entry]) -> list[Entry]:
+    """The rows ``start`` just inserted, their starts recorded as events, in one statement."""
+    if not inserted:
+        return []
     if conn.dialect.name == "postgresql":
         # The insert may have waited for an earlier life's exit to commit, while its
         # epoch was computed before: computed again now, that exit in sight, in the
         # statement that records the start (SQLite's write lock excludes the race).
-        epoch = conn.execute(_record_start(created.id, kind, transaction_id)).scalar_one()
-        return dataclasses.replace(created, epoch=epoch)
-    _event(conn, created, "started")
-    return created
+        ids = [row.id for row in inserted]
+        recorded = conn.execute(starts.statement(conn.dialect, "recorded"), {"ids": ids})
+        epochs: dict[str, int] = {t: epoch for t, epoch in recorded}
+        return [dataclasses.replace(row, epoch=epochs[row.transaction_id]) for row in inserted]
+    started = [{"k": row.kind, "t": row.transaction_id, "epoch": row.epoch} for row in inserted]
+    conn.execute(starts.statement(conn.dialect, "started"), started)
+    return inserted
 
 
 def _started_afresh(
@@ -186,36 +233,10 @@ def _started_afresh(
     return afresh
 
 
-def _record_start(row_id: int, kind: str, transaction_id: str) -> Any:
-    """Raise a new row's epoch to ``first_epoch`` as of now and record its start event, in one
-    statement; returns the epoch (PostgreSQL)."""
-    fixed = (
-        trackers.update()
-        .where(trackers.c.id == row_id)
-        .values(epoch=greatest(trackers.c.epoch, first_epoch(kind, transaction_id)))
-        .returning(trackers.c.kind, trackers.c.transaction_id, trackers.c.epoch)
-        .cte("fixed")
-    )
-    started = sa.select(fixed.c.kind, fixed.c.transaction_id, fixed.c.epoch, db_now(), sa.literal("started"))
-    columns = ["kind", "transaction_id", "epoch", "at", "event"]
-    return events.insert().from_select(columns, started).add_cte(fixed).returning(events.c.epoch)
-
-
-#: lookup's statement, built once: building it on every call costs more than the query itself
-_GET = _tracker_with_lease.where(
-    trackers.c.kind == sa.bindparam("kind"), trackers.c.transaction_id == sa.bindparam("transaction_id")
-)
-
-
 def get(settings: Settings, kind: str, transaction_id: str) -> Entry | None:
-    """The registry entry for (kind, transaction_id), whatever its status, or None."""
-    params = {"kind": kind, "transaction_id": transaction_id}
-
-    def query(conn: sa.Connection) -> Entry | None:
-        found = conn.execute(_GET, params).mappings().first()
-        return Entry.from_mapping(found) if found is not None else None
-
-    return _read(settings, query)
+    """The registry entry for (kind, transaction_id), whatever its status, or None (one read by
+    the registry's key, off the general query path: :mod:`.lookups`)."""
+    return lookups.get(settings, kind, transaction_id)
 
 
 def select(

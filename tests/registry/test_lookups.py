@@ -1,0 +1,80 @@
+"""``registry.get`` (``lookup``) off the general query path reads the same entry as that path does,
+on SQLite and PostgreSQL, and survives a pooled connection the server has closed."""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg
+import pytest
+
+from tracking import registry
+from tracking.exceptions import RegistryNotMigrated
+from tracking.policy import RestartPolicy
+from tracking.settings import Settings
+
+KIND = "lookups"
+POLICY = RestartPolicy(max_restarts=7)
+
+
+def test_get_reads_an_entry_exactly_as_the_general_query_path_does(
+    registry_settings: Settings, txid: str
+) -> None:
+    args = {"nested": {"list": [1, 2.5, None, "é"]}, "flag": True}
+    row, _ = registry.start(registry_settings, KIND, txid, args, POLICY)
+    worker_id = f"test/{uuid.uuid4().hex[:12]}"
+    registry.register_worker(registry_settings, worker_id, "test@here", 1)
+    running = registry.claim(
+        registry_settings, KIND, txid, row.epoch, worker="test@here", worker_id=worker_id, policy=POLICY
+    )
+    assert running is not None
+    registry.checkpoint(registry_settings, running.id, running.epoch, {"seen": [1, {"a": None}]})
+
+    found = registry.get(registry_settings, KIND, txid)
+    (listed,) = registry.select(registry_settings, kind=KIND)
+
+    assert found == listed
+    assert (
+        found.args == args and found.state == {"seen": [1, {"a": None}]} and found.policy == POLICY.to_json()
+    )
+    assert found.heartbeat_at is not None and found.heartbeat_at.tzinfo is not None
+    assert found.started_at.tzinfo is not None and found.worker == "test@here"
+    assert registry.get(registry_settings, KIND, f"{txid}_unknown") is None
+
+
+def test_get_of_a_pending_entry_has_no_lease(registry_settings: Settings, txid: str) -> None:
+    row, _ = registry.start(registry_settings, KIND, txid, {}, POLICY)
+
+    found = registry.get(registry_settings, KIND, txid)
+
+    assert found == row and found is not None and found.heartbeat_at is None and found.state is None
+
+
+def test_get_on_postgresql_replaces_a_pooled_connection_the_server_closed(
+    pg_database: str, txid: str
+) -> None:
+    settings = Settings(database_url=pg_database)
+    registry.migrate(settings)
+    try:
+        registry.start(settings, KIND, txid, {}, POLICY)
+        assert registry.get(settings, KIND, txid) is not None  # a connection now waits in the pool
+        with psycopg.connect(pg_database.replace("+psycopg", ""), autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+
+        found = registry.get(settings, KIND, txid)
+
+        assert found is not None and found.transaction_id == txid
+    finally:
+        registry.dispose(settings)
+
+
+def test_get_on_a_registry_never_migrated_says_so(database_url: str) -> None:
+    settings = Settings(database_url=database_url, auto_migrate=False)
+    try:
+        with pytest.raises(RegistryNotMigrated):
+            registry.get(settings, KIND, "t1")
+    finally:
+        registry.dispose(settings)
