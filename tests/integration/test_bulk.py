@@ -5,7 +5,7 @@ run; ``lookup_many`` finds the live ones by ID."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -13,18 +13,21 @@ import sqlalchemy as sa
 from sqlalchemy import orm
 
 import tracking
+import tracking.celery
 from tests.harness import Cluster, running, wait_for
 from tests.integration.trackers import Counter, TemporaryCrasher
 from tracking import client, registry
+from tracking.celery.publishing import publish_many_with
 from tracking.client import Publishable
 from tracking.policy import RestartPolicy
 
 pytestmark = [pytest.mark.stacks("sqlite-embedded", "postgres-redis"), pytest.mark.cluster(workers=("w1",))]
 
 
-@pytest.fixture
-def sent(cluster: Cluster) -> Iterator[list[str]]:
-    """The transaction IDs the test's client publishes (it publishes them as before)."""
+@pytest.fixture(params=["one by one", "on one producer"])
+def sent(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[list[str]]:
+    """The transaction IDs the test's client publishes (it publishes them as before), one publish
+    each or, for a batch, on one producer (``publish_many``)."""
     before = client.current()
     seen: list[str] = []
 
@@ -32,7 +35,15 @@ def sent(cluster: Cluster) -> Iterator[list[str]]:
         seen.append(row.transaction_id)
         before.publish(row)
 
-    client.use(dataclasses.replace(before, publish=publish))
+    many = None
+    if request.param == "on one producer":
+        on_one = publish_many_with(tracking.celery.current_app(), before.settings)
+
+        def many(rows: Sequence[Publishable]) -> None:
+            seen.extend(row.transaction_id for row in rows)
+            on_one(rows)
+
+    client.use(dataclasses.replace(before, publish=publish, publish_many=many))
     yield seen
     client.use(before)
 
@@ -51,8 +62,10 @@ def test_start_many_records_the_batch_publishes_each_new_entry_once_and_all_run(
     assert not any(refs[t].already_started for t in ids[1:])
     assert sorted(sent) == sorted(ids[1:])
     wait_for(
-        lambda: all(ref.status == "running" for ref in Counter.lookup_many(ids).values())
-        and len(Counter.lookup_many(ids)) == len(ids),
+        lambda: (
+            all(ref.status == "running" for ref in Counter.lookup_many(ids).values())
+            and len(Counter.lookup_many(ids)) == len(ids)
+        ),
         timeout=60,
         what="every tracker of the batch to run",
     )

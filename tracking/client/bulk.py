@@ -9,7 +9,7 @@ from typing import Any
 
 from tracking import registry
 from tracking.client.joined import open_transaction
-from tracking.client.refs import Publish, TrackerRef, announce
+from tracking.client.refs import Publish, PublishMany, TrackerRef, announce_many
 from tracking.models import Entry, Status
 from tracking.policy import RestartPolicy
 from tracking.settings import Settings
@@ -22,6 +22,7 @@ class Bulk:
 
     settings: Settings
     publish: Publish
+    publish_many: PublishMany | None
 
     def start_many(
         self, kind: str, transaction_ids: Iterable[str], args: dict[str, Any], policy: RestartPolicy
@@ -29,8 +30,9 @@ class Bulk:
         """Start a tracker for each ID (the same start arguments for all), as ``start`` does each:
         idempotent per ID (``ref.already_started`` for those registered and not dead). All the
         input is checked before anything is written, and the batch is recorded in one registry
-        transaction: all or none. Each new entry is then published (a batch that the broker
-        refuses stays recorded, and the supervisor publishes it). Inside an application
+        transaction: all or none. Each new entry is then published, all on one producer when the
+        client has ``publish_many`` (a batch that the broker refuses stays recorded, and the
+        supervisor publishes it). Inside an application
         transaction, as ``start`` (:mod:`.joined`)."""
         ids = list(transaction_ids)
         for transaction_id in ids:
@@ -57,8 +59,8 @@ class Bulk:
         self._announce_all(created, {row.transaction_id: TrackerRef.from_row(row) for row in created})
 
     def _announce_all(self, created: list[Entry], refs: dict[str, TrackerRef]) -> None:
-        for row in created:
-            announce(self.publish, row, refs[row.transaction_id])
+        """Publish the new entries, on one producer when the client has ``publish_many``."""
+        announce_many(self.publish, self.publish_many, created, [refs[row.transaction_id] for row in created])
 
     def lookup_many(self, kind: str, transaction_ids: Iterable[str]) -> dict[str, TrackerRef]:
         """The registered trackers among these IDs (as ``lookup``: dead ones left out), by ID;

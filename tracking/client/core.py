@@ -13,7 +13,7 @@ from tracking import registry
 from tracking.client.bulk import Bulk
 from tracking.client.joined import AppTransaction, open_transaction
 from tracking.client.operations import Operations
-from tracking.client.refs import Publish, TrackerRef, announce, running_here
+from tracking.client.refs import Publish, PublishMany, TrackerRef, announce, running_here
 from tracking.exceptions import NotFound, Timeout, TrackerCrashed, TrackingError
 from tracking.models import MessageStatus, MessageType, Status
 from tracking.policy import RestartPolicy
@@ -25,10 +25,12 @@ from tracking.validation import transaction_id as valid_transaction_id
 
 @dataclasses.dataclass(frozen=True)
 class Client(Operations, Bulk):
-    """The registry at ``settings``, and the broker ``publish`` sends trackers' messages to."""
+    """The registry at ``settings``, and the broker ``publish`` sends trackers' messages to
+    (``publish_many``, when given, sends many at once: ``start_many``'s)."""
 
     settings: Settings
     publish: Publish
+    publish_many: PublishMany | None = None
 
     def start(
         self, kind: str, transaction_id: str, args: dict[str, Any], policy: RestartPolicy

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
@@ -45,6 +45,8 @@ class Publication:
 
 #: sends the message that starts incarnation ``epoch`` of a tracker
 Publish = Callable[[Publishable], None]
+#: sends the messages of many (``start_many``), in order; raises at the first it cannot send
+PublishMany = Callable[[Sequence[Publishable]], None]
 P = TypeVar("P", bound=Publishable)
 
 #: the (kind, transaction ID) whose incarnation runs in this thread (set by the worker), so that
@@ -126,3 +128,21 @@ def announce(publish: Callable[[Entry], None], row: Entry, ref: TrackerRef) -> N
     cannot take it) and send ``tracker_started``."""
     publish_or_warn(publish, row)
     signals.tracker_started.send(row.kind, transaction_id=row.transaction_id, epoch=row.epoch, ref=ref)
+
+
+def announce_many(
+    publish: Publish, publish_many: PublishMany | None, rows: Sequence[Entry], refs: Sequence[TrackerRef]
+) -> None:
+    """New entries recorded: publish their messages, with ``publish_many`` when there is one and
+    more than one message (else one ``publish`` each), and send ``tracker_started`` for each. What
+    the broker cannot take is logged and left to the supervisor, as :func:`announce` does."""
+    if publish_many is None or len(rows) < 2:
+        for row, ref in zip(rows, refs, strict=True):
+            announce(publish, row, ref)
+        return
+    try:
+        publish_many(rows)
+    except Exception as exc:
+        log.warning("%d %s trackers not all published yet: %s", len(rows), rows[0].kind, redact_url(str(exc)))
+    for row, ref in zip(rows, refs, strict=True):
+        signals.tracker_started.send(row.kind, transaction_id=row.transaction_id, epoch=row.epoch, ref=ref)
