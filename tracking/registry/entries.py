@@ -167,11 +167,12 @@ def _start(
 ) -> tuple[Entry, bool]:
     params = _start_params(kind, transaction_id, args, policy.to_json())
     insert = starts.statement(conn.dialect, "insert", settings.start_grace_seconds)
-    key = (trackers.c.kind == kind, trackers.c.transaction_id == transaction_id)
+    key: tuple[Any, ...] = ()
     while True:
         inserted = conn.execute(insert, params).mappings().first()
         if inserted is not None:
             return _created(conn, [Entry.from_mapping(inserted)])[0], True
+        key = key or (trackers.c.kind == kind, trackers.c.transaction_id == transaction_id)
         row = _one(conn, *key, lock=True)
         if row is not None:
             break

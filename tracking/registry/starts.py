@@ -10,9 +10,9 @@ only binds its values.
               reads it); executed with many parameter sets, it inserts a batch in one statement
               (SQLAlchemy's "insertmanyvalues"), in the order given
 ``insert batch``  PostgreSQL: the same for a batch, its IDs given as an array
-``recorded``  PostgreSQL: the new entries' epochs raised to ``first_epoch`` as of now (an insert
-              that waited for an earlier life's exit computed it before that exit was visible)
-              and their ``started`` events written, in one statement
+``recorded``  PostgreSQL: the new entries' epochs raised to ``first_epoch`` as of now where they
+              are below it (an insert that waited for an earlier life's exit computed it before
+              that exit was visible) and their ``started`` events written, in one statement
 ``started``   SQLite: the ``started`` event of a new entry (its write lock excludes that race)
 """
 
@@ -26,7 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine.interfaces import Dialect
 
 from tracking.models import Status, events, trackers
-from tracking.registry.core import db_now, greatest
+from tracking.registry.core import db_now
 from tracking.registry.transitions import first_epoch
 
 _kind = sa.bindparam("k", type_=trackers.c.kind.type)
@@ -96,16 +96,24 @@ def _insert_batch(grace: float) -> Any:
 
 
 def _recorded() -> Any:
-    """PostgreSQL: raise the new entries (``ids``) to ``first_epoch`` as of now and record their
-    starts; returns ``(transaction_id, epoch)`` of each."""
+    """PostgreSQL: raise the new entries (``ids``) that need it to ``first_epoch`` as of now, and
+    record their starts; returns ``(transaction_id, epoch)`` of each. An entry whose epoch holds
+    (all of them but after a race) is not written again."""
+    ids = sa.bindparam("ids", type_=postgresql.ARRAY(sa.BigInteger()))
+    floor = first_epoch(trackers.c.kind, trackers.c.transaction_id)
     fixed = (
         trackers.update()
-        .where(trackers.c.id == sa.any_(sa.bindparam("ids", type_=postgresql.ARRAY(sa.BigInteger()))))
-        .values(epoch=greatest(trackers.c.epoch, first_epoch(trackers.c.kind, trackers.c.transaction_id)))
-        .returning(trackers.c.kind, trackers.c.transaction_id, trackers.c.epoch)
+        .where(trackers.c.id == sa.any_(ids), trackers.c.epoch < floor)
+        .values(epoch=floor)
+        .returning(trackers.c.id, trackers.c.epoch)
         .cte("fixed")
     )
-    started = sa.select(fixed.c.kind, fixed.c.transaction_id, fixed.c.epoch, db_now(), sa.literal("started"))
+    epoch = sa.func.coalesce(fixed.c.epoch, trackers.c.epoch)
+    started = (
+        sa.select(trackers.c.kind, trackers.c.transaction_id, epoch, db_now(), sa.literal("started"))
+        .select_from(trackers.outerjoin(fixed, fixed.c.id == trackers.c.id))
+        .where(trackers.c.id == sa.any_(ids))
+    )
     columns = ["kind", "transaction_id", "epoch", "at", "event"]
     return (
         events.insert()
