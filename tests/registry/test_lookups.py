@@ -3,6 +3,8 @@ on SQLite and PostgreSQL, and survives a pooled connection the server has closed
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import uuid
 
 import psycopg
@@ -76,5 +78,54 @@ def test_get_on_a_registry_never_migrated_says_so(database_url: str) -> None:
     try:
         with pytest.raises(RegistryNotMigrated):
             registry.get(settings, KIND, "t1")
+    finally:
+        registry.dispose(settings)
+
+
+def test_lookups_spare_connections_are_closed_when_the_registry_is_disposed(
+    pg_database: str, txid: str
+) -> None:
+    settings = Settings(database_url=pg_database)
+    registry.migrate(settings)
+    name = pg_database.rsplit("/", 1)[-1]
+    with psycopg.connect(pg_database.replace("+psycopg", ""), autocommit=True) as admin:
+
+        def ours() -> int:
+            query = (
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = %s AND application_name LIKE 'tracking-%%'"
+            )
+            found = admin.execute(query, (name,)).fetchone()
+            assert found is not None
+            return int(found[0])
+
+        try:
+            registry.start(settings, KIND, txid, {}, POLICY)
+            assert registry.get(settings, KIND, txid) is not None
+            assert ours() >= 1
+        finally:
+            registry.dispose(settings)
+        assert ours() == 0
+
+
+def _lookup_in_child(database_url: str, txid: str) -> None:
+    found = registry.get(Settings(database_url=database_url), KIND, txid)
+    os._exit(0 if found is not None and found.transaction_id == txid else 3)
+
+
+def test_a_forked_child_looks_up_on_connections_of_its_own(database_url: str, txid: str) -> None:
+    settings = Settings(database_url=database_url)
+    registry.migrate(settings)
+    try:
+        registry.start(settings, KIND, txid, {}, POLICY)
+        assert registry.get(settings, KIND, txid) is not None  # the parent keeps a spare connection
+        child = multiprocessing.get_context("fork").Process(
+            target=_lookup_in_child, args=(database_url, txid)
+        )
+        child.start()
+        child.join(60)
+
+        assert child.exitcode == 0
+        assert registry.get(settings, KIND, txid) is not None  # the parent's spare still works
     finally:
         registry.dispose(settings)

@@ -190,8 +190,13 @@ def _created(conn: sa.Connection, inserted: list[Entry]) -> list[Entry]:
         # The insert may have waited for an earlier life's exit to commit, while its
         # epoch was computed before: computed again now, that exit in sight, in the
         # statement that records the start (SQLite's write lock excludes the race).
-        ids = [row.id for row in inserted]
-        recorded = conn.execute(starts.statement(conn.dialect, "recorded"), {"ids": ids})
+        if len(inserted) == 1:
+            recorded = conn.execute(
+                starts.statement(conn.dialect, "recorded one"), {"row_id": inserted[0].id}
+            )
+        else:
+            ids = [row.id for row in inserted]
+            recorded = conn.execute(starts.statement(conn.dialect, "recorded"), {"ids": ids})
         epochs: dict[str, int] = {t: epoch for t, epoch in recorded}
         return [dataclasses.replace(row, epoch=epochs[row.transaction_id]) for row in inserted]
     started = [{"k": row.kind, "t": row.transaction_id, "epoch": row.epoch} for row in inserted]

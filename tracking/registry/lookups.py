@@ -3,22 +3,26 @@
 A lookup is one primary-key-sized read, and the machinery around it (a Connection, the statement's
 cache key, the result's metadata, a mapping per row) cost more than the query. So the statement,
 built with SQLAlchemy Core like every other, is compiled once per engine; each lookup checks a
-connection out of the engine's pool, runs the compiled SQL on the driver (psycopg prepares it
+connection out of the engine's pool (and keeps up to ``SPARE`` of them between lookups, which
+costs as much as the query otherwise), runs the compiled SQL on the driver (psycopg prepares it
 after a few runs), in autocommit on PostgreSQL (no BEGIN or ROLLBACK round trips) and outside any
 transaction on SQLite, and maps the one row it gets to an :class:`~tracking.models.Entry` by
-position. Driver errors are raised as SQLAlchemy's, translated at the registry's boundary as
+position. A spare is closed when its engine is disposed (``registry.dispose``); a forked child
+never touches its parent's. Driver errors are raised as SQLAlchemy's, translated at the registry's boundary as
 everywhere else; a pooled connection found dead is replaced and the read tried once more.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.pool import PoolProxiedConnection
 
 from tracking.models import Entry, trackers
 from tracking.registry.core import _translated, engine
@@ -73,6 +77,50 @@ def _fetch(
     """The row, or ``(None, error)`` when the pooled connection was found dead (it is replaced);
     any other driver error is raised as SQLAlchemy's."""
     dialect = eng.dialect
+    raw = _checkout(eng)
+    try:
+        row = raw.driver_connection.execute(sql, params).fetchone()  # type: ignore[union-attr]
+    except dialect.loaded_dbapi.Error as exc:
+        dead = dialect.is_disconnect(exc, raw.dbapi_connection, None)
+        error = sa_exc.DBAPIError.instance(
+            sql, params, exc, dialect.loaded_dbapi.Error, connection_invalidated=dead, dialect=dialect
+        )
+        if dead:
+            raw.invalidate(exc)
+            return None, error
+        _checkin(eng, raw)
+        raise error from exc
+    except BaseException:
+        raw.invalidate()
+        raise
+    _checkin(eng, raw)
+    return row, None
+
+
+# -- spare connections ------------------------------------------------------------------------------
+
+#: connections each engine's lookups keep between two lookups, out of its pool: a checkout from
+#: SQLAlchemy's pool and its return cost as much as the query
+SPARE = 2
+#: per engine, its spare connections, each with the process that checked it out
+_spares: dict[sa.Engine, list[tuple[int, PoolProxiedConnection]]] = {}
+#: spares a forked child found: its parent's sockets, never used nor closed here
+_orphans: list[PoolProxiedConnection] = []
+
+
+def _checkout(eng: sa.Engine) -> PoolProxiedConnection:
+    """A spare connection of this process, else one from the engine's pool (in autocommit on
+    PostgreSQL, as long as lookups hold it)."""
+    spares = _spares.get(eng)
+    while spares:
+        try:
+            pid, raw = spares.pop()
+        except IndexError:
+            break
+        if pid == os.getpid():
+            return raw
+        _orphans.append(raw)
+    dialect = eng.dialect
     try:
         raw = eng.raw_connection()
     except dialect.loaded_dbapi.Error as exc:  # raised by the driver as is, unlike a statement's
@@ -80,28 +128,37 @@ def _fetch(
         raise sa_exc.DBAPIError.instance(
             None, None, exc, dialect.loaded_dbapi.Error, connection_invalidated=dead, dialect=dialect
         ) from exc
+    if dialect.name == "postgresql":
+        raw.driver_connection.autocommit = True  # type: ignore[union-attr]
+    return raw
+
+
+def _checkin(eng: sa.Engine, raw: PoolProxiedConnection) -> None:
+    """Keep ``raw`` as a spare, or give it back to the engine's pool as it was checked out."""
+    spares = _spares.get(eng)
+    if spares is None:
+        with _lock:
+            spares = _spares.get(eng)
+            if spares is None:
+                spares = _spares[eng] = []
+                sa.event.listen(eng, "engine_disposed", _forget)
+    if len(spares) < SPARE:
+        spares.append((os.getpid(), raw))
+        return
     try:
-        driver: Any = raw.driver_connection
-        postgres = dialect.name == "postgresql"
-        try:
-            if postgres:
-                driver.autocommit = True
-            try:
-                return driver.execute(sql, params).fetchone(), None
-            finally:
-                if postgres and not driver.closed:
-                    driver.autocommit = False
-        except dialect.loaded_dbapi.Error as exc:
-            dead = dialect.is_disconnect(exc, raw.dbapi_connection, None)
-            error = sa_exc.DBAPIError.instance(
-                sql, params, exc, dialect.loaded_dbapi.Error, connection_invalidated=dead, dialect=dialect
-            )
-            if not dead:
-                raise error from exc
-            raw.invalidate(exc)
-            return None, error
+        if eng.dialect.name == "postgresql":
+            raw.driver_connection.autocommit = False  # type: ignore[union-attr]
     finally:
         raw.close()
+
+
+def _forget(eng: sa.Engine) -> None:
+    """The engine was disposed: close its spares (a forked child only drops its parent's)."""
+    for pid, raw in _spares.pop(eng, []):
+        if pid == os.getpid():
+            raw.invalidate()
+        else:
+            _orphans.append(raw)
 
 
 def _entry(row: Sequence[Any], dialect: str) -> Entry:

@@ -95,15 +95,23 @@ def _insert_batch(grace: float) -> Any:
     return insert.on_conflict_do_nothing().returning(*trackers.c)
 
 
-def _recorded() -> Any:
-    """PostgreSQL: raise the new entries (``ids``) that need it to ``first_epoch`` as of now, and
-    record their starts; returns ``(transaction_id, epoch)`` of each. An entry whose epoch holds
-    (all of them but after a race) is not written again."""
-    ids = sa.bindparam("ids", type_=postgresql.ARRAY(sa.BigInteger()))
+def _recorded(batch: bool) -> Any:
+    """PostgreSQL: raise the new entries (``ids``, or the one ``row_id``) that need it to
+    ``first_epoch`` as of now, and record their starts; returns ``(transaction_id, epoch)`` of
+    each. An entry whose epoch holds (all of them but after a race) is not written again.
+
+    One entry is named by a scalar: with an array, PostgreSQL's estimate for the generic plan of
+    the prepared statement is worse than a custom plan's, so it plans the statement again on every
+    start (most of its cost); with a scalar it keeps the generic plan."""
+    ids: Any
+    if batch:
+        ids = sa.any_(sa.bindparam("ids", type_=postgresql.ARRAY(sa.BigInteger())))
+    else:
+        ids = sa.bindparam("row_id", type_=sa.BigInteger())
     floor = first_epoch(trackers.c.kind, trackers.c.transaction_id)
     fixed = (
         trackers.update()
-        .where(trackers.c.id == sa.any_(ids), trackers.c.epoch < floor)
+        .where(trackers.c.id == ids, trackers.c.epoch < floor)
         .values(epoch=floor)
         .returning(trackers.c.id, trackers.c.epoch)
         .cte("fixed")
@@ -112,7 +120,7 @@ def _recorded() -> Any:
     started = (
         sa.select(trackers.c.kind, trackers.c.transaction_id, epoch, db_now(), sa.literal("started"))
         .select_from(trackers.outerjoin(fixed, fixed.c.id == trackers.c.id))
-        .where(trackers.c.id == sa.any_(ids))
+        .where(trackers.c.id == ids)
     )
     columns = ["kind", "transaction_id", "epoch", "at", "event"]
     return (
@@ -132,13 +140,14 @@ def _started() -> Any:
 
 @functools.lru_cache(maxsize=64)
 def statement(dialect: Dialect, which: str, grace: float = 0.0) -> Any:
-    """Statement ``which`` ("insert", "insert batch", "recorded" or "started") for ``dialect``,
+    """Statement ``which`` ("insert", "insert batch", "recorded", "recorded one" or
+    "started") for ``dialect``,
     built once: the same object on every call, so SQLAlchemy computes its cache key once and finds
     its compiled form in the engine's cache."""
     if which == "insert":
         return _insert(dialect.name, grace)
     if which == "insert batch":
         return _insert_batch(grace)
-    if which == "recorded":
-        return _recorded()
+    if which in ("recorded", "recorded one"):
+        return _recorded(batch=which == "recorded")
     return _started()
