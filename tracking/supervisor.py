@@ -14,8 +14,9 @@ What a sweep rescues, in order:
    same epoch: if the first message does turn up later, only one of the two can claim the entry.
    Each further wait doubles, up to 32 grace periods (a publish that failed does not count).
 3. **Due restarts and parked trackers.** A failed entry whose backoff is over, and a parked
-   tracker whose next tick (or a message) is due, are made pending and published. Workers do this
-   too, sooner (``WorkerRuntime``); the sweep covers the time when no worker is up to do it.
+   tracker whose next tick (or a message) is due, are made pending and published. Workers' wakers
+   do this as soon as they are due (``tracking.worker.waker``); the sweep wakes those left due for
+   a lease period (no worker is up, or the wakers fall behind).
 4. **History.** Events older than ``events_retention_seconds``, and answered calls nobody
    collected, are deleted, a batch per sweep.
 
@@ -85,7 +86,9 @@ def sweep(settings: Settings, publish: Publish, name: str | None = None, limit: 
             unsent.append(row)
     registry.not_published(settings, unsent)  # a failed publish is no copy waiting in the broker
 
-    for row in registry.wake_due(settings, limit=limit):
+    # Workers' wakers wake due entries within a second, parked ones in batches; the sweep wakes
+    # those they left for a lease period (no worker is up, or they fall behind), one by one.
+    for row in registry.wake_due(settings, limit=limit, overdue=settings.lease_seconds):
         counts["woken"] += 1
         if not publish_or_warn(publish, row):
             counts["failed_publish"] += 1  # pending now: published again after the start grace

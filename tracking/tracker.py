@@ -9,9 +9,10 @@ current :class:`~tracking.client.Client`'s operations for the class's kind.
 from __future__ import annotations
 
 import builtins
+import inspect
 import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar, Self
 
 from tracking import client
@@ -19,6 +20,7 @@ from tracking.client import TrackerRef
 from tracking.exceptions import InvalidTracker
 from tracking.models import Entry, MessageType
 from tracking.policy import RestartPolicy
+from tracking.registry import MAX_BATCH
 
 __all__ = ["Tracker", "TrackerRef", "kinds", "of_kind", "subscribe"]
 
@@ -27,7 +29,7 @@ _KIND = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,199}$")
 
 class _OfItsKind:
     """What :class:`Tracker` subclasses share about their kind: its name, and the class methods
-    for many transaction IDs at once."""
+    for many transaction IDs at once (``tick_many`` among them)."""
 
     kind: ClassVar[str] = "Tracker"
     policy: ClassVar[RestartPolicy] = RestartPolicy()
@@ -51,6 +53,25 @@ class _OfItsKind:
         read in one query a thousand IDs."""
         return client.current().lookup_many(cls._own_kind(), transaction_ids)
 
+    @classmethod
+    def tick_many(
+        cls, due: builtins.list[tuple[Self, dict[str, Any]]]
+    ) -> Sequence[dict[str, Any] | BaseException]:
+        """Optional: tick many due trackers of this kind at once, to ask the source once for all.
+
+        Receives ``(tracker, state)`` pairs of parked trackers due together and returns one outcome
+        per pair, in the same order: the new state, a ``tracking.Done`` when final, or an exception
+        instance for an entry that failed alone (its restart policy applies; the others go on). If
+        it raises, every entry of the batch fails. Not defined: each tracker's ``tick`` is called.
+        """
+        raise NotImplementedError(f"{cls.__name__} does not define tick_many")
+
+    @classmethod
+    def ticks_in_bulk(cls) -> bool:
+        """Whether the kind defines ``tick_many``."""
+        default = getattr(_OfItsKind.tick_many, "__func__", None)
+        return getattr(cls.tick_many, "__func__", None) is not default
+
 
 class Tracker(_OfItsKind):
     """A long-running tracker of one transaction: subclass it, define ``init`` and ``tick``.
@@ -65,6 +86,9 @@ class Tracker(_OfItsKind):
     ``park``          park between ticks, giving the worker slot back: None (default) parks when
                       ``interval`` is at least ``TRACKING_PARK_SECONDS`` (60 s), True always,
                       False never
+    ``batch_size``    parked trackers of this kind due together are ticked in batches of at most
+                      this many, one after another in one worker slot (or all at once by
+                      ``tick_many``); 1 ticks each in a task of its own
 
     While it runs, an instance has ``transaction_id``, ``args`` (the start arguments), ``task_id``
     and ``token``: the fencing token of this incarnation, which grows with every restart. Pass it
@@ -80,6 +104,7 @@ class Tracker(_OfItsKind):
     backoff: ClassVar[float] = 1.0
     backoff_max: ClassVar[float] = 60.0
     park: ClassVar[bool | None] = None
+    batch_size: ClassVar[int] = 50
     policy: ClassVar[RestartPolicy] = RestartPolicy()
 
     transaction_id: str
@@ -205,6 +230,11 @@ def _configure(cls: type[Tracker]) -> None:
         raise InvalidTracker(f"interval must be a positive number of seconds, not {interval!r}")
     if cls.park is not None and not isinstance(cls.park, bool):
         raise InvalidTracker(f"park must be True, False or None, not {cls.park!r}")
+    size = cls.batch_size
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_BATCH:
+        raise InvalidTracker(f"batch_size must be an int from 1 to {MAX_BATCH}, not {size!r}")
+    if not isinstance(inspect.getattr_static(cls, "tick_many"), classmethod):
+        raise InvalidTracker("tick_many must be a class method (@classmethod)")
     cls.policy = RestartPolicy(
         restart=cls.restart,  # type: ignore[arg-type]  # validated by RestartPolicy
         max_restarts=cls.max_restarts,

@@ -78,8 +78,12 @@ def test_the_readme_quick_start_pasted_into_a_new_folder_runs_a_tracker_to_done(
 
     # The migrate step as pasted (it exports TRACKING_IMPORTS): bash, in the folder.
     done = subprocess.run(
-        ["bash", "-euc", f"{migrate.text}\nenv | grep ^TRACKING_"], cwd=folder, env=env, capture_output=True,
-        text=True, timeout=120,
+        ["bash", "-euc", f"{migrate.text}\nenv | grep ^TRACKING_"],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr
     exported = dict(line.split("=", 1) for line in done.stdout.splitlines() if line.startswith("TRACKING_"))
@@ -90,8 +94,12 @@ def test_the_readme_quick_start_pasted_into_a_new_folder_runs_a_tracker_to_done(
         with (folder / f"{line.split()[3]}.log").open("wb") as log:
             processes.append(
                 subprocess.Popen(
-                    shlex.split(line), cwd=folder, env=env, start_new_session=True,
-                    stdout=log, stderr=subprocess.STDOUT,
+                    shlex.split(line),
+                    cwd=folder,
+                    env=env,
+                    start_new_session=True,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
                 )
             )
 

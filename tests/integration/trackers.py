@@ -460,3 +460,47 @@ SIDE_TABLES: dict[str, tuple[Callable[[sa.Engine], None], tuple[str, ...]]] = {
     "edges": (create_edge_tables, (EDGE_TICKS_TABLE, FINISHES_TABLE, GATES_TABLE)),
     "signals": (create_signals_table, (SIGNALS_TABLE,)),
 }
+
+
+class Batched(tracking.Tracker):
+    """Parked five minutes between ticks: after its first tick it ticks only when a test makes it
+    due, and then in a batch. Its start argument ``then`` says what its ticks do: "tick", "crash"
+    (it is dead at once: no restarts) or "done". Each tick records the Celery task it ran in."""
+
+    interval = 300.0
+    park = True
+    max_restarts = 0
+
+    def init(self, transaction_id: str, **args: Any) -> dict[str, Any]:
+        return {"ticks": 0, "then": args.get("then", "tick"), "task": None}
+
+    def tick(self, state: dict[str, Any]) -> dict[str, Any]:
+        return _batched_tick(state, self.token, [self.transaction_id])
+
+
+class BulkBatched(Batched):
+    """A Batched whose batches are ticked by ``tick_many``: each state records which trackers the
+    hook saw together, and the token each was seen with."""
+
+    @classmethod
+    def tick_many(cls, due: list[tuple[BulkBatched, dict[str, Any]]]) -> list[dict[str, Any] | BaseException]:
+        seen = sorted(tracker.transaction_id for tracker, _ in due)
+        outcomes: list[dict[str, Any] | BaseException] = []
+        for tracker, state in due:
+            try:
+                outcomes.append(_batched_tick(state, tracker.token, seen))
+            except Exception as exc:  # Done included: an outcome of that entry alone
+                outcomes.append(exc)
+        return outcomes
+
+
+def _batched_tick(state: dict[str, Any], token: int, seen: list[str]) -> dict[str, Any]:
+    from celery import current_task
+
+    state = {**state, "ticks": state["ticks"] + 1, "token": token, "seen": seen}
+    state["task"] = current_task.name if current_task is not None else None
+    if state["then"] == "crash" and state["ticks"] > 1:
+        raise RuntimeError("crash asked for")
+    if state["then"] == "done" and state["ticks"] > 1:
+        raise tracking.Done(state)
+    return state

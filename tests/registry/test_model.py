@@ -7,7 +7,9 @@ worker processes. The rules are what the runtime, the supervisor and the users d
 afresh after a finish), ``claim`` (the entry's own message, a duplicate, or a stale one of an older
 incarnation or life, by a worker whose lease is live or not), ``tick`` (ends in a checkpoint or a
 park), ``exit`` (a crash, ``Done`` of a transient or permanent tracker, or honouring a stop),
-``stop`` (normal, shutdown, abnormal), ``hand_off``, ``send`` (a cast or call) and
+``stop`` (normal, shutdown, abnormal), ``hand_off``, ``claim_batch`` and ``park_batch`` (a batch
+of parked trackers claimed and parked again together, some of its entries superseded or with mail
+or a stop waiting), ``send`` (a cast or call) and
 ``handle_message``, ``due_time_passes`` (a grace, backoff or park runs out), ``lease_lapses`` (a
 worker's lease expires, or its row vanishes), ``renew`` (a worker declared lost registers again
 under a new ID, as the runtime does) and ``sweep`` by one or two supervisors at once. Every write
@@ -143,6 +145,8 @@ class Entry:
     worker_id: str | None = None
     stop_reason: str | None = None
     due: bool = False
+    #: due for a lease period: a sweep wakes it (workers' wakers wake it once due)
+    overdue: bool = False
     state: Any = None
     backoff_step: int = 0
     policy: RestartPolicy = POLICIES["transient"]
@@ -242,9 +246,11 @@ class RegistryModel(RuleBasedStateMachine):
                 conn.execute(sa.text(f'DELETE FROM "{name}"'))
 
     def _entries(self) -> dict[str, dict[str, Any]]:
-        stmt = sa.select(trackers, (trackers.c.due_at <= registry.db_now()).label("is_due")).where(
-            trackers.c.kind == KIND
-        )
+        stmt = sa.select(
+            trackers,
+            (trackers.c.due_at <= registry.db_now()).label("is_due"),
+            (trackers.c.due_at <= registry.db_now(-LEASE_SECONDS)).label("is_overdue"),
+        ).where(trackers.c.kind == KIND)
         return {r["transaction_id"]: r for r in self._read_rows(self.s, stmt)}
 
     def _snapshot(self, e: Entry) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -602,6 +608,89 @@ class RegistryModel(RuleBasedStateMachine):
             )
 
     @precondition(SEEN)
+    @rule(
+        picks=st.lists(st.tuples(ID, WHO), min_size=1, max_size=IDS, unique_by=lambda p: p[0]),
+        w=st.one_of(st.just(0), PROCESS),
+    )
+    def claim_batch(self, picks: list[tuple[int, int]], w: int) -> None:
+        """A batch message reaches worker process ``w``, naming for each entry its own incarnation
+        (``which`` 0) or an older one: each is claimed exactly as its own message would claim it."""
+        w = sorted(range(PROCESSES), key=lambda k: (not self.leases[self.processes[k]].live(), k))[w]
+        worker_id = self.processes[w]
+        members, ours, before = [], set(), {}
+        for rank, which in picks:
+            i = self.rank(rank, lambda e: e.status == "pending")
+            e = self.entries[i]
+            if not e.seen:
+                continue
+            epoch = e.epoch if which == 0 else e.seen[(which - 1) % len(e.seen)][1]
+            members.append((e.txid, epoch))
+            before[i] = self._snapshot(e)
+            if e.status == "pending" and epoch == e.epoch and self.leases[worker_id].live():
+                ours.add(e.txid)
+                want = Want(
+                    "model", "running", worker_id=worker_id, state=e.state, backoff_step=e.backoff_step
+                )
+                self.expect(i, want)
+            else:
+                self.expect(i, self.unchanged(e, "fencing" if self.leases[worker_id].live() else "lease"))
+        if not members:
+            return
+        # One kind, one policy: the claim writes it to every entry it claims (as a claim does).
+        policy = self.entries[next(iter(before))].policy
+        got = registry.claim_batch(
+            self.s, KIND, members, worker=f"w{w}@model", worker_id=worker_id, policy=policy
+        )
+        self.counts["batch claims"] += len(got)
+        claimed = {r.transaction_id for r in got}
+        for e in self.entries:
+            if e.txid in claimed:
+                e.policy = policy
+        if claimed != ours:
+            self.violation(
+                "fencing", f"claim_batch {members} by {worker_id} claimed {claimed}, expected {ours}"
+            )
+        for i, snapshot in before.items():
+            e = self.entries[i]
+            if e.txid not in ours and self._snapshot(e) != snapshot:
+                self.violation("fencing", f"{e.txid}: a batch claim that left it out changed it")
+
+    @precondition(SEEN)
+    @rule(
+        picks=st.lists(st.tuples(ID, WHO), min_size=1, max_size=IDS, unique_by=lambda p: p[0]),
+        interval=st.sampled_from([600.0, 0.0]),
+    )
+    def park_batch(self, picks: list[tuple[int, int]], interval: float) -> None:
+        """A batch's incarnations (some superseded, some with mail or a stop waiting) park again
+        together, each with its own state: each parks exactly as it would alone."""
+        states, parking, before = [], set(), {}
+        for rank, who in picks:
+            i = self.rank(rank, _running)
+            e = self.entries[i]
+            target = self.target(e, who)
+            if target is None:
+                continue
+            state = self._state()
+            states.append((*target, state))
+            before[i] = self._snapshot(e)
+            if e.runs(target) and e.stop_reason is None and not e.queue:
+                parking.add(target[0])
+                self.expect(i, Want("model", "parked", state=state, backoff_step=e.backoff_step))
+            else:
+                why = "stop" if e.normal_stop else "mailbox" if e.runs(target) and e.queue else "fencing"
+                self.expect(i, self.unchanged(e, why))
+        if not states:
+            return
+        parked = registry.park_batch(self.s, states, interval)
+        self.counts["batch parks"] += len(parked)
+        if parked != parking:
+            self.violation("fencing", f"park_batch {states} parked {parked}, expected {parking}")
+        for i, snapshot in before.items():
+            e = self.entries[i]
+            if e.row_id not in parking and self._snapshot(e) != snapshot:
+                self.violation("fencing", f"{e.txid}: a batch park that left it out changed it")
+
+    @precondition(SEEN)
     @rule(picks=st.lists(st.tuples(ID, WHO), min_size=1, max_size=IDS, unique_by=lambda p: p[0]))
     def hand_off(self, picks: list[tuple[int, int]]) -> None:
         """A worker shutting down hands off its trackers (some of them superseded already)."""
@@ -713,7 +802,9 @@ class RegistryModel(RuleBasedStateMachine):
         e = self.entries[i]
         if e.status not in ("pending", "failed", "parked"):
             return
-        self._sql(trackers.update().where(trackers.c.id == e.row_id).values(due_at=registry.db_now(-1)))
+        # A lease period ago: a sweep wakes a parked or failed entry only once no waker did for that long.
+        overdue = registry.db_now(-LEASE_SECONDS - 1)
+        self._sql(trackers.update().where(trackers.c.id == e.row_id).values(due_at=overdue))
         self.expect(i, dataclasses.replace(self.unchanged(e), due=True))
 
     def _expire(self, worker_id: str) -> None:
@@ -787,7 +878,7 @@ class RegistryModel(RuleBasedStateMachine):
                 self.expect(i, want)
                 if want.status == "pending":
                     publish[i] = why
-            elif e.status in ("pending", "failed", "parked") and e.due:
+            elif (e.status == "pending" and e.due) or (e.status in ("failed", "parked") and e.overdue):
                 epoch = {"pending": "same", "failed": "any", "parked": "new"}[e.status]
                 self.expect(i, Want("model", "pending", epoch=epoch, due=False, backoff_step=e.backoff_step))
                 publish[i] = "model"
@@ -885,7 +976,7 @@ class RegistryModel(RuleBasedStateMachine):
 
     def _adopt(self, e: Entry, row: dict[str, Any] | None) -> None:
         if row is None:
-            e.status, e.worker_id, e.stop_reason, e.due = None, None, None, False
+            e.status, e.worker_id, e.stop_reason, e.due, e.overdue = None, None, None, False, False
             e.normal_stop, e.queue, e.handled = False, [], []
             return
         incarnation = (row["id"], row["epoch"])
@@ -897,6 +988,7 @@ class RegistryModel(RuleBasedStateMachine):
         e.row_id, e.epoch, e.status = row["id"], row["epoch"], row["status"]
         e.worker_id = row["worker_id"] if row["status"] == "running" else None
         e.stop_reason, e.due, e.state = row["stop_reason"], bool(row["is_due"]), row["state"]
+        e.overdue = bool(row["is_overdue"])
         e.backoff_step = row["backoff_step"]
         e.max_epoch = max(e.max_epoch, row["epoch"])
 

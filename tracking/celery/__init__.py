@@ -23,6 +23,7 @@ from tracking import client as clients
 from tracking import embedded, tracker
 from tracking.celery import process, state, tasks
 from tracking.celery.config import (
+    RETRY_POLICY,
     default_conf,
     embedded_broker_options,
     is_embedded,
@@ -52,9 +53,6 @@ __all__ = [
     "tracker_class",
 ]
 
-#: retries of one publish: a broker blip is ridden out, an outage fails fast (the entry is recorded
-#: already, and the supervisor publishes it again)
-RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
 _default_app: Celery | None = None
 
 

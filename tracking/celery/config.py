@@ -13,6 +13,10 @@ from celery.utils.imports import import_from_cwd
 from tracking import embedded
 from tracking.settings import Settings, unprefixed
 
+#: retries of one publish: a broker blip is ridden out, an outage fails fast (the entry is recorded
+#: already, and the supervisor publishes it again)
+RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
+
 
 def recommended_config(settings: Settings) -> dict[str, Any]:
     """The Celery settings `tracking` runs best with (see docs/celery-settings.md for why)."""

@@ -15,12 +15,12 @@ from celery import Celery, signals
 
 from tracking import registry, supervisor
 from tracking.celery import state
-from tracking.celery.config import is_embedded
+from tracking.celery.config import RETRY_POLICY, is_embedded
 from tracking.client import Client
 from tracking.exceptions import NotFound, RegistryUnavailable
 from tracking.settings import Settings
 from tracking.tracker import of_kind
-from tracking.worker import WorkerProcess
+from tracking.worker import Batch, PublishBatch, WorkerProcess
 
 log = logging.getLogger("tracking.celery")
 _process: WorkerProcess | None = None
@@ -40,8 +40,33 @@ def for_app(app: Celery, hostname: str) -> WorkerProcess:
                 client.publish,
                 sweep=lambda: sweep(client),
                 revoked=lambda task_id: task_id in worker_state.revoked,
+                publish_batch=publish_batch_with(app, client.settings),
             )
         return _process
+
+
+def batch_task_name(kind: str) -> str:
+    """The task that ticks a batch of parked trackers of ``kind`` ("/" is in no kind's name)."""
+    return f"tracking.{kind}/batch"
+
+
+def publish_batch_with(app: Celery, settings: Settings) -> PublishBatch:
+    """A publisher of batches of parked trackers, with ``app``: one message for the batch, whose
+    argument is the list of ``[transaction ID, epoch]`` pairs (Flower shows them)."""
+    queue = {"queue": settings.queue} if settings.queue else {}
+
+    def publish(batch: Batch) -> None:
+        app.send_task(
+            batch_task_name(batch.kind),
+            args=[[list(member) for member in batch.members]],
+            task_id=batch.task_id,
+            serializer="json",
+            retry=True,
+            retry_policy=RETRY_POLICY,
+            **queue,
+        )
+
+    return publish
 
 
 def sweep(client: Client) -> dict[str, int]:

@@ -19,8 +19,10 @@ from tracking import worker
 from tracking.celery import process, state
 from tracking.client import Client
 from tracking.exceptions import InvalidTransactionId
+from tracking.registry import MAX_BATCH
 from tracking.tracker import Tracker, of_kind
 from tracking.validation import transaction_id as valid_transaction_id
+from tracking.worker import Batch
 
 log = logging.getLogger("tracking.celery")
 
@@ -60,6 +62,47 @@ def make_task(app: Celery, cls: type[Tracker]) -> None:
         return worker.run(tracker, transaction_id, epoch, self.request.id, wp)
 
     run_tracker.__doc__ = f"Run one incarnation of the {kind} tracker."
+    if cls.park is not False:  # a kind that may park: its parked trackers are ticked in batches
+        make_batch_task(app, cls)
+
+
+def make_batch_task(app: Celery, cls: type[Tracker]) -> None:
+    kind = cls.kind
+
+    @app.task(
+        name=process.batch_task_name(kind),
+        bind=True,
+        acks_late=False,
+        ignore_result=True,
+        serializer="json",
+        shared=False,
+    )
+    def run_batch(self: Any, members: Any) -> str:
+        problem = malformed_batch(members)
+        if problem is not None:
+            log.error("%s: refused a malformed batch message: %s", kind, problem)
+            return "refused"
+        tracker = of_kind(kind) or cls
+        wp = process.for_app(self.app, self.request.hostname)
+        batch = Batch(kind, tuple((txid, epoch) for txid, epoch in members), self.request.id)
+        return worker.run_batch(tracker, batch, wp)
+
+    run_batch.__doc__ = f"Tick a batch of parked {kind} trackers."
+
+
+def malformed_batch(members: object) -> str | None:
+    """What is wrong with a batch message's argument, or None."""
+    if not isinstance(members, list) or not 1 <= len(members) <= MAX_BATCH:
+        return f"a batch must be a list of 1 to {MAX_BATCH} [transaction ID, epoch] pairs"
+    for member in members:
+        if not isinstance(member, list) or len(member) != 2:
+            return "a batch member must be a [transaction ID, epoch] pair"
+        problem = malformed(member[0], member[1])
+        if problem is not None:
+            return problem
+        if member[1] is None:
+            return f"a batch member of {member[0]!r} has no epoch"
+    return None
 
 
 def malformed(transaction_id: object, epoch: object) -> str | None:

@@ -22,9 +22,11 @@ upgrades to a write can fail with ``SQLITE_BUSY`` despite ``busy_timeout``), in 
 ``transitions``   the life of an entry as one table of transitions, and the exits it plans
 ``entries``       start, get, select, count, history
 ``incarnations``  one incarnation's fenced writes: claim, checkpoint, park, exits, handoff, stop
+``batches``       parked trackers ticked in batches: a batch claimed, and parked again, at once
 ``exits``         planned exits written: deregistered, dead or restarted, one entry or a batch
 ``mailboxes``     casts, calls, replies and wake-up notifications
 ``leases``        worker leases: registered, renewed, retired, declared lost, forgotten
+``limits``        rate limits shared by all workers: one token bucket per kind (``take_tokens``)
 ``supervision``   what a sweep finds and changes: orphans, unclaimed and parked entries, pruning
 ``metrics``       counts from the events table (Prometheus, benchmarks)
 """
@@ -40,6 +42,7 @@ from tracking.models import (
     Sweep,
     WorkerInfo,
 )
+from tracking.registry.batches import MAX_BATCH, claim_batch, park_batch
 from tracking.registry.core import create_engine, db_now, dispose, engine, migrate
 from tracking.registry.entries import (
     count,
@@ -70,6 +73,8 @@ from tracking.registry.leases import (
     retire_worker,
     worker_list,
 )
+from tracking.registry.limits import Grant
+from tracking.registry.limits import take as take_tokens
 from tracking.registry.mailboxes import (
     enqueue,
     handled,
@@ -95,9 +100,11 @@ from tracking.registry.supervision import (
 )
 
 __all__ = [
+    "MAX_BATCH",
     "WAKE_CHANNEL",
     "Entry",
     "Event",
+    "Grant",
     "Message",
     "MessageStatus",
     "MessageType",
@@ -108,6 +115,7 @@ __all__ = [
     "census",
     "checkpoint",
     "claim",
+    "claim_batch",
     "count",
     "count_events",
     "count_restarts",
@@ -136,6 +144,7 @@ __all__ = [
     "prune",
     "next_wake",
     "park",
+    "park_batch",
     "record_sweep",
     "recoveries",
     "register_worker",
@@ -151,6 +160,7 @@ __all__ = [
     "start_many",
     "start_on",
     "take_due",
+    "take_tokens",
     "take_reply",
     "wake_due",
     "withdraw",

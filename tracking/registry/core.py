@@ -1,5 +1,5 @@
 """The registry's engines and connections: transactions, driver errors translated at the boundary,
-the database clock, and the schema's migration."""
+and the schema's migration (the database clock is :mod:`tracking.registry.clock`)."""
 
 from __future__ import annotations
 
@@ -8,61 +8,22 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
-from datetime import datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.expression import FunctionElement
 
 from tracking.exceptions import RegistryNotMigrated, RegistryRefused, RegistryUnavailable
 from tracking.redact import redact_url
+
+# the clock, re-exported: the other rooms import it from here with the transactions
+from tracking.registry.clock import db_now as db_now
+from tracking.registry.clock import greatest as greatest
+from tracking.registry.clock import later as later
 from tracking.settings import Settings
 
 log = logging.getLogger("tracking.registry")
 T = TypeVar("T")
-
-
-# -- the database clock --------------------------------------------------------------------------
-
-
-class db_now(FunctionElement[datetime]):
-    """The database's current time, plus ``offset`` seconds (a bound parameter)."""
-
-    type = sa.DateTime(timezone=True)
-    inherit_cache = True
-
-    def __init__(self, offset: float = 0.0) -> None:
-        super().__init__(sa.literal(round(float(offset), 3), sa.Float()))
-
-
-@compiles(db_now, "postgresql")
-def _now_pg(element: db_now, compiler: Any, **kw: Any) -> str:
-    return f"(now() + make_interval(secs => {compiler.process(element.clauses, **kw)}))"
-
-
-@compiles(db_now, "sqlite")
-def _now_sqlite(element: db_now, compiler: Any, **kw: Any) -> str:
-    offset = compiler.process(element.clauses, **kw)
-    return f"strftime('%Y-%m-%d %H:%M:%f', 'now', ({offset}) || ' seconds')"
-
-
-class greatest(FunctionElement[int]):
-    """The largest of its arguments: GREATEST on PostgreSQL, the many-argument MAX on SQLite."""
-
-    type = sa.BigInteger()
-    inherit_cache = True
-
-
-@compiles(greatest, "postgresql")
-def _greatest_pg(element: greatest, compiler: Any, **kw: Any) -> str:
-    return f"greatest({compiler.process(element.clauses, **kw)})"
-
-
-@compiles(greatest, "sqlite")
-def _greatest_sqlite(element: greatest, compiler: Any, **kw: Any) -> str:
-    return f"max({compiler.process(element.clauses, **kw)})"
 
 
 # -- engines -------------------------------------------------------------------------------------

@@ -144,10 +144,11 @@ def next_wake(settings: Settings) -> float | None:
     return _read(settings, query)
 
 
-def wake_due(settings: Settings, limit: int = 500) -> list[Entry]:
+def wake_due(settings: Settings, limit: int = 500, overdue: float = 0.0) -> list[Entry]:
     """Make due parked and failed entries pending; returns them to publish. A parked entry gets a
     new epoch and task ID (a failed one got them when it failed); its wake-up records no event (it
-    wakes at every tick), a failed one's restart does.
+    wakes at every tick), a failed one's restart does. ``overdue``: only entries due at least that
+    many seconds ago (a sweep wakes what no worker's waker woke).
 
     Atomicity: one transaction; on PostgreSQL the due rows are locked with SKIP LOCKED, so
     concurrent wakers split the work, and every update is conditional on the epoch and status, so
@@ -155,7 +156,7 @@ def wake_due(settings: Settings, limit: int = 500) -> list[Entry]:
     """
     stmt = (
         sa.select(trackers.c.id, trackers.c.epoch, trackers.c.status)
-        .where(*guard(Op.WAKE))
+        .where(*guard(Op.WAKE), trackers.c.due_at <= db_now(-overdue))
         .order_by(trackers.c.due_at)
         .limit(limit)
         .with_for_update(skip_locked=True)

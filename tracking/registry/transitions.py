@@ -125,10 +125,13 @@ def guard(
     op: Op,
     *,
     epoch: Any = None,
+    fence: sa.ColumnElement[bool] | None = None,
     worker_id: str | None = None,
     settings: Settings | None = None,
 ) -> list[sa.ColumnElement[bool]]:
-    """The WHERE conditions of transition ``op`` (besides which entry it is)."""
+    """The WHERE conditions of transition ``op`` (besides which entry it is). A fenced transition
+    names the incarnation's ``epoch``, or gives its own ``fence`` condition (a batch names an
+    epoch per entry)."""
     rule = RULES[op]
     conditions: list[sa.ColumnElement[bool]] = [
         trackers.c.status.in_(sorted(rule.sources))
@@ -136,9 +139,9 @@ def guard(
         else trackers.c.status == next(iter(rule.sources))
     ]
     if rule.fenced:
-        if epoch is None:
+        if fence is None and epoch is None:
             raise ValueError(f"{op} is fenced: give the incarnation's epoch")
-        conditions.append(trackers.c.epoch == epoch)
+        conditions.append(fence if fence is not None else trackers.c.epoch == epoch)
     if rule.live_lease:
         if worker_id is None or settings is None:
             raise ValueError(f"{op} needs the writer's lease: give worker_id and settings")

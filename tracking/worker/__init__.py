@@ -5,13 +5,16 @@
 ``control``      the control loop: renewals, stop requests and mail, strays, a sweep now and then
 ``waker``        makes due parked and failed entries pending, and publishes them
 ``runner``       the run of one incarnation: claim, init, messages and ticks, the exit
+``batch``        a batch of parked trackers of one kind: claimed, ticked and parked together
 ``mailbox``      how an incarnation handles its casts and calls
 ``incarnation``  what the process knows of one running incarnation; :class:`Interrupt`
 ``retry``        the one way a registry write is retried
 """
 
+from tracking.worker.batch import run_batch
 from tracking.worker.incarnation import Incarnation, Interrupt
 from tracking.worker.process import WorkerProcess
 from tracking.worker.runner import run
+from tracking.worker.waker import Batch, PublishBatch
 
-__all__ = ["Incarnation", "Interrupt", "WorkerProcess", "run"]
+__all__ = ["Batch", "Incarnation", "Interrupt", "PublishBatch", "WorkerProcess", "run", "run_batch"]

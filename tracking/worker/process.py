@@ -21,7 +21,7 @@ from tracking.worker import listener
 from tracking.worker.control import Control, Process
 from tracking.worker.incarnation import Incarnation
 from tracking.worker.lease import Lease
-from tracking.worker.waker import Waker
+from tracking.worker.waker import PublishBatch, Waker
 
 log = logging.getLogger("tracking.worker")
 
@@ -36,13 +36,14 @@ class WorkerProcess:
         publish: Publish,
         sweep: Callable[[], object] | None = None,
         revoked: Callable[[str], bool] | None = None,
+        publish_batch: PublishBatch | None = None,
     ) -> None:
         self.settings = settings
         self.hostname = hostname
         self.publish = publish
         self.pid = os.getpid()
         self.lease = Lease(settings, hostname, self.pid)
-        self.waker = Waker(settings, publish)
+        self.waker = Waker(settings, publish, publish_batch)
         self.shutting_down = threading.Event()
         self.stopped = threading.Event()
         parts = Process(

@@ -142,7 +142,7 @@ class _Run:
         try:
             return self._loop()
         except Done as done:
-            return self._done(done)
+            return self.done(done)
         except Fenced:
             log.warning(
                 "%s %s epoch %s fenced out", inc.kind, inc.transaction_id, inc.epoch, extra=self.fields
@@ -156,19 +156,18 @@ class _Run:
             )
             return "left to the supervisor"
         except Exception as exc:
-            detail = redact_url("".join(traceback.format_exception(exc)))
-            log.error(
-                "%s %s epoch %s crashed: %s",
-                inc.kind,
-                inc.transaction_id,
-                inc.epoch,
-                redact_url(str(exc)),
-                extra=self.fields,
-            )
-            self._signal(signals.tracker_crashed, exception=exc)
-            return self._abnormal("crashed", detail)
+            return self.crashed(exc)
         finally:
             running_here.reset(here)
+
+    def crashed(self, exc: BaseException) -> str:
+        """Record a crash of ``init``, a tick or a handler: an abnormal exit under the policy."""
+        inc = self.inc
+        detail = redact_url("".join(traceback.format_exception(exc)))
+        what = (inc.kind, inc.transaction_id, inc.epoch, redact_url(str(exc)))
+        log.error("%s %s epoch %s crashed: %s", *what, extra=self.fields)
+        self._signal(signals.tracker_crashed, exception=exc)
+        return self._abnormal("crashed", detail)
 
     def _loop(self) -> str:
         inc, wp, limit = self.inc, self.wp, self.settings.max_state_bytes
@@ -236,7 +235,7 @@ class _Run:
 
     # -- exits ----------------------------------------------------------------------------------
 
-    def _done(self, done: Done) -> str:
+    def done(self, done: Done) -> str:
         inc, settings = self.inc, self.settings
         if self.cls.policy.restart != "permanent":
             # Deregistered: the final state goes nowhere, so it is neither validated nor written.

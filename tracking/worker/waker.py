@@ -1,6 +1,10 @@
 """The waker: parked trackers whose next tick is due, and failed ones whose backoff is over, are
 made pending and published for any worker to run; no thread or timer per tracker waits for them.
 
+Parked entries of one kind that woke for their tick (not for a message) are published together,
+as one :class:`Batch` of at most the kind's ``batch_size`` (``worker.batch`` ticks them); the
+others are published one message each.
+
 One cheap read finds when the earliest of them is due; the waker sleeps until then (at most
 ``POLL``, or until something pokes it: a message for a parked tracker, a backoff restart scheduled
 by this process). Every worker process runs one; of two wakers, each entry is woken by exactly one
@@ -9,13 +13,19 @@ by this process). Every worker process runs one; of two wakers, each entry is wo
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
+import uuid
+from collections.abc import Callable
 
 from tracking import registry
 from tracking.client import Publish, publish_or_warn
 from tracking.exceptions import RegistryUnavailable
+from tracking.models import Entry
+from tracking.redact import redact_url
 from tracking.settings import Settings
+from tracking.tracker import of_kind
 
 log = logging.getLogger("tracking.worker")
 
@@ -25,10 +35,27 @@ POLL = 1.0
 BATCH = 500
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Batch:
+    """The message that asks a worker to tick parked entries of one kind together: the
+    ``(transaction ID, epoch)`` of each woken incarnation."""
+
+    kind: str
+    members: tuple[tuple[str, int], ...]
+    task_id: str = dataclasses.field(default_factory=lambda: str(uuid.uuid4()))
+
+
+#: sends a batch's message
+PublishBatch = Callable[[Batch], None]
+
+
 class Waker:
-    def __init__(self, settings: Settings, publish: Publish) -> None:
+    def __init__(
+        self, settings: Settings, publish: Publish, publish_batch: PublishBatch | None = None
+    ) -> None:
         self.settings = settings
         self.publish = publish
+        self.publish_batch = publish_batch
         self._done = threading.Event()
         self._poked = threading.Event()
 
@@ -62,6 +89,52 @@ class Waker:
         if due_in > 0:
             return min(POLL, due_in)
         rows = registry.wake_due(self.settings, BATCH)
-        for row in rows:
+        alone, batches = self.batched(rows)
+        for row in alone:
             publish_or_warn(self.publish, row)
+        for batch in batches:
+            self._publish_batch(batch)
         return 0.0 if len(rows) == BATCH else min(POLL, self.settings.control_poll_seconds)
+
+    def batched(self, rows: list[Entry]) -> tuple[list[Entry], list[Batch]]:
+        """The woken rows to publish alone, and the batches of the others.
+
+        A batch holds parked entries of one kind that woke for their tick: a failed entry's
+        restart, or a parked one woken early by a message, runs alone (its incarnation handles the
+        message first), as does a kind this process does not know or that ticks one at a time.
+        """
+        if self.publish_batch is None:
+            return rows, []
+        alone: list[Entry] = []
+        by_kind: dict[str, list[Entry]] = {}
+        for row in rows:
+            cls = of_kind(row.kind)
+            woke_for_tick = row.tick_at is not None and row.last_message_id <= row.handled_message_id
+            if (
+                cls is None
+                or cls.park is False
+                or cls.batch_size < 2
+                or not woke_for_tick
+                or row.state is None
+            ):
+                alone.append(row)
+            else:
+                by_kind.setdefault(row.kind, []).append(row)
+        batches = []
+        for kind, members in by_kind.items():
+            size = of_kind(kind).batch_size  # type: ignore[union-attr]  # known: checked above
+            for begin in range(0, len(members), size):
+                chunk = members[begin : begin + size]
+                if len(chunk) == 1:
+                    alone += chunk
+                else:
+                    batches.append(Batch(kind, tuple((r.transaction_id, r.epoch) for r in chunk)))
+        return alone, batches
+
+    def _publish_batch(self, batch: Batch) -> None:
+        assert self.publish_batch is not None
+        try:
+            self.publish_batch(batch)
+        except Exception as exc:  # left pending: a sweep publishes each entry again
+            detail = redact_url(str(exc))
+            log.warning("%s: could not publish a batch of %d: %s", batch.kind, len(batch.members), detail)

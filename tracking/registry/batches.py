@@ -1,0 +1,134 @@
+"""Parked trackers ticked in batches: the due entries of one kind that a waker woke together are
+claimed in one statement and parked again, each with its new state, in another.
+
+Every entry of a batch is fenced by its own epoch, in the statement itself: an entry superseded
+since its wake-up (stopped, restarted by a sweep, claimed through another message) is left out
+alone, and the others go on. The preconditions are the single-entry ones (``claim`` and ``park``
+of :mod:`tracking.registry.transitions`); only the epoch condition names one epoch per entry.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from tracking.models import Entry, Status, trackers
+from tracking.policy import RestartPolicy
+from tracking.registry.core import _write, db_now, greatest, later
+from tracking.registry.transitions import Op, guard
+from tracking.settings import Settings
+
+#: the most entries one batch may name (its claim's IN list, its park's rows)
+MAX_BATCH = 1000
+
+
+def claim_batch(
+    settings: Settings,
+    kind: str,
+    members: Sequence[tuple[str, int]],
+    *,
+    worker: str,
+    worker_id: str,
+    policy: RestartPolicy,
+) -> list[Entry]:
+    """Claim the entries of ``kind`` named by ``members`` (transaction ID, epoch) for one worker.
+
+    Returns those claimed, each with ``db_now``, the database's time of the claim; an entry that
+    is no longer pending under the epoch named (a duplicate or stale batch message, an entry
+    stopped or restarted since) is left out. Atomicity: one conditional update, each entry under
+    ``claim``'s precondition (pending, its own epoch, the claimer's lease live by the database
+    clock), so of two deliveries of one batch, at most one claims each entry. Raises ValueError,
+    writing nothing, for more than ``MAX_BATCH`` members.
+    """
+    if len(members) > MAX_BATCH:
+        raise ValueError(f"a batch names at most {MAX_BATCH} entries, not {len(members)}")
+    if not members:
+        return []
+    named = sa.tuple_(trackers.c.transaction_id, trackers.c.epoch).in_([tuple(m) for m in members])
+    with _write(settings) as conn:
+        found = conn.execute(
+            trackers.update()
+            .where(trackers.c.kind == kind)
+            .where(*guard(Op.CLAIM, fence=named, worker_id=worker_id, settings=settings))
+            .values(
+                status=Status.RUNNING.value,
+                worker=worker,
+                worker_id=worker_id,
+                claimed_at=db_now(),
+                due_at=None,
+                republished=0,
+                policy=policy.to_json(),
+            )
+            .returning(*trackers.c, db_now().label("db_now"))
+        ).mappings()
+        return [Entry.from_mapping(row) for row in found]
+
+
+def park_batch(
+    settings: Settings, states: Sequence[tuple[int, int, dict[str, Any]]], interval: float
+) -> set[int]:
+    """Park the entries ``(row id, epoch, new state)`` of a batch until their next ticks.
+
+    Each entry's next tick is ``interval`` after the one it just ran (its ``tick_at``), or now if
+    it fell a whole interval behind (a fixed rate, as a running tracker keeps: a late tick does not
+    push the later ones back, and a missed one is not caught up). Returns the row IDs parked. An
+    entry left out either is no longer held by that epoch (its incarnation is fenced) or has a
+    message or a stop request waiting (its incarnation must deal with it first, as ``park``
+    refuses); the caller tells them apart with ``checkpoint``. Atomicity: one conditional update,
+    each entry under ``park``'s precondition with its own epoch.
+    """
+    if len(states) > MAX_BATCH:
+        raise ValueError(f"a batch names at most {MAX_BATCH} entries, not {len(states)}")
+    if not states:
+        return set()
+    payload = [{"id": row_id, "epoch": epoch, "state": state} for row_id, epoch, state in states]
+    due = greatest(later(sa.func.coalesce(trackers.c.tick_at, db_now()), interval), db_now())
+    with _write(settings) as conn:
+        batch = _rows(conn, payload)
+        parked = conn.execute(
+            trackers.update()
+            .where(trackers.c.id == batch.c.id)
+            .where(*guard(Op.PARK, fence=trackers.c.epoch == batch.c.epoch))
+            .values(
+                status=Status.PARKED.value,
+                state=batch.c.state,
+                checkpoint_at=db_now(),
+                worker=None,
+                worker_id=None,
+                due_at=due,
+                tick_at=due,
+            )
+            .returning(trackers.c.id)
+        ).scalars()
+        return set(parked)
+
+
+def _rows(conn: sa.Connection, payload: list[dict[str, Any]]) -> Any:
+    """The rows ``{"id", "epoch", "state"}`` of ``payload`` as a derived table ``batch(id, epoch,
+    state)``, sent as one JSON parameter (one statement whatever the batch's size)."""
+    if conn.dialect.name == "postgresql":
+        return (
+            sa.func.jsonb_to_recordset(sa.bindparam("batch", payload, type_=postgresql.JSONB()))
+            .table_valued(
+                sa.column("id", sa.BigInteger()),
+                sa.column("epoch", sa.BigInteger()),
+                sa.column("state", postgresql.JSONB()),
+            )
+            .render_derived(name="batch", with_types=True)
+        )
+    each = sa.func.json_each(sa.bindparam("batch", json.dumps(payload), type_=sa.String())).table_valued(
+        "value"
+    )
+    return (
+        sa.select(
+            sa.func.json_extract(each.c.value, "$.id").label("id"),
+            sa.func.json_extract(each.c.value, "$.epoch").label("epoch"),
+            sa.func.json_extract(each.c.value, "$.state").label("state"),
+        )
+        .select_from(each)
+        .subquery("batch")
+    )
