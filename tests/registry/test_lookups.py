@@ -129,3 +129,18 @@ def test_a_forked_child_looks_up_on_connections_of_its_own(database_url: str, tx
         assert registry.get(settings, KIND, txid) is not None  # the parent's spare still works
     finally:
         registry.dispose(settings)
+
+
+def test_get_many_reads_the_entries_of_more_ids_than_one_query_takes_as_get_reads_each(
+    registry_settings: Settings, txid: str
+) -> None:
+    registered = [f"{txid}_{n:04}" for n in range(0, 2400, 2)]
+    registry.start_many(registry_settings, KIND, registered, {"n": 1}, POLICY)
+    asked = [f"{txid}_{n:04}" for n in range(2400)] + registered[:3]  # the odd ones are unknown
+
+    found = registry.get_many(registry_settings, KIND, asked)
+
+    assert sorted(e.transaction_id for e in found) == registered
+    for e in found[:: len(found) // 7]:
+        assert registry.get(registry_settings, KIND, e.transaction_id) == e
+    assert registry.get_many(registry_settings, "another kind", registered) == []

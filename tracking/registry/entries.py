@@ -131,18 +131,8 @@ def _on(settings: Settings, conn: sa.Connection | None) -> Iterator[sa.Connectio
 
 def get_many(settings: Settings, kind: str, transaction_ids: Sequence[str]) -> list[Entry]:
     """The entries of ``kind`` for these transaction IDs, whatever their status (one query a
-    thousand IDs, by the registry's key)."""
-    wanted = sorted(set(transaction_ids))
-
-    def query(conn: sa.Connection) -> list[Entry]:
-        found: list[Entry] = []
-        for i in range(0, len(wanted), 1000):
-            chunk = wanted[i : i + 1000]
-            stmt = _tracker_with_lease.where(trackers.c.kind == kind, trackers.c.transaction_id.in_(chunk))
-            found.extend(_entries(conn, stmt))
-        return found
-
-    return _read(settings, query)
+    thousand IDs, by the registry's key: :mod:`.lookups`)."""
+    return lookups.get_many(settings, kind, transaction_ids)
 
 
 def _start_params(kind: str, transaction_id: str, args: dict[str, Any], policy: Any) -> dict[str, Any]:

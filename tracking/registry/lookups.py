@@ -22,36 +22,44 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.pool import PoolProxiedConnection
 
 from tracking.models import Entry, trackers
+from tracking.registry import core
 from tracking.registry.core import _translated, engine
-from tracking.registry.rows import _tracker_with_lease
+from tracking.registry.rows import _entries, _tracker_with_lease
 from tracking.settings import Settings
 
 #: lookup's statement: an entry with its lease, by the registry's unique key
 GET = _tracker_with_lease.where(
     trackers.c.kind == sa.bindparam("kind"), trackers.c.transaction_id == sa.bindparam("transaction_id")
 )
+#: lookup_many's statement on PostgreSQL: the entries of many IDs, given as one array (one
+#: statement text whatever their number, so prepared once)
+GET_MANY = _tracker_with_lease.where(
+    trackers.c.kind == sa.bindparam("kind"),
+    trackers.c.transaction_id == sa.any_(sa.bindparam("ids", type_=postgresql.ARRAY(sa.String()))),
+)
 #: the columns of the entry GET selects, in order
 _NAMES = tuple(c.key for c in GET.selected_columns)
 #: columns that SQLite returns as JSON text (PostgreSQL's driver decodes jsonb itself)
 _JSON = frozenset(c.key for c in trackers.c if isinstance(c.type, sa.JSON))
 
-_compiled: dict[sa.Engine, tuple[str, tuple[str, ...] | None]] = {}
+_compiled: dict[tuple[sa.Engine, bool], tuple[str, tuple[str, ...] | None]] = {}
 _lock = threading.Lock()
 
 
-def _sql(eng: sa.Engine) -> tuple[str, tuple[str, ...] | None]:
-    """GET compiled for ``eng``'s database: its SQL, and the order of its parameters when the
-    driver takes them by position (None: by name)."""
-    found = _compiled.get(eng)
+def _sql(eng: sa.Engine, many: bool = False) -> tuple[str, tuple[str, ...] | None]:
+    """GET (or GET_MANY) compiled for ``eng``'s database: its SQL, and the order of its parameters
+    when the driver takes them by position (None: by name)."""
+    found = _compiled.get((eng, many))
     if found is None:
-        compiled = GET.compile(dialect=eng.dialect)
+        compiled = (GET_MANY if many else GET).compile(dialect=eng.dialect)
         order = tuple(compiled.positiontup) if compiled.positional and compiled.positiontup else None
         found = (str(compiled), order)
         with _lock:
-            _compiled[eng] = found
+            _compiled[(eng, many)] = found
     return found
 
 
@@ -61,25 +69,50 @@ def get(settings: Settings, kind: str, transaction_id: str) -> Entry | None:
     sql, order = _sql(eng)
     named = {"kind": kind, "transaction_id": transaction_id}
     params: Any = named if order is None else tuple(named[name] for name in order)
+    rows = _read(settings, eng, sql, params)
+    return _entry(rows[0], eng.dialect.name) if rows else None
+
+
+def get_many(settings: Settings, kind: str, transaction_ids: Sequence[str]) -> list[Entry]:
+    """The entries of ``kind`` for these transaction IDs, whatever their status, a thousand IDs a
+    query: on PostgreSQL compiled once (the IDs an array), elsewhere by SQLAlchemy (an IN list)."""
+    wanted = sorted(set(transaction_ids))
+    chunks = [wanted[i : i + 1000] for i in range(0, len(wanted), 1000)]
+    eng = engine(settings)
+    if eng.dialect.name == "postgresql":
+        sql, _ = _sql(eng, many=True)
+        params = [{"kind": kind, "ids": chunk} for chunk in chunks]
+        return [_entry(row, "postgresql") for p in params for row in _read(settings, eng, sql, p)]
+
+    def query(conn: sa.Connection) -> list[Entry]:
+        found: list[Entry] = []
+        for chunk in chunks:
+            key = (trackers.c.kind == kind, trackers.c.transaction_id.in_(chunk))
+            found += _entries(conn, _tracker_with_lease.where(*key))
+        return found
+
+    return core._read(settings, query)
+
+
+def _read(settings: Settings, eng: sa.Engine, sql: str, params: Any) -> list[Sequence[Any]]:
+    """The rows of ``sql``, driver errors translated; tried once more on a connection found dead."""
     for attempt in (1, 2):
         with _translated(settings):
-            row, dead = _fetch(eng, sql, params)
+            rows, dead = _fetch(eng, sql, params)
             if dead is None:
-                return _entry(row, eng.dialect.name) if row is not None else None
+                return rows
             if attempt == 2:
                 raise dead
     raise AssertionError("unreachable")
 
 
-def _fetch(
-    eng: sa.Engine, sql: str, params: Any
-) -> tuple[Sequence[Any] | None, sa_exc.StatementError | None]:
-    """The row, or ``(None, error)`` when the pooled connection was found dead (it is replaced);
+def _fetch(eng: sa.Engine, sql: str, params: Any) -> tuple[list[Sequence[Any]], sa_exc.StatementError | None]:
+    """The rows, or ``([], error)`` when the pooled connection was found dead (it is replaced);
     any other driver error is raised as SQLAlchemy's."""
     dialect = eng.dialect
     raw = _checkout(eng)
     try:
-        row = raw.driver_connection.execute(sql, params).fetchone()  # type: ignore[union-attr]
+        rows = raw.driver_connection.execute(sql, params).fetchall()  # type: ignore[union-attr]
     except dialect.loaded_dbapi.Error as exc:
         dead = dialect.is_disconnect(exc, raw.dbapi_connection, None)
         error = sa_exc.DBAPIError.instance(
@@ -87,14 +120,14 @@ def _fetch(
         )
         if dead:
             raw.invalidate(exc)
-            return None, error
+            return [], error
         _checkin(eng, raw)
         raise error from exc
     except BaseException:
         raw.invalidate()
         raise
     _checkin(eng, raw)
-    return row, None
+    return rows, None
 
 
 # -- spare connections ------------------------------------------------------------------------------
