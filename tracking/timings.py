@@ -1,8 +1,10 @@
-"""Timings measured inside a worker process: how long each tracker's ``tick()`` takes.
+"""Timings measured inside a worker process: how long each tracker's ``tick()`` takes, how late
+each tick started, and how long ticks waited for their kind's rate limit.
 
 Tick durations are not written to the registry (a row per tick would cost far more than it
 measures): each worker process keeps them in :data:`tick_durations`, a small histogram per kind in
-fixed buckets, and serves them on ``/metrics`` as ``tracking_tick_duration_seconds`` (see
+fixed buckets, and serves them on ``/metrics`` as ``tracking_tick_duration_seconds``,
+``tracking_tick_lateness_seconds`` and ``tracking_rate_limit_wait_seconds`` (see
 :mod:`tracking.metrics`). The figures are this process's own, since it started: sum them across
 workers.
 
@@ -99,3 +101,14 @@ class Histogram:
 #: this process's tick durations, by tracker kind: the ``tick()`` call alone (not the checkpoint
 #: written after it), including ticks that raise (``Done`` or a crash)
 tick_durations = Histogram(TICK_BUCKETS)
+
+#: seconds: a tick on time to one a sweep period or a backed-up rate limit late
+LATENESS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+#: this process's tick lateness, by tracker kind: how long after its scheduled time each tick
+#: started (a parked tracker's includes its wake-up, its batch's message and any rate-limit wait)
+tick_lateness = Histogram(LATENESS_BUCKETS)
+
+#: how long ticks waited for their kind's rate limit in this process, by kind (kinds with a limit
+#: only; one observation per tick of a running tracker, one per batch of parked ones)
+rate_limit_waits = Histogram(LATENESS_BUCKETS)

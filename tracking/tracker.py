@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import builtins
 import inspect
+import math
 import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -89,6 +90,8 @@ class Tracker(_OfItsKind):
     ``batch_size``    parked trackers of this kind due together are ticked in batches of at most
                       this many, one after another in one worker slot (or all at once by
                       ``tick_many``); 1 ticks each in a task of its own
+    ``rate_limit``    at most this many ticks a second for the kind, all workers together
+                      (None: no limit); a tick waits for its turn, and the wait shows in metrics
 
     While it runs, an instance has ``transaction_id``, ``args`` (the start arguments), ``task_id``
     and ``token``: the fencing token of this incarnation, which grows with every restart. Pass it
@@ -105,6 +108,7 @@ class Tracker(_OfItsKind):
     backoff_max: ClassVar[float] = 60.0
     park: ClassVar[bool | None] = None
     batch_size: ClassVar[int] = 50
+    rate_limit: ClassVar[float | None] = None
     policy: ClassVar[RestartPolicy] = RestartPolicy()
 
     transaction_id: str
@@ -233,6 +237,11 @@ def _configure(cls: type[Tracker]) -> None:
     size = cls.batch_size
     if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_BATCH:
         raise InvalidTracker(f"batch_size must be an int from 1 to {MAX_BATCH}, not {size!r}")
+    rate = cls.rate_limit
+    if rate is not None and (
+        isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate < math.inf
+    ):
+        raise InvalidTracker(f"rate_limit must be a positive number of ticks a second or None, not {rate!r}")
     if not isinstance(inspect.getattr_static(cls, "tick_many"), classmethod):
         raise InvalidTracker("tick_many must be a class method (@classmethod)")
     cls.policy = RestartPolicy(

@@ -504,3 +504,20 @@ def _batched_tick(state: dict[str, Any], token: int, seen: list[str]) -> dict[st
     if state["then"] == "done" and state["ticks"] > 1:
         raise tracking.Done(state)
     return state
+
+
+class Limited(Counter):
+    """Would tick a hundred times a second each; its kind may tick 20 times a second in all."""
+
+    interval = 0.01
+    park = False
+    rate_limit = 20.0
+
+
+class LimitedParked(Counter):
+    """Parked trackers ticked in batches, due every second each; the kind may tick 20 times a
+    second in all."""
+
+    interval = 1.0
+    park = True
+    rate_limit = 20.0

@@ -90,8 +90,21 @@ class _Batch:
     def __init__(self, tracker_cls: type[Tracker], runs: list[_Run], wp: WorkerProcess) -> None:
         self.cls, self.runs, self.wp = tracker_cls, runs, wp
         self.settings = wp.settings
+        self.claimed = time.monotonic()
+
+    def _late(self, run: _Run) -> None:
+        """Observe how late the run's tick starts: its schedule by the database clock at the claim,
+        and the time since the claim by this process's."""
+        tick_at, claimed_at = run.row.tick_at, run.row.db_now
+        if tick_at is not None and claimed_at is not None:
+            late = (claimed_at - tick_at).total_seconds() + time.monotonic() - self.claimed
+            timings.tick_lateness.observe(run.inc.kind, late)
 
     def run(self, named: int) -> str:
+        kind, wp = self.cls.kind, self.wp
+        if not wp.throttle(kind, self.cls.rate_limit, len(self.runs), wp.shutting_down.is_set):
+            self._hand_off(self.runs, f"worker {wp.hostname} shutting down")  # waiting for the rate limit
+            return f"batch of {named}: {len(self.runs)} claimed, handed off"
         ticked = self._tick()
         parked, exits = self._park(ticked)
         for finish in exits:
@@ -120,6 +133,7 @@ class _Batch:
         return False
 
     def _tick_one(self, run: _Run) -> Any:
+        self._late(run)
         here = running_here.set((run.inc.kind, run.inc.transaction_id))
         try:
             with timings.tick_durations.time(run.inc.kind):
@@ -133,6 +147,8 @@ class _Batch:
         if not ready:
             return []
         due = [(run.tracker, dict(run.row.state or {})) for run in ready]
+        for run in ready:
+            self._late(run)
         began = time.perf_counter()
         try:
             outcomes = list(self.cls.tick_many(due))

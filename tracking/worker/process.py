@@ -21,6 +21,7 @@ from tracking.worker import listener
 from tracking.worker.control import Control, Process
 from tracking.worker.incarnation import Incarnation
 from tracking.worker.lease import Lease
+from tracking.worker.ratelimit import RateLimiter
 from tracking.worker.waker import PublishBatch, Waker
 
 log = logging.getLogger("tracking.worker")
@@ -44,6 +45,7 @@ class WorkerProcess:
         self.pid = os.getpid()
         self.lease = Lease(settings, hostname, self.pid)
         self.waker = Waker(settings, publish, publish_batch)
+        self.limiter = RateLimiter(settings)
         self.shutting_down = threading.Event()
         self.stopped = threading.Event()
         parts = Process(
@@ -147,6 +149,10 @@ class WorkerProcess:
         process, declared lost, registers a fresh one.
         """
         return self.lease.wait(self.shutting_down.is_set)
+
+    def throttle(self, kind: str, rate: float | None, n: int, give_up: Callable[[], bool]) -> bool:
+        """Wait until ``n`` ticks of ``kind`` may run under its rate limit (see ``RateLimiter.admit``)."""
+        return self.limiter.admit(kind, rate, n, give_up, self.shutting_down)
 
     def poke_waker(self) -> None:
         """Something became due sooner than the waker knows (a backoff restart was scheduled)."""

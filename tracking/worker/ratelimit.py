@@ -27,15 +27,22 @@ for. Thread- and gevent-safe: acquirers of one kind queue on a lock of that kind
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
 
+from tracking import timings
+from tracking.exceptions import RegistryUnavailable
+from tracking.redact import redact_url
 from tracking.registry import limits
 from tracking.settings import Settings
 
 #: a tenth of a second's worth of tokens per registry round trip, at most
 CHUNK_SECONDS = 0.1
+#: how long ``admit`` waits for tokens before it looks again whether it should give up
+ADMIT_PATIENCE = 0.5
+log = logging.getLogger("tracking.worker")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,6 +192,33 @@ class RateLimiter:
         finally:
             state.lock.release()
         return got
+
+    def admit(
+        self, kind: str, rate: float | None, n: int, give_up: Callable[[], bool], pause: threading.Event
+    ) -> bool:
+        """Wait until ``n`` ticks of ``kind`` may run under a limit of ``rate`` a second (None: at
+        once), the limit set or changed to ``rate`` first. False, as soon as ``give_up()``, if
+        they may not (the tokens gathered so far are spent anyway: the limit is never exceeded,
+        only underused). While the registry is unavailable it waits on ``pause`` and tries again.
+        The time it took is observed in ``timings.rate_limit_waits``."""
+        if rate is None:
+            return True
+        limit = self._limits.get(kind)
+        if limit is None or limit.rate != rate:
+            self.set_limit(kind, Limit(rate))
+        began, got = self._clock(), 0
+        try:
+            while got < n:
+                if give_up():
+                    return False
+                try:
+                    got += self.acquire(kind, n - got, timeout=ADMIT_PATIENCE)
+                except RegistryUnavailable as exc:
+                    log.warning("%s: rate limit unavailable, waiting: %s", kind, redact_url(str(exc)))
+                    pause.wait(ADMIT_PATIENCE)
+            return True
+        finally:
+            timings.rate_limit_waits.observe(kind, self._clock() - began)
 
     def stats(self) -> dict[str, LimitStats]:
         """Each limited kind's counters in this process (for metrics)."""

@@ -192,6 +192,10 @@ class _Run:
                 inc.mail = False
                 state, may_park = self.box.drain(state, lambda: wp.holds(inc)), True
             elif time.monotonic() >= next_tick:
+                if not wp.throttle(inc.kind, self.cls.rate_limit, 1, lambda: inc.interrupt is not None):
+                    inc.end_work()
+                    continue
+                timings.tick_lateness.observe(inc.kind, time.monotonic() - next_tick)
                 with timings.tick_durations.time(inc.kind):  # the tick alone, for /metrics
                     ticked = self.tracker.tick(state)
                 state = json_object(ticked, "tick's state", limit)
