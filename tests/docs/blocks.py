@@ -1,4 +1,4 @@
-"""The code blocks of README.md and docs/, and the marker that says who runs each.
+"""The code blocks of README.md, docs/ and the examples' READMEs, and the marker that says who runs each.
 
 Every Python or shell block in the docs either runs in a test or is marked as an excerpt, by one
 HTML comment line directly above its opening fence (no blank line between; it does not render):
@@ -126,8 +126,12 @@ class Block:
 
 
 def pages(root: Path = ROOT) -> list[Path]:
-    """README.md and every page under docs/."""
-    return [root / "README.md", *sorted((root / "docs").rglob("*.md"))]
+    """README.md, every page under docs/ and each example's README.md."""
+    return [
+        root / "README.md",
+        *sorted((root / "docs").rglob("*.md")),
+        *sorted(root.glob("examples/*/README.md")),
+    ]
 
 
 def read_marker(line: str) -> Marker | str | None:
