@@ -15,7 +15,7 @@ from celery import Celery
 from kombu.transport.redis import Channel
 from psycopg.types.json import Jsonb
 
-from bench import machine
+from bench import machine, pgstats
 from bench.context import Context
 from bench.core import spread
 from bench.services import REDIS_URL, Worker, wait_until
@@ -45,12 +45,14 @@ BACKLOG = """SELECT count(*) FILTER (WHERE status IN ('parked', 'pending', 'runn
 FROM tracking_trackers WHERE kind = %s AND tick_at < to_timestamp(%s)"""
 
 
-def insert(ctx: Context, count: int, base: float, interval: float, batch: int = 10_000) -> float:
-    """``count`` parked entries whose first ticks are ``base + i * interval / count``, in batches
-    committed in order of due time; the seconds it took."""
+def insert(
+    ctx: Context, count: int, base: float, interval: float, batch: int = 10_000, cls: Any = ParkedBench
+) -> float:
+    """``count`` parked entries of ``cls`` whose first ticks are ``base + i * interval / count``, in
+    batches committed in order of due time; the seconds it took."""
     began = time.monotonic()
-    policy = Jsonb(ParkedBench.policy.to_json())
-    args = {"kind": ParkedBench.kind, "base": base, "step": interval / count, "policy": policy}
+    policy = Jsonb(cls.policy.to_json())
+    args = {"kind": cls.kind, "base": base, "step": interval / count, "policy": policy}
     with psycopg.connect(ctx.pg.conninfo, autocommit=True) as conn:
         for lo in range(0, count, batch):
             conn.execute(INSERT, {**args, "lo": lo, "hi": min(lo + batch, count)})
@@ -74,13 +76,20 @@ def usage(workers: Sequence[Worker], which: int) -> dict[str, float]:
     return {w.name: machine.group_usage(w.pid)[which] for w in workers}
 
 
-def ticks(rows: Sequence[Any], base: float, seconds: float, read_at: float) -> dict[str, Any]:
+def ticks(
+    rows: Sequence[Any], base: float, seconds: float, read_at: float, interval: float
+) -> dict[str, Any]:
     """From the states' logs of ``[due, scheduled, ticked]``: the ticks delivered in the window, and
-    the lateness of those scheduled in it (a tick not run by the read counts at its age)."""
+    the lateness of those scheduled in it (a tick not run by the read counts at its age); lost: the
+    ticks of the fixed schedule (first due + k x interval) in the window that never ran by the read."""
     end = base + seconds
-    delivered, late, late_due, undelivered = [], [], [], []
+    delivered, late, late_due, undelivered, lost = [], [], [], [], 0
     for state, tick_at in rows:
-        for due, sched, ticked in (state or {}).get("log", []):
+        s = state or {}
+        first = float(s.get("due", 0.0)) - int(s.get("ticks", 0)) * interval
+        expected = int((end - first) // interval) + 1 if first < end else 0
+        lost += max(0, expected - sum(1 for due, _s, _t in s.get("log", []) if due < end))
+        for due, sched, ticked in s.get("log", []):
             if base - 0.001 <= ticked < end:
                 delivered.append((ticked, ticked - sched))
             if base - 0.001 <= sched < end:
@@ -102,6 +111,7 @@ def ticks(rows: Sequence[Any], base: float, seconds: float, read_at: float) -> d
         "undelivered": len(undelivered),
         "late_with_undelivered": spread(late + undelivered),
         "on_time_share": sum(x < ON_TIME for x in late) / len(late) if late else float("nan"),
+        "lost": lost,
     }
 
 
@@ -109,14 +119,27 @@ def window(ctx: Context, workers: Sequence[Worker], trackers: int, opts: dict[st
     """Insert, wait for the first due tick, measure one window, drain (bounded), read the states."""
     seconds, kind = opts["window"], ParkedBench.kind
     rss_idle = usage(workers, 0)
-    with machine.Sampler(lambda: (ctx.row(STATUS, ON_TIME), usage(workers, 0))) as sampler:
+    period = 1.0 if trackers <= 100_000 else 5.0  # its count(*) is a scan of the whole registry
+    with machine.Sampler(lambda: (ctx.row(STATUS, ON_TIME), usage(workers, 0)), period) as sampler:
         base = time.time() + opts["lead"]
         inserted = insert(ctx, trackers, base, opts["interval"])
         print(f"    inserted {trackers:,} parked entries in {inserted:.1f} s", flush=True)
+        size0 = pgstats.sizes(ctx.pg.conninfo)
         sleep_until(base, workers)
-        cpu0, host0 = usage(workers, 1), machine.cpu_times()
+        cpu0, host0, pg0, msg0 = (
+            usage(workers, 1),
+            machine.cpu_times(),
+            pgstats.counters(ctx.pg.conninfo),
+            tasks(ctx),
+        )
         sleep_until(base + seconds, workers)
-        cpu1, host1 = usage(workers, 1), machine.cpu_times()
+        cpu1, host1, pg1, msg1 = (
+            usage(workers, 1),
+            machine.cpu_times(),
+            pgstats.counters(ctx.pg.conninfo),
+            tasks(ctx),
+        )
+        size1 = pgstats.sizes(ctx.pg.conninfo)
     at_end = ctx.row(BACKLOG, ON_TIME, kind, base + seconds)
     drained: float | None = None
     try:  # until every tick scheduled in the window has run (bounded)
@@ -133,8 +156,18 @@ def window(ctx: Context, workers: Sequence[Worker], trackers: int, opts: dict[st
         rows = conn.execute(sql, (kind,)).fetchall()
     counts = sampler.between(base, base + seconds)
     status = [list(col) for col in zip(*(c[0] for c in counts), strict=True)] or [[], [], []]
+    found = ticks(rows, base, seconds, read_at, opts["interval"])
+    ran = round(found["ticks_per_s"] * seconds)
+    messages = {k: msg1.get(k, 0) - msg0.get(k, 0) for k in msg1}
     return {
-        **ticks(rows, base, seconds, read_at),
+        **found,
+        "pg_per_tick": pgstats.per_tick(pg0, pg1, ran),
+        "pg_counted": sorted(pg1),
+        "size_start": size0,
+        "size_end": size1,
+        "messages": messages,
+        "messages_per_tick": sum(messages.values()) / ran if ran else float("nan"),
+        "sampler_period": period,
         "insert_s": inserted,
         "at_end": {"overdue_parked": at_end[2], "pending": at_end[1], "behind_s": at_end[3]},
         "not_run_after_drain": left,
@@ -148,6 +181,12 @@ def window(ctx: Context, workers: Sequence[Worker], trackers: int, opts: dict[st
         "worker_cpu_cores": {n: (cpu1[n] - cpu0[n]) / seconds for n in cpu1},
         "host_cpu_busy": (host1[0] - host0[0]) / max(1, host1[1] - host0[1]),
     }
+
+
+def tasks(ctx: Context) -> dict[str, int]:
+    """The task messages the workers ran so far, by task name (``bench.trackers`` counts them)."""
+    raw: dict[Any, Any] = ctx.redis.hgetall(f"{ctx.redis_prefix}tasks")
+    return {k.decode(): int(v) for k, v in raw.items()}
 
 
 def celery_baselines(ctx: Context, start: Any, trackers: int, opts: dict[str, Any]) -> dict[str, Any]:
@@ -170,7 +209,7 @@ def celery_baselines(ctx: Context, start: Any, trackers: int, opts: dict[str, An
     noop = {"tasks": tasks, "per_s": (tasks - 1) / (last - first) if last > first else float("nan")}
     noop["cpu_ms_per_task"] = 1000.0 * cpu / tasks  # from the workers' registration to the last task
     print(f"    bare Celery: {noop['per_s']:.0f} tasks/s", flush=True)
-    eta = eta_hold(ctx, app, workers, queue, trackers, opts, publish_per_s)
+    eta = eta_hold(ctx, app, workers, queue, trackers, opts, publish_per_s) if opts["eta"] != "no" else None
     for worker in workers:  # SIGKILL: a warm shutdown would first restore every held message
         worker.kill()
     return {"noop": noop, "eta": eta}

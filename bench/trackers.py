@@ -105,6 +105,7 @@ class ParkedBench(tracking.Tracker):
     kind = "bench_parked"
     interval = float(os.environ.get("BENCH_PARKED_INTERVAL", "300"))
     park = True
+    batch_size = int(os.environ.get("BENCH_PARKED_BATCH", str(tracking.Tracker.batch_size)))
 
     def tick(self, state: dict[str, Any]) -> dict[str, Any]:
         now = time.time()
@@ -117,6 +118,72 @@ class ParkedBench(tracking.Tracker):
             "log": log,
             "ticked": now,
         }
+
+
+def source(kind: str, ticks: int) -> None:
+    """l.: one call to the fake source, answering for ``ticks`` ticks: a Redis INCR of the kind's
+    calls and an INCRBY of its ticks, in one round trip (counters every worker process shares)."""
+    key = f"{os.environ.get('BENCH_REDIS_PREFIX', '')}source:{kind}"
+    pipe = replies.worker_client().pipeline(transaction=False)
+    pipe.incr(f"{key}:calls")
+    pipe.incrby(f"{key}:ticks", ticks)
+    pipe.execute()
+
+
+class _Polling:
+    """Mixed into a tracker: each tick asks the fake source (one call per tick)."""
+
+    def tick(self, state: dict[str, Any]) -> dict[str, Any]:
+        source(type(self).kind, 1)  # type: ignore[attr-defined]  # a Tracker's kind
+        return {**state, "ticks": int(state.get("ticks", 0)) + 1}
+
+
+class BulkSingle(_Polling, tracking.Tracker):
+    """l.: parks between polls of the fake source, one call per tick (the baseline of BulkBench)."""
+
+    kind = "bench_bulk_single"
+    interval = float(os.environ.get("BENCH_BULK_INTERVAL", "10"))
+    park = True
+    batch_size = int(os.environ.get("BENCH_BULK_BATCH", "100"))
+
+
+class BulkBench(BulkSingle):
+    """l.: its parked trackers due together ask the fake source once for all (``tick_many``)."""
+
+    kind = "bench_bulk"
+
+    @classmethod
+    def tick_many(cls, due: list[tuple[Any, dict[str, Any]]]) -> list[dict[str, Any]]:
+        source(cls.kind, len(due))
+        return [{**state, "ticks": int(state.get("ticks", 0)) + 1} for _tracker, state in due]
+
+
+class RateFree(_Polling, tracking.Tracker):
+    """l.: parked trackers that would tick more often than RateBench's limit (no limit: its baseline)."""
+
+    kind = "bench_rate_free"
+    interval = float(os.environ.get("BENCH_BULK_RATE_INTERVAL", "1"))
+    park = True
+    batch_size = 20
+
+
+class RateBench(RateFree):
+    """l.: the same, under a rate limit (ticks a second, every worker together)."""
+
+    kind = "bench_rate"
+    rate_limit = float(os.environ.get("BENCH_BULK_RATE", "100"))
+
+
+def _count_task(sender: Any = None, task: Any = None, **_kwargs: Any) -> None:
+    """k.: each task message a worker runs, counted by task name in a Redis hash."""
+    name = str(getattr(task, "name", None) or getattr(sender, "name", "?"))
+    replies.worker_client().hincrby(os.environ["BENCH_COUNT_TASKS"], name, 1)
+
+
+if os.environ.get("BENCH_COUNT_TASKS"):
+    from celery.signals import task_prerun
+
+    task_prerun.connect(_count_task, weak=False)
 
 
 @shared_task(name="bench.noop", ignore_result=True)  # type: ignore[untyped-decorator]
