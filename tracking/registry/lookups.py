@@ -27,9 +27,8 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.pool import PoolProxiedConnection
 
 from tracking.models import Entry, Status, aware, trackers
-from tracking.registry import core
 from tracking.registry.core import _translated, engine
-from tracking.registry.rows import _entries, _tracker_with_lease
+from tracking.registry.rows import _tracker_with_lease
 from tracking.settings import Settings
 
 #: lookup's statement: an entry with its lease, by the registry's unique key
@@ -41,6 +40,11 @@ GET = _tracker_with_lease.where(
 GET_MANY = _tracker_with_lease.where(
     trackers.c.kind == sa.bindparam("kind"),
     trackers.c.transaction_id == sa.any_(sa.bindparam("ids", type_=postgresql.ARRAY(sa.String()))),
+)
+#: the same on SQLite: the IDs one JSON array, read with json_each
+_each = sa.func.json_each(sa.bindparam("ids", type_=sa.String())).table_valued("value")
+GET_MANY_SQLITE = _tracker_with_lease.where(
+    trackers.c.kind == sa.bindparam("kind"), trackers.c.transaction_id.in_(sa.select(_each.c.value))
 )
 #: the columns of the entry GET selects, in order
 _NAMES = tuple(c.key for c in GET.selected_columns)
@@ -60,7 +64,8 @@ def _sql(eng: sa.Engine, many: bool = False) -> tuple[str, tuple[str, ...] | Non
     when the driver takes them by position (None: by name)."""
     found = _compiled.get((eng, many))
     if found is None:
-        compiled = (GET_MANY if many else GET).compile(dialect=eng.dialect)
+        statement = GET if not many else GET_MANY if eng.dialect.name == "postgresql" else GET_MANY_SQLITE
+        compiled = statement.compile(dialect=eng.dialect)
         order = tuple(compiled.positiontup) if compiled.positional and compiled.positiontup else None
         found = (str(compiled), order)
         with _lock:
@@ -80,23 +85,18 @@ def get(settings: Settings, kind: str, transaction_id: str) -> Entry | None:
 
 def get_many(settings: Settings, kind: str, transaction_ids: Sequence[str]) -> list[Entry]:
     """The entries of ``kind`` for these transaction IDs, whatever their status, a thousand IDs a
-    query: on PostgreSQL compiled once (the IDs an array), elsewhere by SQLAlchemy (an IN list)."""
+    query, by the statement compiled once (the IDs one array: PostgreSQL's, or JSON on SQLite)."""
     wanted = sorted(set(transaction_ids))
-    chunks = [wanted[i : i + 1000] for i in range(0, len(wanted), 1000)]
     eng = engine(settings)
-    if eng.dialect.name == "postgresql":
-        sql, _ = _sql(eng, many=True)
-        params = [{"kind": kind, "ids": chunk} for chunk in chunks]
-        return [_entry(row, "postgresql") for p in params for row in _read(settings, eng, sql, p)]
-
-    def query(conn: sa.Connection) -> list[Entry]:
-        found: list[Entry] = []
-        for chunk in chunks:
-            key = (trackers.c.kind == kind, trackers.c.transaction_id.in_(chunk))
-            found += _entries(conn, _tracker_with_lease.where(*key))
-        return found
-
-    return core._read(settings, query)
+    postgres = eng.dialect.name == "postgresql"
+    sql, order = _sql(eng, many=True)
+    found: list[Entry] = []
+    for i in range(0, len(wanted), 1000):
+        chunk = wanted[i : i + 1000]
+        named = {"kind": kind, "ids": chunk if postgres else json.dumps(chunk)}
+        params: Any = named if order is None else tuple(named[name] for name in order)
+        found += [_entry(row, eng.dialect.name) for row in _read(settings, eng, sql, params)]
+    return found
 
 
 def _read(settings: Settings, eng: sa.Engine, sql: str, params: Any) -> list[Sequence[Any]]:
