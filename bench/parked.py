@@ -29,7 +29,8 @@ the lateness of those due in the first {baseline_window:g} s. Options, from the 
 `BENCH_PARKED_TRACKERS` (comma-separated sizes), `BENCH_PARKED_BATCH`, `BENCH_PARKED_INTERVAL`,
 `BENCH_PARKED_WINDOW` (seconds, or one per size, comma-separated), `BENCH_PARKED_SWEEP` (batch sizes,
 `none` to skip), `BENCH_PARKED_SWEEP_TRACKERS`, `BENCH_PARKED_SWEEP_TIMEOUT`, `BENCH_PARKED_ETA`
-(`yes` or `no`: the ETA baseline),
+(`yes` or `no`: the ETA baseline), `BENCH_PARKED_START_GRACE` (the workers' start grace:
+{start_grace:g} s in this run; tracking's default is 30 s),
 `BENCH_PARKED_WORKERS`, `BENCH_PARKED_THREADS`, `BENCH_PARKED_LEAD`,
 `BENCH_PARKED_BASELINE` (`first`, `none` or `only`), `BENCH_PARKED_BASELINE_WINDOW`,
 `BENCH_PARKED_NOOP_TASKS`. Standalone runs: [bench-parked.md](bench-parked.md).
@@ -59,6 +60,7 @@ def options(ctx: Context) -> dict[str, Any]:
         "sweep_trackers": ctx.option("parked", "sweep_trackers", ctx.pick(20_000, 300)),
         "sweep_timeout": ctx.option("parked", "sweep_timeout", ctx.pick(150.0, 30.0)),
         "eta": ctx.option("parked", "eta", "yes"),
+        "start_grace": ctx.option("parked", "start_grace", float(DEFAULTS["start_grace_seconds"])),
         "interval": ctx.option("parked", "interval", ctx.pick(300.0, 5.0)),
         "workers": ctx.option("parked", "workers", ctx.pick(2, 1)),
         "threads": ctx.option("parked", "threads", 16),
@@ -83,7 +85,7 @@ def for_size(o: dict[str, Any], k: int) -> dict[str, Any]:
 
 
 def one_size(ctx: Context, trackers: int, opts: dict[str, Any], baseline: bool) -> dict[str, Any]:
-    settings = ctx.settings("parked", **DEFAULTS)
+    settings = ctx.settings("parked", **{**DEFAULTS, "start_grace_seconds": opts["start_grace"]})
     env = worker_env(ctx, opts)
     ctx.pg.truncate()
     out: dict[str, Any] = {"trackers": trackers}
@@ -118,7 +120,7 @@ def sweep(ctx: Context, o: dict[str, Any]) -> list[dict[str, Any]]:
     """Ticks/s against batch size (parkedsweep.capacity for each)."""
     if str(o["sweep"]).strip() in ("", "none"):
         return []
-    settings = ctx.settings("parked", **DEFAULTS)
+    settings = ctx.settings("parked", **{**DEFAULTS, "start_grace_seconds": o["start_grace"]})
     points = []
     with ctx.fleet() as fleet:
         for batch in (int(b) for b in str(o["sweep"]).split(",")):

@@ -27,7 +27,9 @@ from bench.core import Section
 from bench.services import REPO_ROOT
 
 #: the sections, in the order they run (later ones compare with earlier ones of the same run)
-SECTIONS = tuple("start lookup crash broker lost sweep writes gevent capacity messages ray parked".split())
+SECTIONS = tuple(
+    "start lookup crash broker lost sweep writes gevent capacity messages ray parked bulk".split()
+)
 DOCS = REPO_ROOT / "docs" / "benchmarks.md"
 RESULTS = REPO_ROOT / "bench" / "results"
 

@@ -122,11 +122,13 @@ class ParkedBench(tracking.Tracker):
 
 def source(kind: str, ticks: int) -> None:
     """l.: one call to the fake source, answering for ``ticks`` ticks: a Redis INCR of the kind's
-    calls and an INCRBY of its ticks, in one round trip (counters every worker process shares)."""
+    calls and an INCRBY of its ticks (in all and by worker process), in one round trip (counters
+    every worker process shares)."""
     key = f"{os.environ.get('BENCH_REDIS_PREFIX', '')}source:{kind}"
     pipe = replies.worker_client().pipeline(transaction=False)
     pipe.incr(f"{key}:calls")
     pipe.incrby(f"{key}:ticks", ticks)
+    pipe.hincrby(f"{key}:by_process", str(os.getpid()), ticks)
     pipe.execute()
 
 
