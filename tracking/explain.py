@@ -175,13 +175,16 @@ def _entry_lines(txid: str, entry: dict[str, Any]) -> list[str]:
             lines.append(f"  stop requested: {entry['stop_requested']!r}")
     elif status == Status.PARKED and due is not None and due > 0:
         lines.append(
-            f"  parked (no worker slot held); due {_ago(due)}: a worker's waker or the next "
-            "supervisor sweep publishes it"
+            f"  parked (no worker slot held); due {_ago(due)}: a worker's waker publishes it (a "
+            "supervisor sweep does once it is due for a lease period)"
         )
     elif status == Status.PARKED:
         lines.append(f"  parked (no worker slot held); next tick {_ago(due)}")
     elif status == Status.FAILED and due is not None and due > 0:
-        lines.append(f"  next: restart overdue by {due:.1f} s: the next supervisor sweep restarts it")
+        lines.append(
+            f"  next: restart overdue by {due:.1f} s: a worker's waker restarts it (a supervisor "
+            "sweep does once it is due for a lease period)"
+        )
     elif status == Status.FAILED:
         lines.append(f"  next: restart {_ago(due)} (backoff)")
     else:

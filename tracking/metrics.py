@@ -206,7 +206,8 @@ TIMINGS = (
     ),
     (
         "tracking_rate_limit_wait_seconds",
-        "Seconds ticks waited for their kind's rate limit in this worker process, by kind.",
+        "Seconds each wait for a kind's rate limit took in this worker process (a tick's, or a "
+        "tick_many batch's), by kind.",
         rate_limit_waits,
     ),
 )

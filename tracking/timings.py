@@ -110,5 +110,5 @@ LATENESS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0,
 tick_lateness = Histogram(LATENESS_BUCKETS)
 
 #: how long ticks waited for their kind's rate limit in this process, by kind (kinds with a limit
-#: only; one observation per tick of a running tracker, one per batch of parked ones)
+#: only; one observation per tick, one per batch ticked by ``tick_many``)
 rate_limit_waits = Histogram(LATENESS_BUCKETS)

@@ -30,6 +30,7 @@ from tracking.celery.config import (
     recommended_config,
     settings_for,
 )
+from tracking.celery.publishing import publish_many_with
 from tracking.celery.tasks import task_name
 from tracking.client import Client, Publishable
 from tracking.settings import Settings
@@ -62,7 +63,7 @@ def install(app: Celery, settings: Settings | None = None) -> Celery:
     The app's client (its settings, publishing with it) becomes the process's current one.
     """
     settings = settings or settings_for(app)
-    client = Client(settings, publish_with(app, settings))
+    client = Client(settings, publish_with(app, settings), publish_many_with(app, settings))
     with state.lock:
         new = state.remember(app, client)
         clients.use(client)

@@ -62,8 +62,9 @@ def make_task(app: Celery, cls: type[Tracker]) -> None:
         return worker.run(tracker, transaction_id, epoch, self.request.id, wp)
 
     run_tracker.__doc__ = f"Run one incarnation of the {kind} tracker."
-    if cls.park is not False:  # a kind that may park: its parked trackers are ticked in batches
-        make_batch_task(app, cls)
+    # Every kind gets one (a class redefined with park = True, or a batch a newer worker
+    # published during a rolling deploy, must find it).
+    make_batch_task(app, cls)
 
 
 def make_batch_task(app: Celery, cls: type[Tracker]) -> None:

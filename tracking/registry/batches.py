@@ -18,8 +18,8 @@ from sqlalchemy.dialects import postgresql
 
 from tracking.models import Entry, Status, trackers
 from tracking.policy import RestartPolicy
-from tracking.registry.core import _write, db_now, greatest, later
-from tracking.registry.transitions import Op, guard
+from tracking.registry.core import _write, db_now
+from tracking.registry.transitions import Op, guard, next_tick
 from tracking.settings import Settings
 
 #: the most entries one batch may name (its claim's IN list, its park's rows)
@@ -73,20 +73,19 @@ def park_batch(
 ) -> set[int]:
     """Park the entries ``(row id, epoch, new state)`` of a batch until their next ticks.
 
-    Each entry's next tick is ``interval`` after the one it just ran (its ``tick_at``), or now if
-    it fell a whole interval behind (a fixed rate, as a running tracker keeps: a late tick does not
-    push the later ones back, and a missed one is not caught up). Returns the row IDs parked. An
-    entry left out either is no longer held by that epoch (its incarnation is fenced) or has a
-    message or a stop request waiting (its incarnation must deal with it first, as ``park``
-    refuses); the caller tells them apart with ``checkpoint``. Atomicity: one conditional update,
-    each entry under ``park``'s precondition with its own epoch.
+    Each entry's next tick is ``interval`` after the one it just ran was due, or an interval from
+    now if that is past (``transitions.next_tick``: a missed tick is not caught up). Returns the
+    row IDs parked. An entry left out either is no longer held by that epoch (its incarnation is
+    fenced) or has a message or a stop request waiting (its incarnation must deal with it first,
+    as ``park`` refuses); the caller tells them apart with ``checkpoint``. Atomicity: one
+    conditional update, each entry under ``park``'s precondition with its own epoch.
     """
     if len(states) > MAX_BATCH:
         raise ValueError(f"a batch names at most {MAX_BATCH} entries, not {len(states)}")
     if not states:
         return set()
     payload = [{"id": row_id, "epoch": epoch, "state": state} for row_id, epoch, state in states]
-    due = greatest(later(sa.func.coalesce(trackers.c.tick_at, db_now()), interval), db_now())
+    due = next_tick(interval)
     with _write(settings) as conn:
         batch = _rows(conn, payload)
         parked = conn.execute(

@@ -32,6 +32,7 @@ from tracking.registry.transitions import (
     fresh_incarnation,
     guard,
     new_task_id,
+    next_tick,
     plan_exit,
 )
 from tracking.settings import Settings
@@ -155,8 +156,12 @@ def exit_abnormally(
         return plan.decision, apply_exits(settings, conn, [plan])[0]
 
 
-def hand_off(settings: Settings, incarnations: Sequence[tuple[int, int]], reason: str) -> list[Entry]:
-    """Give entries back as pending, each under a new epoch: a handoff, not a crash.
+def hand_off(
+    settings: Settings, incarnations: Sequence[tuple[int, int]], reason: str, interval: float | None = None
+) -> list[Entry]:
+    """Give entries back as pending, each under a new epoch: a handoff, not a crash. With
+    ``interval``, entries that have just ticked keep their schedule (``transitions.next_tick``):
+    their new incarnation ticks when the next tick is due, not at once.
 
     ``incarnations`` are ``(row id, epoch)`` pairs; an entry no longer held by that epoch is left
     alone, and one with a stop recorded exits as that stop would have made it exit (a winning stop
@@ -188,6 +193,8 @@ def hand_off(settings: Settings, incarnations: Sequence[tuple[int, int]], reason
         if not owned:
             return restarted
         values = {**fresh_incarnation(settings), "task_id": sa.bindparam("b_task")}
+        if interval is not None:
+            values["tick_at"] = next_tick(interval)
         conn.execute(
             trackers.update()
             .where(trackers.c.id == sa.bindparam("b_id"))

@@ -55,7 +55,7 @@ import sqlalchemy as sa
 
 from tracking.models import Entry, Status, WorkerStatus, events, token_floor, trackers, workers
 from tracking.policy import Action, Decision, RestartPolicy, decide
-from tracking.registry.core import db_now, greatest
+from tracking.registry.core import db_now, greatest, later
 from tracking.settings import Settings
 from tracking.validation import storable_text
 
@@ -201,6 +201,15 @@ def fresh_incarnation(settings: Settings) -> dict[str, Any]:
         "tick_at": None,
         "republished": 0,
     }
+
+
+def next_tick(interval: float) -> Any:
+    """The next tick of a running entry that has just ticked (woken from its park), at a fixed
+    rate: ``interval`` after the tick was due (its ``tick_at``), so that a late tick does not push
+    the later ones back; if that is past already (the tick fell a whole interval behind), an
+    interval from now: a missed tick is not caught up."""
+    scheduled = later(sa.func.coalesce(trackers.c.tick_at, db_now()), interval)
+    return sa.case((scheduled > db_now(), scheduled), else_=db_now(interval))
 
 
 def first_epoch(kind: Any, transaction_id: Any) -> sa.ColumnElement[int]:

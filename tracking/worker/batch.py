@@ -39,8 +39,11 @@ def run_batch(tracker_cls: type[Tracker], batch: Batch, wp: WorkerProcess) -> st
     """Claim the batch's entries, tick them and park them again. Returns how it ended."""
     kind = tracker_cls.kind
     if wp.shutting_down.is_set() or not _has_lease(wp, kind):
-        # Not claimed: its entries stay pending and a sweep publishes each of them again.
-        return "left to the supervisor"
+        # Not claimed here: published again for the next worker (if that fails, its entries stay
+        # pending and a sweep publishes each of them again after the start grace).
+        if wp.publish_batch is not None:
+            _quietly(functools.partial(wp.publish_batch, batch))
+        return "handed off before claim"
     try:
         rows = retrying(
             f"{kind} batch {batch.task_id}",
@@ -59,7 +62,7 @@ def run_batch(tracker_cls: type[Tracker], batch: Batch, wp: WorkerProcess) -> st
     except (RegistryRefused, ValueError) as exc:  # it would fail the same way again
         log.error("%s batch %s: claim refused: %s", kind, batch.task_id, exc)
         return "refused"
-    runs = [_Run(tracker_cls, row, _incarnation(row), wp) for row in rows]
+    runs = [_Run(tracker_cls, row, _incarnation(row, batch), wp) for row in rows]
     for run in runs:
         wp.add(run.inc)
     try:
@@ -78,8 +81,9 @@ def _has_lease(wp: WorkerProcess, kind: str) -> bool:
     return wp.wait_for_lease_to_claim()
 
 
-def _incarnation(row: registry.Entry) -> Incarnation:
+def _incarnation(row: registry.Entry, batch: Batch) -> Incarnation:
     inc = Incarnation(row.id, row.epoch, row.kind, row.transaction_id, row.task_id, row.worker_id or "")
+    inc.batch_task_id = batch.task_id  # a revoke of the batch's task stops it
     inc.mail = (
         False  # the waker batches only entries with no mail waiting; one that gets some stays out of the park
     )
@@ -101,10 +105,6 @@ class _Batch:
             timings.tick_lateness.observe(run.inc.kind, late)
 
     def run(self, named: int) -> str:
-        kind, wp = self.cls.kind, self.wp
-        if not wp.throttle(kind, self.cls.rate_limit, len(self.runs), wp.shutting_down.is_set):
-            self._hand_off(self.runs, f"worker {wp.hostname} shutting down")  # waiting for the rate limit
-            return f"batch of {named}: {len(self.runs)} claimed, handed off"
         ticked = self._tick()
         parked, exits = self._park(ticked)
         for finish in exits:
@@ -113,11 +113,16 @@ class _Batch:
 
     def _tick(self) -> list[tuple[_Run, Any]]:
         """Each run that may go on, with its tick's outcome (a state, Done, or an exception)."""
+        kind, rate, wp = self.cls.kind, self.cls.rate_limit, self.wp
+        # A throttle that gives up has found its runs interrupted: each then leaves as it is told.
         if self.cls.ticks_in_bulk():
+            # One call for the batch: its tokens are taken together (they come as a burst).
+            wp.throttle(kind, rate, len(self.runs), lambda: all(_stopped(r.inc) for r in self.runs))
             ready = [run for run in self.runs if self._begin(run)]
             return list(zip(ready, self._tick_many(ready), strict=True))
         outcomes = []
-        for run in self.runs:
+        for run in self.runs:  # a token for each tick, just before it: the limit holds over any window
+            wp.throttle(kind, rate, 1, functools.partial(_stopped, run.inc))
             if self._begin(run):
                 outcomes.append((run, self._tick_one(run)))
         return outcomes
@@ -209,22 +214,28 @@ class _Batch:
                 _quietly(functools.partial(_interrupted, run))
             else:
                 handing.append(run)
-        self._hand_off(handing, "a message or a stop request waits: run on its own")
+        # Its next tick stays where it was: the new incarnation handles the message, then parks.
+        self._hand_off(handing, "a message waits: run on its own", self.cls.interval)
 
-    def _hand_off(self, runs: list[_Run], reason: str) -> None:
+    def _hand_off(self, runs: list[_Run], reason: str, interval: float | None = None) -> None:
         if not runs:
             return
         pairs = [(run.inc.row_id, run.inc.epoch) for run in runs]
         try:
             rows = retrying(
                 f"{self.cls.kind} batch handoff",
-                lambda: registry.hand_off(self.settings, pairs, reason),
+                lambda: registry.hand_off(self.settings, pairs, reason, interval),
                 self.wp.shutting_down,
             )
         except RegistryUnavailable:
             return
         for row in rows:
             publish_or_warn(self.wp.publish, row)
+
+
+def _stopped(inc: Incarnation) -> bool:
+    """The incarnation was interrupted (a stop, a handoff, fenced): it waits for nothing more."""
+    return inc.interrupt is not None
 
 
 def _quietly(write: Callable[[], object]) -> None:

@@ -161,7 +161,9 @@ class Control:
             if mail:
                 inc.deliver_mail()
         for inc in incarnations.values():
-            if self._revoked(inc.task_id):
+            if self._revoked(inc.task_id) or (
+                inc.batch_task_id is not None and self._revoked(inc.batch_task_id)
+            ):
                 inc.stop("shutdown")
 
     def _sweep_aside(self) -> None:

@@ -45,6 +45,8 @@ class Incarnation:
     mail: bool = True
     #: inside a unit of work (init, a tick, a batch of messages, each with its checkpoint)
     busy: bool = False
+    #: the Celery task ID of the batch it is ticked in, if any (a revoke of that task stops it)
+    batch_task_id: str | None = None
     _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
     def _set(self, interrupt: Interrupt, stop_reason: str | None = None) -> None:

@@ -44,6 +44,7 @@ class WorkerProcess:
         self.publish = publish
         self.pid = os.getpid()
         self.lease = Lease(settings, hostname, self.pid)
+        self.publish_batch = publish_batch
         self.waker = Waker(settings, publish, publish_batch)
         self.limiter = RateLimiter(settings)
         self.shutting_down = threading.Event()

@@ -138,22 +138,19 @@ class _Run:
 
     def run(self) -> str:
         inc = self.inc
-        here = running_here.set((inc.kind, inc.transaction_id))
+        who = (inc.kind, inc.transaction_id)
+        here = running_here.set(who)
         try:
             return self._loop()
         except Done as done:
             return self.done(done)
         except Fenced:
-            log.warning(
-                "%s %s epoch %s fenced out", inc.kind, inc.transaction_id, inc.epoch, extra=self.fields
-            )
+            log.warning("%s %s epoch %s fenced out", *who, inc.epoch, extra=self.fields)
             return "fenced"
         except RegistryUnavailable:
             # Only while shutting down do we stop retrying: the lease then runs out and a
             # supervisor restarts the tracker elsewhere.
-            log.warning(
-                "%s %s: registry unavailable at shutdown", inc.kind, inc.transaction_id, extra=self.fields
-            )
+            log.warning("%s %s: registry unavailable at shutdown", *who, extra=self.fields)
             return "left to the supervisor"
         except Exception as exc:
             return self.crashed(exc)
@@ -192,7 +189,9 @@ class _Run:
                 inc.mail = False
                 state, may_park = self.box.drain(state, lambda: wp.holds(inc)), True
             elif time.monotonic() >= next_tick:
-                if not wp.throttle(inc.kind, self.cls.rate_limit, 1, lambda: inc.interrupt is not None):
+                if not wp.throttle(
+                    inc.kind, self.cls.rate_limit, 1, lambda: inc.interrupt is not None or inc.mail
+                ):
                     inc.end_work()
                     continue
                 timings.tick_lateness.observe(inc.kind, time.monotonic() - next_tick)
