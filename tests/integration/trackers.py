@@ -521,3 +521,11 @@ class LimitedParked(Counter):
     interval = 1.0
     park = True
     rate_limit = 20.0
+
+
+class ParkedRecorder(Recorder):
+    """A Recorder that parks between ticks a second apart: woken and ticked in batches of 20."""
+
+    interval = 1.0
+    park = True
+    batch_size = 20
