@@ -26,7 +26,8 @@ indexes, TOAST) and `tracking_events`, after the insert and at the end of the wi
 INCR, {noop_tasks:,} of them queued before the workers start, and N tasks sent with an ETA over one
 interval (what Celery itself would do: the workers hold every one unacknowledged until it is due),
 the lateness of those due in the first {baseline_window:g} s. Options, from the environment:
-`BENCH_PARKED_TRACKERS` (comma-separated sizes), `BENCH_PARKED_BATCH`, `BENCH_PARKED_INTERVAL`,
+`BENCH_PARKED_TRACKERS` (comma-separated sizes, `none` for the sweep alone), `BENCH_PARKED_BATCH`,
+`BENCH_PARKED_INTERVAL`,
 `BENCH_PARKED_WINDOW` (seconds, or one per size, comma-separated), `BENCH_PARKED_SWEEP` (batch sizes,
 `none` to skip), `BENCH_PARKED_SWEEP_TRACKERS`, `BENCH_PARKED_SWEEP_TIMEOUT`, `BENCH_PARKED_ETA`
 (`yes` or `no`: the ETA baseline), `BENCH_PARKED_START_GRACE` (the workers' start grace:
@@ -234,12 +235,12 @@ def eta_rows(eta: dict[str, Any], o: dict[str, Any]) -> list[tuple[str, str]]:
 
 def run(ctx: Context) -> Section:
     o = options(ctx)
-    sizes = [int(n) for n in str(o["sizes"]).split(",")]
+    sizes = [int(n) for n in str(o["sizes"]).split(",") if n.strip() not in ("", "none")]
     windows = ", ".join(f"{for_size(o, k)['window']:g} s" for k in range(len(sizes)))
     statements = "preloaded" if "statements" in pgstats.counters(ctx.pg.conninfo) else "not preloaded here"
     text = {**o, "sizes": " and ".join(f"{n:,}" for n in sizes), "windows": windows}
     out = section(__doc__, **text, on_time=ON_TIME, statements=statements)
-    smallest = sizes.index(min(sizes))
+    smallest = sizes.index(min(sizes)) if sizes else -1
     done = [
         out.attempt(
             f"{n:,} trackers", one_size, ctx, n, for_size(o, k), k == smallest and o["baseline"] != "none"

@@ -57,9 +57,11 @@ def capacity(
         "finished": finished,
         "seconds": seconds,
         "ticks_per_s": ticked / seconds,
-        "cpu_ms_per_tick": 1000.0 * (sum(cpu1.values()) - sum(cpu0.values())) / max(1, ticked),
+        "cpu_ms_per_tick": 1000.0 * (sum(cpu1.values()) - sum(cpu0.values())) / ticked
+        if ticked
+        else float("nan"),
         "pg_per_tick": pgstats.per_tick(pg0, pg1, ticked),
-        "messages_per_tick": messages / max(1, ticked),
+        "messages_per_tick": messages / ticked if ticked else float("nan"),
         "late": spread([t - s for _d, s, t in logs]),
     }
     print(
