@@ -231,3 +231,49 @@ def _aware(value: Any) -> Any:
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def test_the_waker_wakes_no_more_while_as_many_entries_as_it_allows_wait_pending(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers that fall behind are not flooded: past MAX_PENDING woken-but-unclaimed entries the
+    waker leaves the rest parked and due (before this, at 1,000,000 parked trackers it woke them
+    faster than the workers ticked, until the start grace ran out and the sweep published each of
+    them again)."""
+    from tracking.worker import waker
+
+    monkeypatch.setattr(waker, "MAX_PENDING", 4)
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/registry.sqlite3")
+    sent = Sent()
+    with migrated(settings):
+        worker_id = "pending-test/1/abc"
+        registry.register_worker(settings, worker_id, "w@here", 1)
+        for i in range(10):
+            row, _ = registry.start(settings, CountsTicks.kind, f"p-{i}", {}, CountsTicks.policy)
+            claimed = registry.claim(
+                settings,
+                CountsTicks.kind,
+                f"p-{i}",
+                row.epoch,
+                worker="w",
+                worker_id=worker_id,
+                policy=CountsTicks.policy,
+            )
+            assert claimed is not None
+            assert registry.park(settings, claimed.id, claimed.epoch, {"ticks": 1, "casts": 0}, 0.5)
+        with registry.engine(settings).begin() as conn:
+            conn.execute(trackers.update().values(due_at=registry.db_now(-1), tick_at=registry.db_now(-1)))
+        wk = waker.Waker(settings, sent.rows.append, sent.batches.append)
+        wk._round()
+        wk._round()  # nothing more: four wait pending
+        assert registry.count(settings, status="pending") == 4
+        assert registry.count(settings, status="parked") == 6
+        woken = sorted(txid for b in sent.batches for txid, _ in b.members)
+        assert len(woken) == 4, woken
+        for b in sent.batches:  # the workers catch up: the waker wakes the next ones
+            registry.claim_batch(
+                settings, b.kind, b.members, worker="w", worker_id=worker_id, policy=CountsTicks.policy
+            )
+        wk._round()
+        assert registry.count(settings, status="pending") == 4
+        assert registry.count(settings, status="parked") == 2

@@ -144,6 +144,14 @@ def next_wake(settings: Settings) -> float | None:
     return _read(settings, query)
 
 
+def pending(settings: Settings, at_most: int) -> int:
+    """How many entries are pending (woken or started, not yet claimed), counted up to ``at_most``
+    (a read of at most that many index entries, whatever the registry's size)."""
+    some = sa.select(trackers.c.id).where(trackers.c.status == Status.PENDING.value).limit(at_most)
+    stmt = sa.select(sa.func.count()).select_from(some.subquery())
+    return _read(settings, lambda conn: int(conn.execute(stmt).scalar_one()))
+
+
 def wake_due(settings: Settings, limit: int = 500, overdue: float = 0.0) -> list[Entry]:
     """Make due parked and failed entries pending; returns them to publish. A parked entry gets a
     new epoch and task ID (a failed one got them when it failed); its wake-up records no event (it

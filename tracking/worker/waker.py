@@ -33,6 +33,10 @@ log = logging.getLogger("tracking.worker")
 POLL = 1.0
 #: how many entries one wake-up transaction takes
 BATCH = 500
+#: how many entries may wait pending (woken or started, not yet claimed) before the waker wakes no
+#: more: past it the workers are behind, and waking more would only pile messages up in the broker
+#: until the start grace ran out and the sweep published each of them again
+MAX_PENDING = 5000
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -88,13 +92,16 @@ class Waker:
             return POLL
         if due_in > 0:
             return min(POLL, due_in)
-        rows = registry.wake_due(self.settings, BATCH)
+        room = MAX_PENDING - registry.pending(self.settings, MAX_PENDING)
+        if room <= 0:  # the workers are behind: the entries stay due (and parked) until they catch up
+            return POLL
+        rows = registry.wake_due(self.settings, min(BATCH, room))
         alone, batches = self.batched(rows)
         for row in alone:
             publish_or_warn(self.publish, row)
         for batch in batches:
             self._publish_batch(batch)
-        return 0.0 if len(rows) == BATCH else min(POLL, self.settings.control_poll_seconds)
+        return 0.0 if len(rows) == min(BATCH, room) else min(POLL, self.settings.control_poll_seconds)
 
     def batched(self, rows: list[Entry]) -> tuple[list[Entry], list[Batch]]:
         """The woken rows to publish alone, and the batches of the others.
