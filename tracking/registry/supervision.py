@@ -131,15 +131,20 @@ def not_published(settings: Settings, rows: Sequence[Entry]) -> None:
 
 
 def next_wake(settings: Settings) -> float | None:
-    """Seconds until the earliest parked or failed entry is due (negative: overdue); None if none."""
-    soonest = sa.select(sa.func.min(trackers.c.due_at)).where(
-        trackers.c.status.in_(sorted(RULES[Op.WAKE].sources))
-    )
+    """Seconds until the earliest parked or failed entry is due (negative: overdue); None if none.
+
+    One indexed probe per status (the ``(status, due_at)`` index gives each minimum at once; a
+    minimum over both statuses in one condition made PostgreSQL scan the whole table: 226 ms at
+    1,000,000 entries)."""
+    soonest = [
+        sa.select(sa.func.min(trackers.c.due_at)).where(trackers.c.status == status.value).scalar_subquery()
+        for status in sorted(RULES[Op.WAKE].sources)
+    ]
 
     def query(conn: sa.Connection) -> float | None:
-        row = conn.execute(sa.select(soonest.scalar_subquery(), db_now())).one()
-        due, now = aware(row[0]), aware(row[1])
-        return None if due is None or now is None else (due - now).total_seconds()
+        *dues, now = (aware(v) for v in conn.execute(sa.select(*soonest, db_now())).one())
+        found = [due for due in dues if due is not None]
+        return None if not found or now is None else (min(found) - now).total_seconds()
 
     return _read(settings, query)
 
@@ -162,15 +167,22 @@ def wake_due(settings: Settings, limit: int = 500, overdue: float = 0.0) -> list
     concurrent wakers split the work, and every update is conditional on the epoch and status, so
     no entry is woken twice.
     """
-    stmt = (
-        sa.select(trackers.c.id, trackers.c.epoch, trackers.c.status)
-        .where(*guard(Op.WAKE), trackers.c.due_at <= db_now(-overdue))
-        .order_by(trackers.c.due_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
+
+    def due(status: Status, limit: int) -> Any:
+        # One status at a time, in due order: the (status, due_at) index serves it (both statuses
+        # in one condition made PostgreSQL scan and sort the whole table: 645 ms at 1,000,000).
+        return (
+            sa.select(trackers.c.id, trackers.c.epoch, trackers.c.status)
+            .where(*guard(Op.WAKE), trackers.c.status == status.value, trackers.c.due_at <= db_now(-overdue))
+            .order_by(trackers.c.due_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+
     with _write(settings) as conn:
-        due_rows = conn.execute(stmt).all()
+        due_rows = list(conn.execute(due(Status.FAILED, limit)).all())  # restarts first: they are few
+        if len(due_rows) < limit:
+            due_rows += conn.execute(due(Status.PARKED, limit - len(due_rows))).all()
         if not due_rows:
             return []
         for status, bump in ((Status.PARKED, True), (Status.FAILED, False)):
