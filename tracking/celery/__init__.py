@@ -23,14 +23,13 @@ from tracking import client as clients
 from tracking import embedded, tracker
 from tracking.celery import process, state, tasks
 from tracking.celery.config import (
-    RETRY_POLICY,
     default_conf,
     embedded_broker_options,
     is_embedded,
     recommended_config,
     settings_for,
 )
-from tracking.celery.publishing import publish_many_with
+from tracking.celery.publishing import publish_many_with, send
 from tracking.celery.tasks import task_name
 from tracking.client import Client, Publishable
 from tracking.settings import Settings
@@ -79,16 +78,7 @@ def publish_with(app: Celery, settings: Settings) -> clients.Publish:
     queue = {"queue": settings.queue} if settings.queue else {}
 
     def publish(row: Publishable) -> None:
-        app.send_task(
-            task_name(row.kind),
-            args=[row.transaction_id],
-            kwargs={"epoch": row.epoch},
-            task_id=row.task_id,
-            serializer="json",
-            retry=True,
-            retry_policy=RETRY_POLICY,
-            **queue,
-        )
+        send(app, row, queue)
 
     return publish
 

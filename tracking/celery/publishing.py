@@ -5,6 +5,7 @@ per message as ``send_task`` alone does. Each message is the one ``publish_with`
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from celery import Celery
 
@@ -25,16 +26,21 @@ def publish_many_with(app: Celery, settings: Settings) -> PublishMany:
             return
         with app.producer_or_acquire() as producer:
             for row in rows:
-                app.send_task(
-                    task_name(row.kind),
-                    args=[row.transaction_id],
-                    kwargs={"epoch": row.epoch},
-                    task_id=row.task_id,
-                    serializer="json",
-                    retry=True,
-                    retry_policy=RETRY_POLICY,
-                    producer=producer,
-                    **queue,
-                )
+                send(app, row, queue, producer=producer)
 
     return publish_many
+
+
+def send(app: Celery, row: Publishable, queue: dict[str, str], **options: Any) -> None:
+    """Send the message that starts incarnation ``row.epoch`` (its task ID the incarnation's)."""
+    app.send_task(
+        task_name(row.kind),
+        args=[row.transaction_id],
+        kwargs={"epoch": row.epoch},
+        task_id=row.task_id,
+        serializer="json",
+        retry=True,
+        retry_policy=RETRY_POLICY,
+        **queue,
+        **options,
+    )

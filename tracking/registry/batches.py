@@ -19,7 +19,7 @@ from sqlalchemy.dialects import postgresql
 from tracking.models import Entry, Status, trackers
 from tracking.policy import RestartPolicy
 from tracking.registry.core import _write, db_now
-from tracking.registry.transitions import Op, guard, next_tick
+from tracking.registry.transitions import Op, claimed, guard, next_tick
 from tracking.settings import Settings
 
 #: the most entries one batch may name (its claim's IN list, its park's rows)
@@ -54,15 +54,7 @@ def claim_batch(
             trackers.update()
             .where(trackers.c.kind == kind)
             .where(*guard(Op.CLAIM, fence=named, worker_id=worker_id, settings=settings))
-            .values(
-                status=Status.RUNNING.value,
-                worker=worker,
-                worker_id=worker_id,
-                claimed_at=db_now(),
-                due_at=None,
-                republished=0,
-                policy=policy.to_json(),
-            )
+            .values(claimed(worker, worker_id, policy))
             .returning(*trackers.c, db_now().label("db_now"))
         ).mappings()
         return [Entry.from_mapping(row) for row in found]

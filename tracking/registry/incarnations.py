@@ -29,6 +29,7 @@ from tracking.registry.rows import (
 from tracking.registry.transitions import (
     WINNING_STOPS,
     Op,
+    claimed,
     fresh_incarnation,
     guard,
     new_task_id,
@@ -67,15 +68,7 @@ def claim(
                 trackers.update()
                 .where(trackers.c.kind == kind, trackers.c.transaction_id == transaction_id)
                 .where(*guard(Op.CLAIM, epoch=epoch, worker_id=worker_id, settings=settings))
-                .values(
-                    status=Status.RUNNING.value,
-                    worker=worker,
-                    worker_id=worker_id,
-                    claimed_at=db_now(),
-                    due_at=None,
-                    republished=0,
-                    policy=policy.to_json(),
-                )
+                .values(claimed(worker, worker_id, policy))
                 .returning(*trackers.c, db_now().label("db_now"))
             )
             .mappings()

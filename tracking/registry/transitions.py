@@ -203,6 +203,20 @@ def fresh_incarnation(settings: Settings) -> dict[str, Any]:
     }
 
 
+def claimed(worker: str, worker_id: str, policy: RestartPolicy) -> dict[str, Any]:
+    """Column values of a claimed entry: running under the claimer, with the policy its code
+    declares now (a deploy that changed it takes effect at the next claim)."""
+    return {
+        "status": Status.RUNNING.value,
+        "worker": worker,
+        "worker_id": worker_id,
+        "claimed_at": db_now(),
+        "due_at": None,
+        "republished": 0,
+        "policy": policy.to_json(),
+    }
+
+
 def next_tick(interval: float) -> Any:
     """The next tick of a running entry that has just ticked (woken from its park), at a fixed
     rate: ``interval`` after the tick was due (its ``tick_at``), so that a late tick does not push
