@@ -84,9 +84,8 @@ def _has_lease(wp: WorkerProcess, kind: str) -> bool:
 def _incarnation(row: registry.Entry, batch: Batch) -> Incarnation:
     inc = Incarnation(row.id, row.epoch, row.kind, row.transaction_id, row.task_id, row.worker_id or "")
     inc.batch_task_id = batch.task_id  # a revoke of the batch's task stops it
-    inc.mail = (
-        False  # the waker batches only entries with no mail waiting; one that gets some stays out of the park
-    )
+    # The waker batches only entries with no mail waiting; one that gets some cannot park.
+    inc.mail = False
     return inc
 
 
