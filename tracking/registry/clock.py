@@ -69,3 +69,23 @@ def _greatest_pg(element: greatest, compiler: Any, **kw: Any) -> str:
 @compiles(greatest, "sqlite")
 def _greatest_sqlite(element: greatest, compiler: Any, **kw: Any) -> str:
     return f"max({compiler.process(element.clauses, **kw)})"
+
+
+class seconds_since(FunctionElement[float]):
+    """Seconds from ``earlier`` to ``later`` (negative if ``later`` is earlier)."""
+
+    type = sa.Double()
+    inherit_cache = True
+
+
+@compiles(seconds_since, "postgresql")
+def _seconds_pg(element: seconds_since, compiler: Any, **kw: Any) -> str:
+    later, earlier = (compiler.process(c, **kw) for c in element.clauses)
+    return f"CAST(EXTRACT(EPOCH FROM ({later} - {earlier})) AS DOUBLE PRECISION)"
+
+
+@compiles(seconds_since, "sqlite")
+def _seconds_sqlite(element: seconds_since, compiler: Any, **kw: Any) -> str:
+    # julianday's difference is off by some microseconds: rounded to SQLite's milliseconds
+    later, earlier = (compiler.process(c, **kw) for c in element.clauses)
+    return f"(round((julianday({later}) - julianday({earlier})) * 86400000.0) / 1000.0)"

@@ -30,10 +30,9 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.expression import FunctionElement
 
 from tracking.models import Timestamp, limits
+from tracking.registry.clock import seconds_since
 from tracking.registry.core import _write, db_now
 from tracking.registry.rows import _insert
 from tracking.settings import Settings
@@ -53,26 +52,6 @@ class Grant:
     #: seconds until the bucket holds a whole token again, if fewer than wanted were granted
     #: (else 0.0): a taker that waits less finds nothing
     wait: float
-
-
-class _seconds_since(FunctionElement[float]):
-    """Seconds from ``earlier`` to ``later`` (negative if ``later`` is earlier)."""
-
-    type = sa.Double()
-    inherit_cache = True
-
-
-@compiles(_seconds_since, "postgresql")
-def _seconds_pg(element: _seconds_since, compiler: Any, **kw: Any) -> str:
-    later, earlier = (compiler.process(c, **kw) for c in element.clauses)
-    return f"CAST(EXTRACT(EPOCH FROM ({later} - {earlier})) AS DOUBLE PRECISION)"
-
-
-@compiles(_seconds_since, "sqlite")
-def _seconds_sqlite(element: _seconds_since, compiler: Any, **kw: Any) -> str:
-    # julianday's difference is off by some microseconds: rounded to SQLite's milliseconds
-    later, earlier = (compiler.process(c, **kw) for c in element.clauses)
-    return f"(round((julianday({later}) - julianday({earlier})) * 86400000.0) / 1000.0)"
 
 
 def validate(rate: float, burst: float) -> None:
@@ -117,7 +96,7 @@ def _refill(
     conn: sa.Connection, kind: str, rate: float, burst: float, clock: sa.ColumnElement[datetime]
 ) -> Any:
     """The bucket refilled up to ``clock`` (or created full), returning the tokens it holds."""
-    elapsed = _seconds_since(clock, limits.c.updated_at)
+    elapsed = seconds_since(clock, limits.c.updated_at)
     refilled = limits.c.tokens + sa.literal(rate, sa.Double()) * sa.case((elapsed > 0, elapsed), else_=0.0)
     full: sa.ColumnElement[float] = sa.literal(burst, sa.Double())
     return (

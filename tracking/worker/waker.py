@@ -113,23 +113,16 @@ class Waker:
         if self.publish_batch is None:
             return rows, []
         alone: list[Entry] = []
-        by_kind: dict[str, list[Entry]] = {}
+        by_kind: dict[str, tuple[int, list[Entry]]] = {}
         for row in rows:
             cls = of_kind(row.kind)
             woke_for_tick = row.tick_at is not None and row.last_message_id <= row.handled_message_id
-            if (
-                cls is None
-                or cls.park is False
-                or cls.batch_size < 2
-                or not woke_for_tick
-                or row.state is None
-            ):
+            if cls is None or cls.batch_size < 2 or not woke_for_tick or row.state is None:
                 alone.append(row)
             else:
-                by_kind.setdefault(row.kind, []).append(row)
+                by_kind.setdefault(row.kind, (cls.batch_size, []))[1].append(row)
         batches = []
-        for kind, members in by_kind.items():
-            size = of_kind(kind).batch_size  # type: ignore[union-attr]  # known: checked above
+        for kind, (size, members) in by_kind.items():
             for begin in range(0, len(members), size):
                 chunk = members[begin : begin + size]
                 if len(chunk) == 1:
