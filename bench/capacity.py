@@ -5,7 +5,7 @@ gevent -c <N+100>` process on a queue of its own; heartbeat {heartbeat_seconds:g
 {lease_seconds:g} s, sweep {sweep_seconds:g} s, start grace {start_grace_seconds:g} s (a large
 start-up must not outlast a 3 s lease). Idle RSS: after it registered its lease and ran one task
 (which also says which wait function psycopg uses in it), and 1 s of rest. Then `start()` of N IDs
-from {threads} threads of the benchmark's process; every 0.5 s the registry is counted (`running`
+from {threads} threads of the benchmark's process; every 0.25 s the registry is counted (`running`
 with a checkpoint) and the worker's connections (`pg_stat_activity`, by the application name
 tracking gives them). Once all run, 11 s for the table counters to settle, then writes per second
 over a {window:g} s window (`pg_stat_user_tables`, as in g.) and RSS (the max of a reading before
@@ -17,8 +17,16 @@ A size whose trackers are not all running within max(120 s, N x 0.06 s) is repor
 the registry's other events (crashes, lost workers, restarts) and the worker log's count of pool
 checkout timeouts, lost leases and crashes. `republished` events are pending entries not claimed
 within the start grace, published again by the worker's own sweep (duplicates of messages still
-queued: the stale copy is dropped at its claim). Goals at 10,000: all running within 60 s, under
-50 KB per tracker.
+queued: the stale copy is dropped at its claim). Worker CPU to running: the worker's process group's
+CPU seconds from the first start() to all running.
+
+Baseline (same run, same worker settings): before each size, a fresh worker started exactly so (`-P
+gevent -c <N+100>`, the same app, configuration and timings) runs N bare Celery tasks that say they
+run (a Redis INCR) and then sleep, sent by `send_task` from the same {threads} threads; all running
+is the counter reaching N, measured from the first send. Ratio: tracking's all running over bare
+Celery's. Goals at 10,000: all running within 1.5x bare Celery's time (issue 13), under 50 KB per
+tracker. Options: `BENCH_CAPACITY_TRACKERS` (sizes, comma-separated), `BENCH_CAPACITY_WINDOW`
+(seconds), `BENCH_CAPACITY_BASELINE` (`yes` or `no`).
 """
 
 from __future__ import annotations
@@ -60,11 +68,51 @@ SQL = {
 }
 
 
+#: issue 13: a gevent worker fills with live trackers within this factor of bare Celery's sleeping tasks
+GOAL_RATIO = 1.5
+
+
+def bare(ctx: Context, count: int) -> dict[str, Any]:
+    """Bare Celery on a worker started as the trackers' is: ``count`` sleeping tasks, to running."""
+    settings = ctx.settings(f"bare{count}", **TIMING)
+    app = ctx.app(f"bare{count}", settings)
+    key = f"{ctx.redis_prefix}bare:{count}:running"
+    with ctx.fleet() as fleet:
+        (worker,) = ctx.workers(fleet, [f"bare{count}"], settings, pool="gevent", concurrency=count + 100)
+        try:
+            ask(app, "bench.driver_info", str(settings.queue), ctx.redis, ctx.redis_prefix, timeout=30)
+            time.sleep(1.0)
+            rss_idle, cpu0 = machine.group_usage(worker.pid)
+            timeout, t0 = max(120.0, count * 0.06), time.monotonic()
+
+            def send(_i: int) -> None:
+                app.send_task("bench.sleep", args=[key, 900.0], queue=str(settings.queue), serializer="json")
+
+            def running() -> int:
+                worker.check()
+                return int(ctx.redis.get(key) or 0)
+
+            with concurrent.futures.ThreadPoolExecutor(THREADS, thread_name_prefix="bench-send") as pool:
+                list(pool.map(send, range(count)))
+            sends_s = time.monotonic() - t0
+            wait_until(lambda: running() >= count, timeout, interval=0.1, what=f"{count} sleeping tasks")
+            to_running = time.monotonic() - t0
+            rss_live, cpu1 = machine.group_usage(worker.pid)
+        finally:
+            if worker.alive():
+                worker.kill()
+            ctx.redis.delete(key)
+    return {
+        "tasks": count, "sends_s": sends_s, "to_running_s": to_running, "cpu_s": cpu1 - cpu0,
+        "rss_per_task_kib": (rss_live - rss_idle) / count,
+    }  # fmt: skip
+
+
 def step(ctx: Context, worker: Worker, app: Any, queue: str, count: int, seconds: float) -> dict[str, Any]:
     """One size, on a registered worker: to running, connections, writes, RSS."""
     driver = json.loads(ask(app, "bench.driver_info", queue, ctx.redis, ctx.redis_prefix, timeout=30))
     time.sleep(1.0)  # a short rest before the idle reading
-    rss_idle, timeout = machine.group_usage(worker.pid)[0], max(120.0, count * 0.06)
+    (rss_idle, cpu0), timeout = machine.group_usage(worker.pid), max(120.0, count * 0.06)
     kind, timeline = CapacityBench.kind, []
     names = (f"tracking-{worker.pid}", f"tracking-{worker.pid}-listen")  # tracking names its connections
     t0 = time.monotonic()
@@ -77,14 +125,16 @@ def step(ctx: Context, worker: Worker, app: Any, queue: str, count: int, seconds
 
     with concurrent.futures.ThreadPoolExecutor(THREADS, thread_name_prefix="bench-start") as pool:
         futures = [pool.submit(CapacityBench.start, f"cap{count}-{i}") for i in range(count)]
-        wait_until(lambda: sample() < 0 or all(f.done() for f in futures), timeout, 0.5, "start() calls")
+        wait_until(lambda: sample() < 0 or all(f.done() for f in futures), timeout, 0.25, "start() calls")
         for f in futures:
             f.result()  # sampled meanwhile: the timeline begins at the first start()
     starts_s = time.monotonic() - t0
     to_running: float | None = None
+    cpu_s: float | None = None
     try:
-        wait_until(lambda: sample() >= count, timeout, interval=0.5, what=f"{count} trackers running")
+        wait_until(lambda: sample() >= count, timeout, interval=0.25, what=f"{count} trackers running")
         to_running = time.monotonic() - t0
+        cpu_s = machine.group_usage(worker.pid)[1] - cpu0
     except TimeoutError:  # a figure too: how far it got, and what went wrong (events, log)
         pass
     running_at_end = sample()
@@ -100,18 +150,21 @@ def step(ctx: Context, worker: Worker, app: Any, queue: str, count: int, seconds
         "peak_connections": max(t[2] for t in timeline), "writes": writes,
         "steady_connections": ctx.scalar(SQL["connections"], *names), "age_p99_s": p99_age or 0.0,
         "age_max_s": max_age or 0.0, "other_events": ctx.scalar(SQL["events"], kind), "driver": driver,
-        "concurrency": worker.concurrency,
+        "concurrency": worker.concurrency, "cpu_to_running_s": cpu_s,
     }  # fmt: skip
 
 
-def one_size(ctx: Context, count: int, seconds: float, logs: dict[int, dict[str, int]]) -> dict[str, Any]:
+def one_size(
+    ctx: Context, count: int, seconds: float, logs: dict[int, dict[str, int]], baseline: bool
+) -> dict[str, Any]:
+    base = bare(ctx, count) if baseline else None
     settings = ctx.settings(f"cap{count}", **TIMING)
     app = ctx.app(f"cap{count}", settings)
     ctx.pg.truncate()
     with ctx.fleet() as fleet:
         (worker,) = ctx.workers(fleet, [f"cap{count}"], settings, pool="gevent", concurrency=count + 100)
         try:
-            return step(ctx, worker, app, str(settings.queue), count, seconds)
+            return {**step(ctx, worker, app, str(settings.queue), count, seconds), "bare": base}
         finally:
             if worker.alive():
                 worker.kill()  # not a warm shutdown, which would republish every tracker
@@ -123,13 +176,20 @@ def row(st: dict[str, Any], interval: float, heartbeat: float, log: dict[str, in
     n, done = st["trackers"], st["to_running_s"]
     lease, checkpoints, total, goal = summary(st["writes"]["rates"], heartbeat, st["writes"]["seconds"])
     per_kb = st["rss_per_tracker_kib"] * 1.024
-    goals = ""
+    base = st.get("bare")
+    ratio = done / base["to_running_s"] if done is not None and base else None
+    goals, versus = "", "-"
+    if base:
+        versus = f"{secs(base['to_running_s'])} (sends {secs(base['sends_s'])}, CPU {secs(base['cpu_s'])})"
     if n >= 10_000:
-        in_time = met(done is not None and done <= 60)
-        goals = f" (goals at 10,000: within 60 s {in_time}, under 50 KB {met(per_kb < 50)})"
+        in_time = met(ratio is not None and ratio <= GOAL_RATIO)
+        small = met(per_kb < 50)
+        goals = f" (goals at 10,000: within {GOAL_RATIO:g}x bare Celery {in_time}, under 50 KB {small})"
     running = f"NOT within {st['timeout_s']:.0f} s ({st['running_at_end']:,} running)"
+    cpu = st.get("cpu_to_running_s")
     return [
-        f"{n:,}", secs(st["starts_s"]), secs(done) if done is not None else running,
+        f"{n:,}", secs(st["starts_s"]), secs(done) if done is not None else running, versus,
+        f"{ratio:.2f}x" if ratio is not None else "-", secs(cpu),
         f"{n / done:,.0f}/s" if done else "-", f"{st['rss_idle_kib'] / 1024:.0f} MiB",
         f"{st['rss_live_kib'] / 1024:.0f} MiB", f"{per_kb:.1f} KB{goals}",
         f"{st['peak_connections']} / {st['steady_connections']}",
@@ -141,7 +201,10 @@ def row(st: dict[str, Any], interval: float, heartbeat: float, log: dict[str, in
 
 
 def run(ctx: Context) -> Section:
-    sizes, seconds = ctx.pick((1000, 5000, 10_000), (50,)), ctx.pick(30.0, 4.0)
+    sizes_text = ctx.option("capacity", "trackers", ctx.pick("1000,5000,10000", "50"))
+    sizes = tuple(int(n) for n in sizes_text.split(",") if n.strip())
+    seconds = ctx.option("capacity", "window", ctx.pick(30.0, 4.0))
+    baseline = ctx.option("capacity", "baseline", "yes") == "yes"
     interval = CapacityBench.interval
     out = section(
         __doc__,
@@ -153,11 +216,13 @@ def run(ctx: Context) -> Section:
     )
     logs: dict[int, dict[str, int]] = {}
     steps = [
-        out.attempt(f"{n:,} trackers", one_size, ctx, n, seconds, logs) or {"trackers": n} for n in sizes
+        out.attempt(f"{n:,} trackers", one_size, ctx, n, seconds, logs, baseline) or {"trackers": n}
+        for n in sizes
     ]
     out.data = {"steps": steps, "interval": interval, "timing": TIMING, "worker_log_counts": logs}
     out.columns = (
-        "trackers", f"start() calls ({THREADS} threads)", "all running", "to running", "RSS idle",
+        "trackers", f"start() calls ({THREADS} threads)", "all running",
+        "bare Celery: sleeping tasks all running", "ratio", "worker CPU to running", "to running", "RSS idle",
         "RSS live", "RSS per tracker", "registry connections peak / steady", "lease renewals/s",
         "checkpoints/s (one per interval)", "all writes/s", "one heartbeat per tracker would add /s",
         "checkpoint age p99 / max", "other events", "worker log",
@@ -181,7 +246,13 @@ def run(ctx: Context) -> Section:
             ([s["trackers"] for s in ran], [s["to_running_s"] for s in ran], "all running", "o-")
         ]
         lines.append((n, [s["starts_s"] for s in done], "start() calls alone", "s--"))
-        plots.chart(left, lines, "time to running", x, "seconds from the first start()", goal=60)
+        based = [s for s in done if s.get("bare")]
+        if based:
+            bare_s = [s["bare"]["to_running_s"] for s in based]
+            lines.append(([s["trackers"] for s in based], bare_s, "bare Celery sleeping tasks", "^-"))
+            goal = [t * GOAL_RATIO for t in bare_s]
+            lines.append(([s["trackers"] for s in based], goal, f"goal: {GOAL_RATIO:g}x bare Celery", ":"))
+        plots.chart(left, lines, "time to running", x, "seconds from the first start()")
         per_kb = [(n, [s["rss_per_tracker_kib"] * 1.024 for s in done], "RSS per tracker", "o-")]
         plots.chart(middle, per_kb, "worker RSS per live tracker", x, "KB (1000 bytes)", goal=50)
         timelines = [

@@ -214,6 +214,14 @@ def driver_info(reply_key: str) -> None:
     push(reply_key, json.dumps(info), ttl=60)
 
 
+@shared_task(name="bench.sleep", ignore_result=True)  # type: ignore[untyped-decorator]
+def sleep(key: str, seconds: float) -> None:
+    """h.: bare Celery's long task, the baseline of a live tracker: says it runs (a Redis INCR),
+    then sleeps (a gevent sleep in a gevent worker) until the worker is killed or ``seconds`` pass."""
+    replies.worker_client().incr(key)
+    time.sleep(min(float(seconds), 900.0))
+
+
 @shared_task(name="bench.count", ignore_result=True)  # type: ignore[untyped-decorator]
 def count(key: str, total: int) -> None:
     """k.: one Redis INCR; the first and the last of ``total`` record when they ran."""
