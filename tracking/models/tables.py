@@ -145,6 +145,17 @@ events = sa.Table(
 )
 sa.Index(None, events.c.kind, events.c.transaction_id, events.c.id)
 sa.Index(None, events.c.at)
+#: one ``started`` event per epoch of an ID: a start whose statement missed a concurrent life that
+#: took the same epoch collides here, and corrects its own (tracking.registry.starts)
+sa.Index(
+    "ix_tracking_events_started",
+    events.c.kind,
+    events.c.transaction_id,
+    events.c.epoch,
+    unique=True,
+    postgresql_where=events.c.event == "started",
+    sqlite_where=events.c.event == "started",
+)
 
 supervisors = sa.Table(
     "tracking_supervisors",

@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import RowMapping
 
 from tracking.exceptions import Fenced
 from tracking.models import Entry, Event, Status, events, trackers
@@ -49,7 +50,9 @@ def start_on(
     exactly one creates the row; if that one rolls back, the other's insert goes through. A
     ``dead`` entry is started afresh (new epoch, args, no state, restarts reset) by an update
     conditional on it still being dead. A new life's epoch is above every epoch the ID had
-    before (``transitions.first_epoch``).
+    before (``transitions.first_epoch``): on PostgreSQL the entry and its ``started`` event are
+    written in one statement, corrected by one or two more in the rare races its snapshot may have
+    missed (:mod:`.starts` says which and why).
     """
     with _on(settings, conn) as on:
         return _start(settings, on, kind, transaction_id, args, policy)
@@ -68,9 +71,10 @@ def start_many(
     Atomicity: one transaction for the whole batch (on ``conn``, the application's, when given:
     then the caller's), so all are recorded or none. Each ID is started as :func:`start_on` says;
     the IDs are taken in sorted order, so two batches that share IDs wait for each other instead
-    of deadlocking. A batch of new IDs is inserted in one statement and its events written in one
-    more; one with IDs registered already goes ID by ID (on PostgreSQL the batch insert is undone
-    first, to a savepoint, so that every lock is still taken in sorted order).
+    of deadlocking. A batch of new IDs is inserted in one statement with its events (on SQLite,
+    its events in one more); one with IDs registered already goes ID by ID (on PostgreSQL the
+    batch insert is undone first, to a savepoint, so that every lock is still taken in sorted
+    order).
     """
     wanted = sorted(set(transaction_ids))
     with _on(settings, conn) as on:
@@ -92,29 +96,25 @@ def _inserted(
     """The entries of ``wanted`` inserted by one batch insert, their starts recorded; on
     PostgreSQL none unless all were new (see :func:`start_many`)."""
     as_json = policy.to_json()
-    if conn.dialect.name == "postgresql":
-        insert = starts.statement(conn.dialect, "insert batch", settings.start_grace_seconds)
-        params: Any = {
-            **_start_params(kind, "", args, as_json),
-            "ts": wanted,
-            "task_ids": [new_task_id() for _ in wanted],
-        }
-    else:
-        insert = starts.statement(conn.dialect, "insert", settings.start_grace_seconds)
+    grace = settings.start_grace_seconds
+    if conn.dialect.name != "postgresql":
+        insert = starts.statement(conn.dialect, "insert", grace)
         params = [_start_params(kind, t, args, as_json) for t in wanted]
-    nested = conn.begin_nested() if conn.dialect.name == "postgresql" else None
+        return _started(conn, [Entry.from_mapping(m) for m in conn.execute(insert, params).mappings()])
+    task_ids = [new_task_id() for _ in wanted]
+    batch = {**_start_params(kind, "", args, as_json), "ts": wanted, "task_ids": task_ids}
+    nested = conn.begin_nested()
     try:
-        found = [Entry.from_mapping(m) for m in conn.execute(insert, params).mappings()]
+        found = list(conn.execute(starts.statement(conn.dialect, "start batch", grace), batch).mappings())
     except BaseException:
-        if nested is not None and nested.is_active:
+        if nested.is_active:
             nested.rollback()
         raise
-    if nested is not None:
-        if len(found) < len(wanted):
-            nested.rollback()
-            return []
-        nested.commit()
-    return _created(conn, found)
+    if len(found) < len(wanted):
+        nested.rollback()
+        return []
+    nested.commit()
+    return _recorded(conn, found)
 
 
 @contextlib.contextmanager
@@ -156,12 +156,15 @@ def _start(
     policy: RestartPolicy,
 ) -> tuple[Entry, bool]:
     params = _start_params(kind, transaction_id, args, policy.to_json())
-    insert = starts.statement(conn.dialect, "insert", settings.start_grace_seconds)
+    postgres = conn.dialect.name == "postgresql"
+    insert = starts.statement(conn.dialect, "start" if postgres else "insert", settings.start_grace_seconds)
     key: tuple[Any, ...] = ()
     while True:
         inserted = conn.execute(insert, params).mappings().first()
         if inserted is not None:
-            return _created(conn, [Entry.from_mapping(inserted)])[0], True
+            if postgres:
+                return _recorded(conn, [inserted])[0], True
+            return _started(conn, [Entry.from_mapping(inserted)])[0], True
         key = key or (trackers.c.kind == kind, trackers.c.transaction_id == transaction_id)
         row = _one(conn, *key, lock=True)
         if row is not None:
@@ -172,25 +175,37 @@ def _start(
     return _started_afresh(settings, conn, row, key, args, policy), True
 
 
-def _created(conn: sa.Connection, inserted: list[Entry]) -> list[Entry]:
-    """The rows ``start`` just inserted, their starts recorded as events, in one statement."""
-    if not inserted:
-        return []
-    if conn.dialect.name == "postgresql":
-        # The insert may have waited for an earlier life's exit to commit, while its
-        # epoch was computed before: computed again now, that exit in sight, in the
-        # statement that records the start (SQLite's write lock excludes the race).
-        if len(inserted) == 1:
-            recorded = conn.execute(
-                starts.statement(conn.dialect, "recorded one"), {"row_id": inserted[0].id}
-            )
-        else:
-            ids = [row.id for row in inserted]
-            recorded = conn.execute(starts.statement(conn.dialect, "recorded"), {"ids": ids})
-        epochs: dict[str, int] = {t: epoch for t, epoch in recorded}
-        return [dataclasses.replace(row, epoch=epochs[row.transaction_id]) for row in inserted]
-    started = [{"k": row.kind, "t": row.transaction_id, "epoch": row.epoch} for row in inserted]
-    conn.execute(starts.statement(conn.dialect, "started"), started)
+def _recorded(conn: sa.Connection, inserted: list[RowMapping]) -> list[Entry]:
+    """PostgreSQL: the entries ``starts``' "start" statements inserted (and recorded), each
+    corrected where that statement may have computed its epoch from a stale snapshot (see
+    :mod:`.starts`): its ``started`` event deleted, its epoch raised to ``first_epoch`` as of now
+    if below it, and its start recorded again, under that epoch."""
+    rows = [Entry.from_mapping(m) for m in inserted]
+    suspect = [
+        (row, m["started_id"])
+        for row, m in zip(rows, inserted, strict=True)
+        if m["seen"] or m["floor_moved"] or m["started_id"] is None
+    ]
+    if not suspect:
+        return rows
+    written = [started for _, started in suspect if started is not None]
+    if written:
+        conn.execute(starts.statement(conn.dialect, "unrecorded"), {"ids": written})
+    if len(suspect) == 1:
+        recorded = conn.execute(starts.statement(conn.dialect, "recorded one"), {"row_id": suspect[0][0].id})
+    else:
+        ids = [row.id for row, _ in suspect]
+        recorded = conn.execute(starts.statement(conn.dialect, "recorded"), {"ids": ids})
+    epochs: dict[str, int] = {t: epoch for t, epoch in recorded}
+    return [dataclasses.replace(row, epoch=epochs.get(row.transaction_id, row.epoch)) for row in rows]
+
+
+def _started(conn: sa.Connection, inserted: list[Entry]) -> list[Entry]:
+    """SQLite: the rows ``start`` just inserted, their starts recorded as events in one statement
+    (the write lock the transaction holds excludes PostgreSQL's races)."""
+    if inserted:
+        started = [{"k": row.kind, "t": row.transaction_id, "epoch": row.epoch} for row in inserted]
+        conn.execute(starts.statement(conn.dialect, "started"), started)
     return inserted
 
 

@@ -5,15 +5,44 @@ every call (the ``first_epoch`` subqueries, the values) cost more than running t
 built here once per database and start grace, with bound parameters (:func:`statement`); a call
 only binds its values.
 
-``insert``    the new entry, its epoch ``first_epoch`` as the statement sees the registry; ON
-              CONFLICT DO NOTHING, so an ID registered already inserts nothing (the caller then
-              reads it); executed with many parameter sets, it inserts a batch in one statement
-              (SQLAlchemy's "insertmanyvalues"), in the order given
-``insert batch``  PostgreSQL: the same for a batch, its IDs given as an array
-``recorded``  PostgreSQL: the new entries' epochs raised to ``first_epoch`` as of now where they
-              are below it (an insert that waited for an earlier life's exit computed it before
-              that exit was visible) and their ``started`` events written, in one statement
-``started``   SQLite: the ``started`` event of a new entry (its write lock excludes that race)
+``insert``        the new entry, its epoch ``first_epoch`` as the statement sees the registry; ON
+                  CONFLICT DO NOTHING, so an ID registered already inserts nothing (the caller then
+                  reads it); executed with many parameter sets, it inserts a batch in one statement
+                  (SQLAlchemy's "insertmanyvalues"), in the order given
+``start``         PostgreSQL: ``insert`` and its ``started`` event in one statement, with what says
+                  whether the epoch needs the correction below (``seen``, ``started_id``, ``floor_moved``)
+``start batch``   PostgreSQL: the same for a batch, its IDs given as arrays
+``recorded``      PostgreSQL, the correction: the new entries' epochs raised to ``first_epoch`` as
+                  of now where they are below it, and their ``started`` events written, in one
+                  statement (``recorded one``: one entry, named by a scalar)
+``unrecorded``    PostgreSQL: the ``started`` events of a correction's entries deleted first
+``started``       SQLite: the ``started`` event of a new entry (its write lock excludes the races)
+
+Why one statement is enough on PostgreSQL, nearly always (SPEC "Fencing", RELIABILITY.md
+invariant 8: a transaction ID's token never decreases, across lives). At READ COMMITTED the insert
+computes ``first_epoch`` from the statement's snapshot S, while its unique check sees the latest
+commits: it waits for an uncommitted insert or delete of the key, and goes through once the key's
+row is gone. Each exit deletes its row and writes its last events in one transaction. The lives of
+the ID that are over when the insert goes through are of three sorts:
+
+1. over before S: their events are in S, so the epoch is above them;
+2. with a row in S, deleted since (the insert waited for that exit, or ran after it): ``seen``
+   (S holds a row of the key) sends the start to the correction, whose snapshot is taken after
+   the insert went through, that exit in it;
+3. born and over after S (a concurrent start committed, then its exit, while the insert waited
+   or before it reached the check). The first of them computed its epoch from the same events of
+   the ID as S holds (a life that ended between the two snapshots is of sort 2 for one of the two
+   starts, which then corrects), so it took the same epoch unless the token floor moved between
+   the two: its ``started`` event holds ours off ``ix_tracking_events_started`` (``started_id``
+   is None), and the correction runs. A prune that raised the floor after S updated the floor
+   row, whose version in S carries that prune's ``xmax`` (``floor_moved``): the correction again.
+
+Otherwise the start is BEGIN, one statement, COMMIT. The correction deletes the start's own
+``started`` event (so that the floor it computes leaves it out) and runs ``recorded one``. What
+this does not catch: a prune that raised the floor after that concurrent life had computed its
+epoch (and checked the floor) and before S, the life then restarted past our epoch and ended, all
+while this one statement had not yet reached its unique check: several transactions of other
+processes inside one statement's stall, right after a prune.
 """
 
 from __future__ import annotations
@@ -25,7 +54,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine.interfaces import Dialect
 
-from tracking.models import Status, events, trackers
+from tracking.models import Status, events, token_floor, trackers
 from tracking.registry.core import db_now
 from tracking.registry.transitions import first_epoch
 
@@ -131,6 +160,59 @@ def _recorded(batch: bool) -> Any:
     )
 
 
+def _recording(insert: Any) -> Any:
+    """PostgreSQL: ``insert`` (of new entries, returning them) and their ``started`` events in one
+    statement: each inserted row with ``started_id`` (its event's ID; None when another life's
+    ``started`` event holds that epoch), ``seen`` (the statement's snapshot holds a row of its key)
+    and ``floor_moved`` (a prune changed the token floor since that snapshot, or may have)."""
+    inserted = insert.cte("inserted")
+    written = (
+        postgresql.insert(events)
+        .from_select(
+            ["kind", "transaction_id", "epoch", "at", "event"],
+            sa.select(
+                inserted.c.kind,
+                inserted.c.transaction_id,
+                inserted.c.epoch,
+                db_now(),
+                sa.literal("started"),
+            ),
+        )
+        .on_conflict_do_nothing(
+            index_elements=[events.c.kind, events.c.transaction_id, events.c.epoch],
+            # a literal: PostgreSQL matches it to the index's predicate while planning, and a
+            # prepared statement's generic plan knows no parameter's value
+            index_where=events.c.event == sa.literal_column("'started'"),
+        )
+        .returning(events.c.id, events.c.transaction_id)
+        .cte("written")
+    )
+    # The other subqueries read the statement's snapshot, not what the insert wrote.
+    seen = sa.exists().where(
+        trackers.c.kind == inserted.c.kind, trackers.c.transaction_id == inserted.c.transaction_id
+    )
+    floor_xmax = (
+        sa.select(sa.cast(sa.literal_column("tracking_token_floor.xmax"), sa.Text))
+        .select_from(token_floor)
+        .where(token_floor.c.id == 1)
+        .scalar_subquery()
+    )
+    # No floor row in the snapshot: one may have been inserted since, unseen.
+    floor_moved = sa.func.coalesce(floor_xmax != "0", sa.true())
+    return sa.select(
+        inserted,
+        written.c.id.label("started_id"),
+        seen.label("seen"),
+        floor_moved.label("floor_moved"),
+    ).select_from(inserted.outerjoin(written, written.c.transaction_id == inserted.c.transaction_id))
+
+
+def _unrecorded() -> Any:
+    """PostgreSQL: delete the ``started`` events ``ids`` (a correction writes them again)."""
+    ids = sa.bindparam("ids", type_=postgresql.ARRAY(sa.BigInteger()))
+    return events.delete().where(events.c.id == sa.any_(ids))
+
+
 def _started() -> Any:
     """SQLite: the ``started`` event of a new entry (``t`` under epoch ``epoch``)."""
     return events.insert().values(
@@ -140,14 +222,17 @@ def _started() -> Any:
 
 @functools.lru_cache(maxsize=64)
 def statement(dialect: Dialect, which: str, grace: float = 0.0) -> Any:
-    """Statement ``which`` ("insert", "insert batch", "recorded", "recorded one" or
-    "started") for ``dialect``,
-    built once: the same object on every call, so SQLAlchemy computes its cache key once and finds
-    its compiled form in the engine's cache."""
+    """Statement ``which`` ("insert", "start", "start batch", "recorded", "recorded one",
+    "unrecorded" or "started") for ``dialect``, built once: the same object on every call, so
+    SQLAlchemy computes its cache key once and finds its compiled form in the engine's cache."""
     if which == "insert":
         return _insert(dialect.name, grace)
-    if which == "insert batch":
-        return _insert_batch(grace)
+    if which == "start":
+        return _recording(_insert(dialect.name, grace))
+    if which == "start batch":
+        return _recording(_insert_batch(grace))
     if which in ("recorded", "recorded one"):
         return _recorded(batch=which == "recorded")
+    if which == "unrecorded":
+        return _unrecorded()
     return _started()
