@@ -25,12 +25,16 @@ indexes, TOAST) and `tracking_events`, after the insert and at the end of the wi
 (with the smallest size) use fresh workers of the same kind on the same Redis: a task doing one Redis
 INCR, {noop_tasks:,} of them queued before the workers start, and N tasks sent with an ETA over one
 interval (what Celery itself would do: the workers hold every one unacknowledged until it is due),
-the lateness of those due in the first {baseline_window:g} s. Options, from the environment:
+the lateness of those due in the first {baseline_window:g} s. The floor, before each size on the
+same registry: the three writes of a batched tick (wake, claim, park) in raw SQL from as many
+processes as there are workers, a twentieth of the entries (at least 20,000) due at once
+(`bench/parkedfloor.py`). Options, from the environment:
 `BENCH_PARKED_TRACKERS` (comma-separated sizes, `none` for the sweep alone), `BENCH_PARKED_BATCH`,
 `BENCH_PARKED_INTERVAL`,
 `BENCH_PARKED_WINDOW` (seconds, or one per size, comma-separated), `BENCH_PARKED_SWEEP` (batch sizes,
 `none` to skip), `BENCH_PARKED_SWEEP_TRACKERS`, `BENCH_PARKED_SWEEP_TIMEOUT`, `BENCH_PARKED_ETA`
-(`yes` or `no`: the ETA baseline), `BENCH_PARKED_START_GRACE` (the workers' start grace:
+(`yes` or `no`: the ETA baseline), `BENCH_PARKED_FLOOR` (`yes` or `no`: the floor),
+`BENCH_PARKED_START_GRACE` (the workers' start grace:
 {start_grace:g} s in this run; tracking's default is 30 s),
 `BENCH_PARKED_WORKERS`, `BENCH_PARKED_THREADS`, `BENCH_PARKED_LEAD`,
 `BENCH_PARKED_BASELINE` (`first`, `none` or `only`), `BENCH_PARKED_BASELINE_WINDOW`,
@@ -42,7 +46,7 @@ from __future__ import annotations
 from typing import Any
 
 import tracking
-from bench import parkedsweep, pgstats
+from bench import parkedfloor, parkedsweep, pgstats
 from bench.context import TIMING, Context
 from bench.core import Section, counts, met, ms, secs, section, table
 from bench.parkedrun import ON_TIME, celery_baselines, window
@@ -61,6 +65,7 @@ def options(ctx: Context) -> dict[str, Any]:
         "sweep_trackers": ctx.option("parked", "sweep_trackers", ctx.pick(20_000, 300)),
         "sweep_timeout": ctx.option("parked", "sweep_timeout", ctx.pick(150.0, 30.0)),
         "eta": ctx.option("parked", "eta", "yes"),
+        "floor": ctx.option("parked", "floor", "yes"),
         "start_grace": ctx.option("parked", "start_grace", float(DEFAULTS["start_grace_seconds"])),
         "interval": ctx.option("parked", "interval", ctx.pick(300.0, 5.0)),
         "workers": ctx.option("parked", "workers", ctx.pick(2, 1)),
@@ -90,6 +95,8 @@ def one_size(ctx: Context, trackers: int, opts: dict[str, Any], baseline: bool) 
     env = worker_env(ctx, opts)
     ctx.pg.truncate()
     out: dict[str, Any] = {"trackers": trackers}
+    if opts["floor"] == "yes":
+        out["floor"] = parkedfloor.floor(ctx, trackers, opts)
     with ctx.fleet() as fleet:
 
         def start(prefix: str) -> list[Any]:
@@ -155,6 +162,10 @@ def figures(r: dict[str, Any], o: dict[str, Any]) -> list[tuple[str, str]]:
         ("worker processes x threads = slots", f"{o['workers']} x {o['threads']} = {slots}"),
         ("window from the first due tick", f"{o['window']:g} s; {r['insert_s']:.1f} s to insert the rows"),
         ("ticks due per second (N / interval)", f"{r['trackers'] / o['interval']:.1f}"),
+        (
+            f"floor: the same writes in raw SQL, {o['workers']} processes, all due at once: ticks/s",
+            _floor(r, o),
+        ),
         ("ticks delivered per second (mean over the window)", f"{r['ticks_per_s']:.1f}"),
         (f"... of them within {on_time} of their scheduled time", f"{r['on_time_per_s']:.1f}"),
         ("ticks/s per 1 s bucket: p50 / max", _pair(r["by_second"])),
@@ -190,6 +201,17 @@ def figures(r: dict[str, Any], o: dict[str, Any]) -> list[tuple[str, str]]:
         ("registry on disk at the end of the window", pgstats.size_line(r["size_end"], r["trackers"])),
         ("registry events during the run", counts(r["events"])),
     ]
+
+
+def _floor(r: dict[str, Any], o: dict[str, Any]) -> str:
+    f = r.get("floor")
+    if f is None:
+        return "not run"
+    due = r["trackers"] / o["interval"]
+    return (
+        f"{f['ticks_per_s']:,.0f} ({f['ticks_per_s'] / due:.2f}x the ticks due; {f['ticks']:,} ticked in"
+        f" {f['seconds']:.1f} s, client CPU {f['client_cpu_ms_per_tick']:.3f} ms a tick)"
+    )
 
 
 def baseline_table(b: dict[str, Any], o: dict[str, Any]) -> str:

@@ -48,12 +48,14 @@ def claim_batch(
         raise ValueError(f"a batch names at most {MAX_BATCH} entries, not {len(members)}")
     if not members:
         return []
-    named = sa.tuple_(trackers.c.transaction_id, trackers.c.epoch).in_([tuple(m) for m in members])
+    payload = [{"t": transaction_id, "e": epoch} for transaction_id, epoch in members]
     with _write(settings) as conn:
+        named = _table(conn, payload, ("t", sa.String()), ("e", sa.BigInteger()))
+        fence = sa.and_(trackers.c.transaction_id == named.c.t, trackers.c.epoch == named.c.e)
         found = conn.execute(
             trackers.update()
             .where(trackers.c.kind == kind)
-            .where(*guard(Op.CLAIM, fence=named, worker_id=worker_id, settings=settings))
+            .where(*guard(Op.CLAIM, fence=fence, worker_id=worker_id, settings=settings))
             .values(claimed(worker, worker_id, policy))
             .returning(*trackers.c, db_now().label("db_now"))
         ).mappings()
@@ -99,27 +101,26 @@ def park_batch(
 
 
 def _rows(conn: sa.Connection, payload: list[dict[str, Any]]) -> Any:
-    """The rows ``{"id", "epoch", "state"}`` of ``payload`` as a derived table ``batch(id, epoch,
-    state)``, sent as one JSON parameter (one statement whatever the batch's size)."""
+    """The rows ``{"id", "epoch", "state"}`` of ``payload`` as a derived table ``batch``."""
+    state_type = postgresql.JSONB() if conn.dialect.name == "postgresql" else sa.JSON()
+    return _table(conn, payload, ("id", sa.BigInteger()), ("epoch", sa.BigInteger()), ("state", state_type))
+
+
+def _table(conn: sa.Connection, payload: list[dict[str, Any]], *columns: tuple[str, Any]) -> Any:
+    """The objects of ``payload`` as a derived table ``batch`` of these ``(name, type)`` columns,
+    sent as one JSON parameter: one statement whatever the batch's size, and the same SQL for every
+    batch (compiled and prepared once, where an IN list of values is a new statement each time)."""
     if conn.dialect.name == "postgresql":
         return (
             sa.func.jsonb_to_recordset(sa.bindparam("batch", payload, type_=postgresql.JSONB()))
-            .table_valued(
-                sa.column("id", sa.BigInteger()),
-                sa.column("epoch", sa.BigInteger()),
-                sa.column("state", postgresql.JSONB()),
-            )
+            .table_valued(*(sa.column(name, type_) for name, type_ in columns))
             .render_derived(name="batch", with_types=True)
         )
     each = sa.func.json_each(sa.bindparam("batch", json.dumps(payload), type_=sa.String())).table_valued(
         "value"
     )
     return (
-        sa.select(
-            sa.func.json_extract(each.c.value, "$.id").label("id"),
-            sa.func.json_extract(each.c.value, "$.epoch").label("epoch"),
-            sa.func.json_extract(each.c.value, "$.state").label("state"),
-        )
+        sa.select(*(sa.func.json_extract(each.c.value, f"$.{name}").label(name) for name, _ in columns))
         .select_from(each)
         .subquery("batch")
     )
