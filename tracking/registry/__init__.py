@@ -76,10 +76,10 @@ from tracking.registry.leases import (
 from tracking.registry.limits import Grant
 from tracking.registry.limits import take as take_tokens
 from tracking.registry.mailboxes import (
+    REPLY_CHANNEL,
     enqueue,
     handled,
     mailbox,
-    reply_ready,
     signals,
     take_reply,
     withdraw,
@@ -102,6 +102,7 @@ from tracking.registry.supervision import (
 
 __all__ = [
     "MAX_BATCH",
+    "REPLY_CHANNEL",
     "WAKE_CHANNEL",
     "Entry",
     "Event",
@@ -151,7 +152,6 @@ __all__ = [
     "recoveries",
     "register_worker",
     "renew_worker",
-    "reply_ready",
     "request_stop",
     "restart_orphans",
     "retire_worker",

@@ -39,7 +39,10 @@ class WakeupListener:
 
     def close(self) -> None:
         try:
-            self._raw.close()
+            if getattr(self._driver, "broken", False):  # lost: nothing to roll back on return
+                self._raw.invalidate()
+            else:
+                self._raw.close()
         finally:
             self._engine.dispose()
 
@@ -50,9 +53,10 @@ class WakeupListener:
         self.close()
 
 
-def listen(settings: Settings) -> WakeupListener | None:
-    """A connection listening for wake-up notifications, or None where the registry has none
-    (not PostgreSQL, or a driver other than psycopg 3). Raises RegistryUnavailable if it cannot
+def listen(settings: Settings, channel: str = WAKE_CHANNEL, name: str = "listen") -> WakeupListener | None:
+    """A connection listening for wake-up notifications (or those of ``channel``: the replies to
+    calls), or None where the registry has none (not PostgreSQL, or a driver other than psycopg 3).
+    Its application name is ``tracking-<pid>-<name>``. Raises RegistryUnavailable if it cannot
     connect."""
     url = sa.make_url(settings.database_url)
     if url.get_backend_name() != "postgresql":
@@ -60,7 +64,7 @@ def listen(settings: Settings) -> WakeupListener | None:
     engine = sa.create_engine(
         url,
         poolclass=sa.NullPool,
-        connect_args={"application_name": f"tracking-{os.getpid()}-listen", "connect_timeout": 5},
+        connect_args={"application_name": f"tracking-{os.getpid()}-{name}", "connect_timeout": 5},
     )
     try:
         raw = engine.raw_connection()
@@ -76,7 +80,7 @@ def listen(settings: Settings) -> WakeupListener | None:
         return None
     try:
         driver.autocommit = True
-        driver.execute(f"LISTEN {WAKE_CHANNEL}")
+        driver.execute(f"LISTEN {channel}")
     except Exception as exc:
         raw.close()
         engine.dispose()

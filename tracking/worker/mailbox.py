@@ -27,6 +27,9 @@ from tracking.validation import json_object, json_value, storable_text
 T = TypeVar("T")
 Persist = Callable[[Callable[[], T]], T]
 
+#: messages read from the mailbox at a time
+BATCH = 100
+
 
 class Mailbox:
     """The mailbox of one incarnation."""
@@ -45,15 +48,17 @@ class Mailbox:
         while may_go_on():
             batch = self.persist(
                 lambda: registry.mailbox(
-                    self.settings, tracker.kind, tracker.transaction_id, after=self.handled
+                    self.settings, tracker.kind, tracker.transaction_id, after=self.handled, limit=BATCH
                 )
             )
-            if not batch:
-                return state
             for message in batch:
                 if not may_go_on():
                     return state
                 state = self._handle(message, state)
+            if len(batch) < BATCH:
+                # All there was: a message queued after the read brings mail again (its wake-up,
+                # or the control poll), so no second read to find the mailbox empty.
+                return state
         return state
 
     def _handle(self, message: Message, state: dict[str, Any]) -> dict[str, Any]:
