@@ -52,12 +52,15 @@ def floor(ctx: Context, trackers: int, opts: dict[str, Any]) -> dict[str, Any]:
         base = time.time() - opts["interval"] * due / trackers
         insert(ctx, trackers, base, opts["interval"])
         spawn = multiprocessing.get_context("spawn")
-        results = spawn.Queue()
-        args = (ctx.pg.conninfo, opts["batch"], opts["interval"], results)
+        results, go = spawn.Queue(), spawn.Event()
+        args = (ctx.pg.conninfo, opts["batch"], opts["interval"], results, go)
         procs = [spawn.Process(target=_cycle, args=(f"floor-{k}", *args)) for k in range(opts["workers"])]
-        began = time.monotonic()
         for proc in procs:
             proc.start()
+        for _ in procs:  # each connected and ready: the clock starts when all are
+            results.get(timeout=120)
+        began = time.monotonic()
+        go.set()
         got = [results.get(timeout=900) for _ in procs]
         seconds = time.monotonic() - began
         for proc in procs:
@@ -77,11 +80,14 @@ def floor(ctx: Context, trackers: int, opts: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _cycle(name: str, conninfo: str, batch: int, interval: float, results: Any) -> None:
-    """One process: wake, claim and park batches until nothing is due; puts (ticks, CPU seconds)."""
+def _cycle(name: str, conninfo: str, batch: int, interval: float, results: Any, go: Any) -> None:
+    """One process: once ``go`` is set, wake, claim and park batches until nothing is due; puts
+    "ready" first, then (ticks, CPU seconds)."""
     policy = json.dumps(ParkedBench.policy.to_json())
-    ticks, cpu = 0, time.process_time()
     with psycopg.connect(conninfo, autocommit=True) as conn:
+        results.put("ready")
+        go.wait()
+        ticks, cpu = 0, time.process_time()
         while True:
             woken = conn.execute(WAKE, (batch,)).fetchall()
             if not woken:
