@@ -46,10 +46,19 @@ log = logging.getLogger("tracking.supervisor")
 
 #: sends the message that starts the incarnation of an entry (``tracking.client.Publish`` is one)
 Publish = Callable[[Entry], None]
+#: publishes woken entries, several in one message where it can; returns how many it could not
+PublishWoken = Callable[[list[Entry]], int]
 
 
-def sweep(settings: Settings, publish: Publish, name: str | None = None, limit: int = 1000) -> dict[str, int]:
-    """One sweep; returns what it did, counted."""
+def sweep(
+    settings: Settings,
+    publish: Publish,
+    name: str | None = None,
+    limit: int = 1000,
+    publish_woken: PublishWoken | None = None,
+) -> dict[str, int]:
+    """One sweep; returns what it did, counted. ``publish_woken``: how the parked and failed
+    entries it wakes are published (a worker's waker batches them); by default one message each."""
     name = name or f"{socket.gethostname()}/{os.getpid()}"
     counts = {
         "lost_workers": 0,
@@ -87,11 +96,15 @@ def sweep(settings: Settings, publish: Publish, name: str | None = None, limit: 
     registry.not_published(settings, unsent)  # a failed publish is no copy waiting in the broker
 
     # Workers' wakers wake due entries within a second, parked ones in batches; the sweep wakes
-    # those they left for a lease period (no worker is up, or they fall behind), one by one.
-    for row in registry.wake_due(settings, limit=limit, overdue=settings.lease_seconds):
-        counts["woken"] += 1
-        if not publish_or_warn(publish, row):
-            counts["failed_publish"] += 1  # pending now: published again after the start grace
+    # those they left for a lease period (no worker is up, or they fall behind). Published one by
+    # one, they would cost a message and a claim each just when the workers are behind.
+    woken = registry.wake_due(settings, limit=limit, overdue=settings.lease_seconds)
+    counts["woken"] = len(woken)
+    if publish_woken is not None:
+        counts["failed_publish"] += publish_woken(woken)
+    else:
+        # a failed publish leaves the entry pending: published again after the start grace
+        counts["failed_publish"] += sum(not publish_or_warn(publish, row) for row in woken)
 
     counts["pruned"] = registry.prune(settings, limit=limit)
 

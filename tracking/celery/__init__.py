@@ -127,11 +127,12 @@ def publish(row: Publishable) -> None:
 
 
 def sweep(settings: Settings | None = None) -> dict[str, int]:
-    """One supervisor sweep with the current client's publisher (on ``settings``' registry)."""
+    """One supervisor sweep with the current client's publisher (on ``settings``' registry);
+    the parked trackers it wakes are published in batches with the current app."""
     client = clients.current()
     if settings is not None and settings != client.settings:
         client = Client(settings, client.publish)
-    return process.sweep(client)
+    return process.sweep(client, current_app())
 
 
 def tracker_class(kind: str) -> type[tracker.Tracker] | None:

@@ -20,7 +20,7 @@ from tracking.client import Client
 from tracking.exceptions import NotFound, RegistryUnavailable
 from tracking.settings import Settings
 from tracking.tracker import of_kind
-from tracking.worker import Batch, PublishBatch, WorkerProcess
+from tracking.worker import Batch, PublishBatch, Waker, WorkerProcess
 
 log = logging.getLogger("tracking.celery")
 _process: WorkerProcess | None = None
@@ -38,7 +38,7 @@ def for_app(app: Celery, hostname: str) -> WorkerProcess:
                 client.settings,
                 hostname,
                 client.publish,
-                sweep=lambda: sweep(client),
+                sweep=lambda: sweep(client, app),
                 revoked=lambda task_id: task_id in worker_state.revoked,
                 publish_batch=publish_batch_with(app, client.settings),
             )
@@ -69,9 +69,14 @@ def publish_batch_with(app: Celery, settings: Settings) -> PublishBatch:
     return publish
 
 
-def sweep(client: Client) -> dict[str, int]:
-    """One supervisor sweep with ``client``'s publisher (and broker housekeeping)."""
-    counts = supervisor.sweep(client.settings, client.publish)
+def sweep(client: Client, app: Celery | None = None) -> dict[str, int]:
+    """One supervisor sweep with ``client``'s publisher (and broker housekeeping); with ``app``,
+    the parked entries it wakes are published in batches, as a worker's waker does."""
+    publish_woken = None
+    if app is not None:
+        waker = Waker(client.settings, client.publish, publish_batch_with(app, client.settings))
+        publish_woken = waker.publish_woken
+    counts = supervisor.sweep(client.settings, client.publish, publish_woken=publish_woken)
     if is_embedded(client.settings.broker_url):
         _prune_processed(Path(client.settings.broker_folder) / "processed")
     return counts
@@ -134,7 +139,7 @@ def _on_worker_ready(sender: Any = None, **_kwargs: Any) -> None:
     def reconcile() -> None:
         try:
             wp.start()
-            counts = sweep(client)
+            counts = sweep(client, sender.app)
             log.info("tracking: worker %s reconciled at start: %s", sender.hostname, counts)
         except Exception:
             log.exception("tracking: reconcile at worker start failed (the supervisor will retry)")

@@ -129,7 +129,7 @@ def malformed(transaction_id: object, epoch: object) -> str | None:
 def make_supervise_task(app: Celery) -> None:
     @app.task(name=SUPERVISE_TASK, ignore_result=True, serializer="json", shared=False)
     def supervise() -> dict[str, int]:
-        return process.sweep(state.client_for(app))  # the app's client now (re-installs change it)
+        return process.sweep(state.client_for(app), app)  # the app's client now (re-installs change it)
 
 
 def configure(app: Celery, client: Client) -> None:

@@ -15,6 +15,6 @@ from tracking.worker.batch import run_batch
 from tracking.worker.incarnation import Incarnation, Interrupt
 from tracking.worker.process import WorkerProcess
 from tracking.worker.runner import run
-from tracking.worker.waker import Batch, PublishBatch
+from tracking.worker.waker import Batch, PublishBatch, Waker
 
-__all__ = ["Batch", "Incarnation", "Interrupt", "PublishBatch", "WorkerProcess", "run", "run_batch"]
+__all__ = ["Batch", "Incarnation", "Interrupt", "PublishBatch", "Waker", "WorkerProcess", "run", "run_batch"]

@@ -37,6 +37,8 @@ BATCH = 500
 #: more: past it the workers are behind, and waking more would only pile messages up in the broker
 #: until the start grace ran out and the sweep published each of them again
 MAX_PENDING = 5000
+#: how long the waker waits before it counts the pending entries again when there were too many
+BEHIND = 0.1
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -93,15 +95,22 @@ class Waker:
         if due_in > 0:
             return min(POLL, due_in)
         room = MAX_PENDING - registry.pending(self.settings, MAX_PENDING)
-        if room <= 0:  # the workers are behind: the entries stay due (and parked) until they catch up
-            return POLL
-        rows = registry.wake_due(self.settings, min(BATCH, room))
+        if room < BATCH:
+            # The workers are behind: the entries stay due (and parked) until they catch up, and
+            # are then woken a whole round at a time, so that their batches stay full (a round
+            # cut to the room left made batches of a few entries, a message and a claim each).
+            return BEHIND
+        rows = registry.wake_due(self.settings, BATCH)
+        self.publish_woken(rows)
+        return 0.0 if len(rows) == BATCH else min(POLL, self.settings.control_poll_seconds)
+
+    def publish_woken(self, rows: list[Entry]) -> int:
+        """Publish woken rows, in batches where they can be (:meth:`batched`); returns how many
+        entries could not be published (they stay pending: a sweep publishes each again after
+        the start grace)."""
         alone, batches = self.batched(rows)
-        for row in alone:
-            publish_or_warn(self.publish, row)
-        for batch in batches:
-            self._publish_batch(batch)
-        return 0.0 if len(rows) == min(BATCH, room) else min(POLL, self.settings.control_poll_seconds)
+        failed = sum(not publish_or_warn(self.publish, row) for row in alone)
+        return failed + sum(len(batch.members) for batch in batches if not self._publish_batch(batch))
 
     def batched(self, rows: list[Entry]) -> tuple[list[Entry], list[Batch]]:
         """The woken rows to publish alone, and the batches of the others.
@@ -131,10 +140,12 @@ class Waker:
                     batches.append(Batch(kind, tuple((r.transaction_id, r.epoch) for r in chunk)))
         return alone, batches
 
-    def _publish_batch(self, batch: Batch) -> None:
+    def _publish_batch(self, batch: Batch) -> bool:
         assert self.publish_batch is not None
         try:
             self.publish_batch(batch)
         except Exception as exc:  # left pending: a sweep publishes each entry again
             detail = redact_url(str(exc))
             log.warning("%s: could not publish a batch of %d: %s", batch.kind, len(batch.members), detail)
+            return False
+        return True
