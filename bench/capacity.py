@@ -24,9 +24,13 @@ Baseline (same run, same worker settings): before each size, a fresh worker star
 gevent -c <N+100>`, the same app, configuration and timings) runs N bare Celery tasks that say they
 run (a Redis INCR) and then sleep, sent by `send_task` from the same {threads} threads; all running
 is the counter reaching N, measured from the first send. Ratio: tracking's all running over bare
-Celery's. Goals at 10,000: all running within 1.5x bare Celery's time (issue 13), under 50 KB per
-tracker. Options: `BENCH_CAPACITY_TRACKERS` (sizes, comma-separated), `BENCH_CAPACITY_WINDOW`
-(seconds), `BENCH_CAPACITY_BASELINE` (`yes` or `no`).
+Celery's. From a full queue (the worker's fill alone, without the producer): N messages queued
+before a fresh worker, started as above, takes them; seconds from the first task running (its own
+record; a tracker's first claim) to all running (sampled every 0.1 s), bare Celery's sleeping tasks
+and trackers each on a worker of their own. Goals at 10,000: all running within 1.5x bare Celery's
+time (issue 13), under 50 KB per tracker. Options: `BENCH_CAPACITY_TRACKERS` (sizes,
+comma-separated), `BENCH_CAPACITY_WINDOW` (seconds), `BENCH_CAPACITY_BASELINE` and
+`BENCH_CAPACITY_QUEUED` (`yes` or `no`).
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ LOG_MARKS = {
     "trackers crashed": " crashed: ",
     "registry unavailable": "registry unavailable",
 }
+FIRST_CLAIM = "SELECT extract(epoch FROM min(claimed_at)) FROM tracking_trackers WHERE kind = %s"
 SQL = {
     "running": RUNNING,
     "connections": "SELECT count(*) FROM pg_stat_activity WHERE application_name IN (%s, %s)",
@@ -106,6 +111,47 @@ def bare(ctx: Context, count: int) -> dict[str, Any]:
         "tasks": count, "sends_s": sends_s, "to_running_s": to_running, "cpu_s": cpu1 - cpu0,
         "rss_per_task_kib": (rss_live - rss_idle) / count,
     }  # fmt: skip
+
+
+def queued(ctx: Context, count: int) -> dict[str, float]:
+    """From a full queue: ``count`` messages queued before a fresh worker starts, bare Celery's
+    sleeping tasks and then trackers; seconds from the first one running (by the wall clock: the
+    first task's own record, the first claim's ``claimed_at``) to all running (sampled every 0.1 s)."""
+    return {what: _fill(ctx, what, count) for what in ("bare", "tracking")}
+
+
+def _fill(ctx: Context, what: str, count: int) -> float:
+    settings = ctx.settings(f"queued-{what}{count}", **TIMING)
+    app, queue = ctx.app(f"queued-{what}{count}", settings), str(settings.queue)
+    key, kind = f"{ctx.redis_prefix}queued:{count}:running", CapacityBench.kind
+    ctx.pg.truncate()
+
+    def send(i: int) -> None:
+        if what == "bare":
+            app.send_task("bench.sleep", args=[key, 900.0], queue=queue, serializer="json")
+        else:
+            CapacityBench.start(f"queued{count}-{i}")
+
+    with concurrent.futures.ThreadPoolExecutor(THREADS, thread_name_prefix="bench-queue") as pool:
+        list(pool.map(send, range(count)))
+    with ctx.fleet() as fleet:
+        (worker,) = ctx.workers(fleet, [f"q{what}{count}"], settings, pool="gevent", concurrency=count + 100)
+
+        def running() -> int:
+            worker.check()
+            return int(ctx.redis.get(key) or 0) if what == "bare" else int(ctx.scalar(RUNNING, kind))
+
+        try:
+            wait_until(lambda: running() >= count, max(120.0, count * 0.06), 0.1, f"{count} {what} running")
+            done = time.time()
+            if what == "bare":
+                return done - float(ctx.redis.get(f"{key}:first") or done)
+            return done - float(ctx.scalar(FIRST_CLAIM, kind) or done)
+        finally:
+            if worker.alive():
+                worker.kill()
+            ctx.redis.delete(key, f"{key}:first")
+            ctx.pg.truncate()
 
 
 def step(ctx: Context, worker: Worker, app: Any, queue: str, count: int, seconds: float) -> dict[str, Any]:
@@ -158,13 +204,18 @@ def one_size(
     ctx: Context, count: int, seconds: float, logs: dict[int, dict[str, int]], baseline: bool
 ) -> dict[str, Any]:
     base = bare(ctx, count) if baseline else None
+    fills = queued(ctx, count) if ctx.option("capacity", "queued", "yes") == "yes" else None
     settings = ctx.settings(f"cap{count}", **TIMING)
     app = ctx.app(f"cap{count}", settings)
     ctx.pg.truncate()
     with ctx.fleet() as fleet:
         (worker,) = ctx.workers(fleet, [f"cap{count}"], settings, pool="gevent", concurrency=count + 100)
         try:
-            return {**step(ctx, worker, app, str(settings.queue), count, seconds), "bare": base}
+            return {
+                **step(ctx, worker, app, str(settings.queue), count, seconds),
+                "bare": base,
+                "queued": fills,
+            }
         finally:
             if worker.alive():
                 worker.kill()  # not a warm shutdown, which would republish every tracker
@@ -186,10 +237,14 @@ def row(st: dict[str, Any], interval: float, heartbeat: float, log: dict[str, in
         small = met(per_kb < 50)
         goals = f" (goals at 10,000: within {GOAL_RATIO:g}x bare Celery {in_time}, under 50 KB {small})"
     running = f"NOT within {st['timeout_s']:.0f} s ({st['running_at_end']:,} running)"
-    cpu = st.get("cpu_to_running_s")
+    cpu, fills = st.get("cpu_to_running_s"), st.get("queued")
+    full = "-"
+    if fills and {"bare", "tracking"} <= set(fills):
+        fill_ratio = fills["tracking"] / max(fills["bare"], 1e-3)
+        full = f"{secs(fills['tracking'])} / {secs(fills['bare'])} = {fill_ratio:.2f}x"
     return [
         f"{n:,}", secs(st["starts_s"]), secs(done) if done is not None else running, versus,
-        f"{ratio:.2f}x" if ratio is not None else "-", secs(cpu),
+        f"{ratio:.2f}x" if ratio is not None else "-", full, secs(cpu),
         f"{n / done:,.0f}/s" if done else "-", f"{st['rss_idle_kib'] / 1024:.0f} MiB",
         f"{st['rss_live_kib'] / 1024:.0f} MiB", f"{per_kb:.1f} KB{goals}",
         f"{st['peak_connections']} / {st['steady_connections']}",
@@ -222,7 +277,9 @@ def run(ctx: Context) -> Section:
     out.data = {"steps": steps, "interval": interval, "timing": TIMING, "worker_log_counts": logs}
     out.columns = (
         "trackers", f"start() calls ({THREADS} threads)", "all running",
-        "bare Celery: sleeping tasks all running", "ratio", "worker CPU to running", "to running", "RSS idle",
+        "bare Celery: sleeping tasks all running", "ratio",
+        "from a full queue: first to all running, tracking / bare Celery", "worker CPU to running",
+        "to running", "RSS idle",
         "RSS live", "RSS per tracker", "registry connections peak / steady", "lease renewals/s",
         "checkpoints/s (one per interval)", "all writes/s", "one heartbeat per tracker would add /s",
         "checkpoint age p99 / max", "other events", "worker log",

@@ -216,9 +216,11 @@ def driver_info(reply_key: str) -> None:
 
 @shared_task(name="bench.sleep", ignore_result=True)  # type: ignore[untyped-decorator]
 def sleep(key: str, seconds: float) -> None:
-    """h.: bare Celery's long task, the baseline of a live tracker: says it runs (a Redis INCR),
-    then sleeps (a gevent sleep in a gevent worker) until the worker is killed or ``seconds`` pass."""
-    replies.worker_client().incr(key)
+    """h.: bare Celery's long task, the baseline of a live tracker: says it runs (a Redis INCR; the
+    first also when, by the wall clock), then sleeps (a gevent sleep in a gevent worker) until the
+    worker is killed or ``seconds`` pass."""
+    if replies.worker_client().incr(key) == 1:
+        replies.worker_client().set(f"{key}:first", time.time())
     time.sleep(min(float(seconds), 900.0))
 
 
