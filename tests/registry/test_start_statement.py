@@ -106,6 +106,16 @@ def test_a_start_of_a_new_id_is_one_statement(settings: Settings, txid: str) -> 
     assert started_events(settings, txid) == [(row.epoch, None)]
 
 
+def test_a_started_entry_is_what_the_registry_reads_back(settings: Settings, txid: str) -> None:
+    # PostgreSQL's start returns only what the database decides (id, epoch, times): the rest of
+    # the entry is built from the values it was given, and must equal what a read finds.
+    args = {"amount": 1.5, "nested": {"list": [1, "é", None, True]}, "big": 2**62, "": "empty key"}
+
+    row, created = registry.start(settings, KIND, txid, args, POLICY)
+
+    assert created and registry.get(settings, KIND, txid) == row
+
+
 def test_a_start_after_a_finished_life_is_one_statement_above_it(settings: Settings, txid: str) -> None:
     previous = finished(settings, txid)
 

@@ -9,7 +9,6 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import RowMapping
 
 from tracking.exceptions import Fenced
 from tracking.models import Entry, Event, Status, events, trackers
@@ -114,7 +113,7 @@ def _inserted(
         nested.rollback()
         return []
     nested.commit()
-    return _recorded(conn, found)
+    return _recorded(conn, [Entry.from_mapping(m) for m in found], [tuple(m.values())[-3:] for m in found])
 
 
 @contextlib.contextmanager
@@ -160,11 +159,14 @@ def _start(
     insert = starts.statement(conn.dialect, "start" if postgres else "insert", settings.start_grace_seconds)
     key: tuple[Any, ...] = ()
     while True:
-        inserted = conn.execute(insert, params).mappings().first()
-        if inserted is not None:
-            if postgres:
-                return _recorded(conn, [inserted])[0], True
-            return _started(conn, [Entry.from_mapping(inserted)])[0], True
+        if postgres:
+            inserted = conn.execute(insert, params).first()
+            if inserted is not None:
+                return _recorded(conn, [starts.new_entry(params, inserted)], [inserted[-3:]])[0], True
+        else:
+            found = conn.execute(insert, params).mappings().first()
+            if found is not None:
+                return _started(conn, [Entry.from_mapping(found)])[0], True
         key = key or (trackers.c.kind == kind, trackers.c.transaction_id == transaction_id)
         row = _one(conn, *key, lock=True)
         if row is not None:
@@ -175,16 +177,15 @@ def _start(
     return _started_afresh(settings, conn, row, key, args, policy), True
 
 
-def _recorded(conn: sa.Connection, inserted: list[RowMapping]) -> list[Entry]:
-    """PostgreSQL: the entries ``starts``' "start" statements inserted (and recorded), each
-    corrected where that statement may have computed its epoch from a stale snapshot (see
-    :mod:`.starts`): its ``started`` event deleted, its epoch raised to ``first_epoch`` as of now
-    if below it, and its start recorded again, under that epoch."""
-    rows = [Entry.from_mapping(m) for m in inserted]
+def _recorded(conn: sa.Connection, rows: list[Entry], checks: list[Sequence[Any]]) -> list[Entry]:
+    """PostgreSQL: the entries ``starts``' "start" statements inserted and recorded (``rows``,
+    and for each ``(started_id, seen, floor_moved)``), each corrected where its epoch may come from
+    a stale snapshot (see :mod:`.starts`): its ``started`` event deleted, its epoch raised to
+    ``first_epoch`` as of now if below it, and its start recorded again, under that epoch."""
     suspect = [
-        (row, m["started_id"])
-        for row, m in zip(rows, inserted, strict=True)
-        if m["seen"] or m["floor_moved"] or m["started_id"] is None
+        (row, started)
+        for row, (started, seen, floor_moved) in zip(rows, checks, strict=True)
+        if seen or floor_moved or started is None
     ]
     if not suspect:
         return rows

@@ -54,7 +54,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine.interfaces import Dialect
 
-from tracking.models import Status, events, token_floor, trackers
+from tracking.models import Entry, Status, events, token_floor, trackers
 from tracking.registry.core import db_now
 from tracking.registry.transitions import first_epoch
 
@@ -62,7 +62,51 @@ _kind = sa.bindparam("k", type_=trackers.c.kind.type)
 _transaction_id = sa.bindparam("t", type_=trackers.c.transaction_id.type)
 
 
-def _insert(dialect: str, grace: float) -> Any:
+#: what PostgreSQL's "start" returns of the new entry: what the database decides (the rest is what
+#: the statement was given: :func:`new_entry`)
+DECIDED = (
+    trackers.c.id,
+    trackers.c.kind,
+    trackers.c.transaction_id,
+    trackers.c.epoch,
+    trackers.c.started_at,
+    trackers.c.due_at,
+)
+
+
+def new_entry(params: dict[str, Any], row: Any) -> Entry:
+    """The entry "start" inserted with ``params`` (``entries._start_params``), ``row`` its
+    returned row (``DECIDED``'s columns, by position): the values ``_insert`` writes. Its ``args``
+    and ``policy`` are the objects given (the client passes JSON decoded afresh), not read back."""
+    return Entry(
+        id=row[0],
+        kind=params["k"],
+        transaction_id=params["t"],
+        status=Status.PENDING,
+        epoch=row[3],
+        task_id=params["task_id"],
+        worker=None,
+        worker_id=None,
+        args=params["args"],
+        state=None,
+        policy=params["policy"],
+        restarts=0,
+        restart_times=[],
+        backoff_step=0,
+        stop_reason=None,
+        last_error=None,
+        started_at=row[4],
+        claimed_at=None,
+        checkpoint_at=None,
+        due_at=row[5],
+        tick_at=None,
+        last_message_id=0,
+        handled_message_id=0,
+        republished=0,
+    )
+
+
+def _insert(dialect: str, grace: float, returning: Any = tuple(trackers.c)) -> Any:
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     values = {
         "kind": _kind,
@@ -78,7 +122,7 @@ def _insert(dialect: str, grace: float) -> Any:
         "started_at": db_now(),
         "due_at": db_now(grace),
     }
-    return insert(trackers).values(values).on_conflict_do_nothing().returning(*trackers.c)
+    return insert(trackers).values(values).on_conflict_do_nothing().returning(*returning)
 
 
 def _insert_batch(grace: float) -> Any:
@@ -161,10 +205,11 @@ def _recorded(batch: bool) -> Any:
 
 
 def _recording(insert: Any) -> Any:
-    """PostgreSQL: ``insert`` (of new entries, returning them) and their ``started`` events in one
-    statement: each inserted row with ``started_id`` (its event's ID; None when another life's
-    ``started`` event holds that epoch), ``seen`` (the statement's snapshot holds a row of its key)
-    and ``floor_moved`` (a prune changed the token floor since that snapshot, or may have)."""
+    """PostgreSQL: ``insert`` (of new entries, returning their columns) and their ``started``
+    events in one statement: each inserted row as returned, then ``started_id`` (its event's ID;
+    None when another life's ``started`` event holds that epoch), ``seen`` (the statement's
+    snapshot holds a row of its key) and ``floor_moved`` (a prune changed the token floor since
+    that snapshot, or may have): the last three columns."""
     inserted = insert.cte("inserted")
     written = (
         postgresql.insert(events)
@@ -228,7 +273,7 @@ def statement(dialect: Dialect, which: str, grace: float = 0.0) -> Any:
     if which == "insert":
         return _insert(dialect.name, grace)
     if which == "start":
-        return _recording(_insert(dialect.name, grace))
+        return _recording(_insert(dialect.name, grace, DECIDED))
     if which == "start batch":
         return _recording(_insert_batch(grace))
     if which in ("recorded", "recorded one"):
