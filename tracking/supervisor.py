@@ -50,6 +50,25 @@ Publish = Callable[[Entry], None]
 PublishWoken = Callable[[list[Entry]], int]
 
 
+#: what a sweep counts, in the order it reports them
+COUNTS = (
+    "lost_workers",
+    "restarted",
+    "dead",
+    "deregistered",
+    "republished",
+    "woken",
+    "failed_publish",
+    "pruned",
+)
+
+
+def _one_by_one(publish: Publish) -> PublishWoken:
+    """Publish woken entries one message each; a failed publish leaves the entry pending (it is
+    published again after the start grace)."""
+    return lambda rows: sum(not publish_or_warn(publish, row) for row in rows)
+
+
 def sweep(
     settings: Settings,
     publish: Publish,
@@ -60,16 +79,7 @@ def sweep(
     """One sweep; returns what it did, counted. ``publish_woken``: how the parked and failed
     entries it wakes are published (a worker's waker batches them); by default one message each."""
     name = name or f"{socket.gethostname()}/{os.getpid()}"
-    counts = {
-        "lost_workers": 0,
-        "restarted": 0,
-        "dead": 0,
-        "deregistered": 0,
-        "republished": 0,
-        "woken": 0,
-        "failed_publish": 0,
-        "pruned": 0,
-    }
+    counts = dict.fromkeys(COUNTS, 0)
 
     counts["lost_workers"], lost = registry.mark_lost_workers(settings)
     for old, decision, new in registry.restart_orphans(settings, limit=limit):
@@ -100,11 +110,7 @@ def sweep(
     # one, they would cost a message and a claim each just when the workers are behind.
     woken = registry.wake_due(settings, limit=limit, overdue=settings.lease_seconds)
     counts["woken"] = len(woken)
-    if publish_woken is not None:
-        counts["failed_publish"] += publish_woken(woken)
-    else:
-        # a failed publish leaves the entry pending: published again after the start grace
-        counts["failed_publish"] += sum(not publish_or_warn(publish, row) for row in woken)
+    counts["failed_publish"] += (publish_woken or _one_by_one(publish))(woken)
 
     counts["pruned"] = registry.prune(settings, limit=limit)
 

@@ -27,7 +27,8 @@ upgrades to a write can fail with ``SQLITE_BUSY`` despite ``busy_timeout``), in 
 ``mailboxes``     casts, calls, replies and wake-up notifications
 ``leases``        worker leases: registered, renewed, retired, declared lost, forgotten
 ``limits``        rate limits shared by all workers: one token bucket per kind (``take_tokens``)
-``supervision``   what a sweep finds and changes: orphans, unclaimed and parked entries, pruning
+``supervision``   what a sweep finds and changes: orphans, unclaimed entries, pruning
+``waking``        parked and failed entries made pending once due (the waker's, and the sweep's)
 ``metrics``       counts from the events table (Prometheus, benchmarks)
 """
 
@@ -88,17 +89,14 @@ from tracking.registry.metrics import census, count_events, count_restarts, reco
 from tracking.registry.rows import WAKE_CHANNEL
 from tracking.registry.supervision import (
     database_now,
-    hurry,
     last_sweeps,
-    next_wake,
     not_published,
-    pending,
     prune,
     record_sweep,
     restart_orphans,
     take_due,
-    wake_due,
 )
+from tracking.registry.waking import hurry, next_wake, pending, wake_due
 
 __all__ = [
     "MAX_BATCH",

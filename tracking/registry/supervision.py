@@ -5,17 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 import sqlalchemy as sa
 
-from tracking.exceptions import NotFound
 from tracking.models import (
     Entry,
     MessageStatus,
     Status,
     Sweep,
-    aware,
     events,
     messages,
     supervisors,
@@ -25,12 +22,10 @@ from tracking.models import (
 from tracking.policy import Decision
 from tracking.registry.core import _read, _write, db_now, greatest
 from tracking.registry.exits import apply_exits
-from tracking.registry.rows import _entries, _entries_by_id, _events, _insert, _now, _one, _tracker_with_lease
+from tracking.registry.rows import _entries, _entries_by_id, _events, _insert, _now, _tracker_with_lease
 from tracking.registry.transitions import (
-    RULES,
     Op,
     guard,
-    new_task_id,
     orphan_owners,
     plan_exit,
     republish_grace,
@@ -128,122 +123,6 @@ def not_published(settings: Settings, rows: Sequence[Entry]) -> None:
             .values(republished=0, due_at=db_now(settings.start_grace_seconds)),
             [{"b_id": r.id, "b_epoch": r.epoch} for r in rows],
         )
-
-
-def next_wake(settings: Settings) -> float | None:
-    """Seconds until the earliest parked or failed entry is due (negative: overdue); None if none.
-
-    One indexed probe per status (the ``(status, due_at)`` index gives each minimum at once; a
-    minimum over both statuses in one condition made PostgreSQL scan the whole table: 226 ms at
-    1,000,000 entries)."""
-    soonest = [
-        sa.select(sa.func.min(trackers.c.due_at)).where(trackers.c.status == status.value).scalar_subquery()
-        for status in sorted(RULES[Op.WAKE].sources)
-    ]
-
-    def query(conn: sa.Connection) -> float | None:
-        *dues, now = (aware(v) for v in conn.execute(sa.select(*soonest, db_now())).one())
-        found = [due for due in dues if due is not None]
-        return None if not found or now is None else (min(found) - now).total_seconds()
-
-    return _read(settings, query)
-
-
-def pending(settings: Settings, at_most: int) -> int:
-    """How many entries are pending (woken or started, not yet claimed), counted up to ``at_most``
-    (a read of at most that many index entries, whatever the registry's size)."""
-    some = sa.select(trackers.c.id).where(trackers.c.status == Status.PENDING.value).limit(at_most)
-    stmt = sa.select(sa.func.count()).select_from(some.subquery())
-    return _read(settings, lambda conn: int(conn.execute(stmt).scalar_one()))
-
-
-def wake_due(settings: Settings, limit: int = 500, overdue: float = 0.0) -> list[Entry]:
-    """Make due parked and failed entries pending; returns them to publish, earliest tick first.
-    A parked entry gets a new epoch and task ID (a failed one got them when it failed); its
-    wake-up records no event (it wakes at every tick), a failed one's restart does. ``overdue``:
-    only entries due at least that many seconds ago (a sweep wakes what no worker's waker woke).
-
-    Atomicity: one transaction; on PostgreSQL the due rows are locked with SKIP LOCKED, so
-    concurrent wakers split the work, and each status's rows are woken by one statement that
-    selects, locks and updates them (SQLite's write transaction excludes other wakers), every
-    update conditional on the status, so no entry is woken twice.
-    """
-    with _write(settings) as conn:
-        failed = _wake(conn, settings, Status.FAILED, limit, overdue)  # restarts first: they are few
-        parked = _wake(conn, settings, Status.PARKED, limit - len(failed), overdue)
-        _events(conn, [(r, "restarting", None) for r in failed])
-    return sorted(failed + parked, key=lambda r: r.tick_at or r.due_at or r.started_at)
-
-
-def _wake(conn: sa.Connection, settings: Settings, status: Status, limit: int, overdue: float) -> list[Entry]:
-    """Wake at most ``limit`` due entries of ``status``, in due order."""
-    if limit <= 0:
-        return []
-    bump = status is Status.PARKED
-    # One status at a time, in due order: the (status, due_at) index serves it (both statuses in
-    # one condition made PostgreSQL scan and sort the whole table: 645 ms at 1,000,000).
-    due = (
-        sa.select(trackers.c.id, trackers.c.epoch)
-        .where(*guard(Op.WAKE), trackers.c.status == status.value, trackers.c.due_at <= db_now(-overdue))
-        .order_by(trackers.c.due_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    values: dict[str, Any] = {
-        "status": Status.PENDING.value,
-        "due_at": db_now(settings.start_grace_seconds),
-        "republished": 0,
-    }
-    if conn.dialect.name == "postgresql":
-        # Select, lock and wake in one statement (500 single-row updates were most of a tick's
-        # cost at 1,000,000 entries); each task ID made by the database.
-        chosen = due.cte("due")
-        if bump:
-            values.update(epoch=trackers.c.epoch + 1, task_id=sa.cast(sa.func.gen_random_uuid(), sa.String()))
-        woken = conn.execute(
-            trackers.update()
-            .where(trackers.c.id == chosen.c.id, trackers.c.status == status.value)
-            .values(values)
-            .returning(*trackers.c)
-        )
-        return [Entry.from_mapping(m) for m in woken.mappings()]
-    rows = conn.execute(due).all()
-    if not rows:
-        return []
-    if bump:
-        values.update(epoch=trackers.c.epoch + 1, task_id=sa.bindparam("b_task"))
-    conn.execute(
-        trackers.update()
-        .where(trackers.c.id == sa.bindparam("b_id"), trackers.c.epoch == sa.bindparam("b_epoch"))
-        .where(trackers.c.status == status.value)
-        .values(values),
-        [{"b_id": r.id, "b_epoch": r.epoch, "b_task": new_task_id()} for r in rows],
-    )
-    return [r for r in _entries_by_id(conn, [r.id for r in rows]) if r.status is Status.PENDING]
-
-
-def hurry(settings: Settings, kind: str, transaction_id: str) -> Entry | None:
-    """An operator's "restart now" of a failed entry: pending at once, the rest of its backoff
-    skipped. Returns the row to publish, or None when the entry is not failed (any more). Raises
-    NotFound when nothing is registered.
-
-    Atomicity: one transaction; the update is conditional on the status and epoch read, so a
-    restart that a waker or a sweep made meanwhile is not made twice.
-    """
-    with _write(settings) as conn:
-        row = _one(conn, trackers.c.kind == kind, trackers.c.transaction_id == transaction_id, lock=True)
-        if row is None:
-            raise NotFound(f"no {kind} tracker is registered for {transaction_id!r}")
-        changed = conn.execute(
-            trackers.update()
-            .where(trackers.c.id == row.id, *guard(Op.HURRY, epoch=row.epoch))
-            .values(status=Status.PENDING.value, due_at=db_now(settings.start_grace_seconds), republished=0)
-        ).rowcount
-        if not changed:
-            return None
-        new = _entries_by_id(conn, [row.id])[0]
-        _events(conn, [(new, "restarting", "restart now (an operator)")])
-        return new
 
 
 def prune(settings: Settings, limit: int = 1000) -> int:
