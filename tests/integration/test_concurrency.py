@@ -6,6 +6,7 @@ import multiprocessing
 import uuid
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from tests.harness import Cluster, Stack, wait_for
@@ -27,6 +28,7 @@ def _start_in_child(stack: Stack, txid: str, barrier: Any, results: Any) -> None
         results.put(("error", repr(exc), None))
 
 
+@pytest.mark.fleet
 def test_thirty_two_processes_starting_one_id_at_once_make_exactly_one_tracker(stack: Stack) -> None:
     txid = f"txn_race_{uuid.uuid4().hex}"
     ctx = multiprocessing.get_context("fork")

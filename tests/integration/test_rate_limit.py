@@ -16,6 +16,7 @@ from tests.integration.trackers import Limited, LimitedParked
 from tracking.worker.ratelimit import Limit, RateLimiter
 
 pytestmark = [
+    pytest.mark.fleet,
     pytest.mark.stacks("sqlite-embedded", "postgres-redis"),
     pytest.mark.cluster(workers=("r1", "r2", "r3"), beat=False),
 ]
