@@ -13,12 +13,12 @@ import threading
 import uuid
 from collections.abc import Callable
 from functools import partial
-from typing import Any, TypeVar, cast
+from typing import TypeVar, cast
 
 import pytest
 import sqlalchemy as sa
 
-from tests.harness import at_once
+from tests.harness import at_once, wait_for
 from tests.registry.test_transitions import (
     KIND,
     PERMANENT,
@@ -35,7 +35,6 @@ from tracking import registry
 from tracking.exceptions import Fenced
 from tracking.models import Entry
 from tracking.policy import Action, Decision
-from tracking.registry import rows
 from tracking.registry.transitions import live_lease
 from tracking.settings import Settings
 
@@ -140,7 +139,7 @@ def test_a_claim_racing_the_expiry_of_its_lease_and_a_sweep_leaves_nothing_stran
 
 
 def test_a_claim_that_commits_after_a_whole_sweep_declared_its_worker_lost_is_rescued(
-    registry_settings: Settings, monkeypatch: pytest.MonkeyPatch
+    registry_settings: Settings,
 ) -> None:
     """The worst interleaving of the race above, forced: the claim's update has passed the lease
     check but not committed while the lease expires and a whole sweep runs (which declares the
@@ -149,35 +148,64 @@ def test_a_claim_that_commits_after_a_whole_sweep_declared_its_worker_lost_is_re
     rescue it."""
     settings = registry_settings
     gate = threading.Barrier(2)
-    real_event = rows._event
+    # The claim is one statement on PostgreSQL (its update and its event's insert): it is held
+    # open by a trigger on that insert, which waits for an advisory lock the test holds meanwhile.
+    with registry.engine(settings).begin() as conn:
+        conn.exec_driver_sql(HOLD_RUNNING_EVENTS)
+    holder = registry.engine(settings).connect()
+    held = partial(holder.exec_driver_sql, f"SELECT pg_advisory_lock({HOLD_KEY})")
+    released = partial(holder.exec_driver_sql, f"SELECT pg_advisory_unlock({HOLD_KEY})")
 
-    def event_held_open(conn: sa.Connection, row: Entry, event: str, *args: Any, **kw: Any) -> None:
-        if event == "running":  # inside the claim's transaction, after its update
-            gate.wait(timeout=60)  # the claim has passed its lease check: sweep now
-            gate.wait(timeout=60)  # the sweep is over: commit
-        real_event(conn, row, event, *args, **kw)
+    def waiting_at_its_insert() -> bool:
+        with registry.engine(settings).connect() as conn:
+            return bool(conn.exec_driver_sql(WAITERS, {"key": HOLD_KEY}).scalar_one())
 
     def expire_and_sweep_between(worker_id: str) -> list[Entry]:
         gate.wait(timeout=60)
+        wait_for(waiting_at_its_insert, timeout=60)  # the claim has passed its lease check
         try:
             return expire_and_sweep(settings, worker_id)
         finally:
-            gate.wait(timeout=60)
+            released()  # the sweep is over: let the claim commit
 
-    monkeypatch.setattr("tracking.registry.incarnations._event", event_held_open)
+    def claim_held(txid: str, epoch: int, worker_id: str) -> Entry | None:
+        gate.wait(timeout=60)
+        return claim(settings, txid, epoch, worker_id)
+
     for _ in range(5):
         txid = new_txid()
         row, _ = registry.start(settings, KIND, txid, {}, POLICY)
         worker_id = new_worker(settings)
 
+        held()
         claimed, published = race(
-            partial(claim, settings, txid, row.epoch, worker_id),
+            partial(claim_held, txid, row.epoch, worker_id),
             partial(expire_and_sweep_between, worker_id),
         )
 
         assert ok(claimed) is not None and txid not in {r.transaction_id for r in ok(published)}
         assert [r.epoch for r in sweep(settings) if r.transaction_id == txid] == [row.epoch + 1]
         assert_not_stranded(settings, txid)
+    holder.close()
+
+
+#: an advisory lock key of this module's own
+HOLD_KEY = 7_130_406
+#: a trigger that holds the statement recording a "running" event until HOLD_KEY is free
+HOLD_RUNNING_EVENTS = f"""
+CREATE FUNCTION hold_running_event() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.event = 'running' THEN
+        PERFORM pg_advisory_lock({HOLD_KEY});
+        PERFORM pg_advisory_unlock({HOLD_KEY});
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER hold_running_event BEFORE INSERT ON tracking_events
+    FOR EACH ROW EXECUTE FUNCTION hold_running_event();
+"""
+WAITERS = """SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+    AND objid = %(key)s"""
 
 
 # -- stop vs crash -----------------------------------------------------------------------------------

@@ -126,12 +126,12 @@ def guard(
     *,
     epoch: Any = None,
     fence: sa.ColumnElement[bool] | None = None,
-    worker_id: str | None = None,
+    worker_id: Any = None,
     settings: Settings | None = None,
 ) -> list[sa.ColumnElement[bool]]:
     """The WHERE conditions of transition ``op`` (besides which entry it is). A fenced transition
     names the incarnation's ``epoch``, or gives its own ``fence`` condition (a batch names an
-    epoch per entry)."""
+    epoch per entry). ``epoch`` and ``worker_id`` may be bound parameters."""
     rule = RULES[op]
     conditions: list[sa.ColumnElement[bool]] = [
         trackers.c.status.in_(sorted(rule.sources))
@@ -203,9 +203,10 @@ def fresh_incarnation(settings: Settings) -> dict[str, Any]:
     }
 
 
-def claimed(worker: str, worker_id: str, policy: RestartPolicy) -> dict[str, Any]:
+def claimed(worker: Any, worker_id: Any, policy: RestartPolicy | Any) -> dict[str, Any]:
     """Column values of a claimed entry: running under the claimer, with the policy its code
-    declares now (a deploy that changed it takes effect at the next claim)."""
+    declares now (a deploy that changed it takes effect at the next claim). Each value may also
+    be a bound parameter (a statement built once, the policy then in its JSON form)."""
     return {
         "status": Status.RUNNING.value,
         "worker": worker,
@@ -213,7 +214,7 @@ def claimed(worker: str, worker_id: str, policy: RestartPolicy) -> dict[str, Any
         "claimed_at": db_now(),
         "due_at": None,
         "republished": 0,
-        "policy": policy.to_json(),
+        "policy": policy.to_json() if isinstance(policy, RestartPolicy) else policy,
     }
 
 
