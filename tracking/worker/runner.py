@@ -4,6 +4,14 @@ init if it never completed, then messages and ticks until it exits, parks, or is
 Each unit of work (init, a tick, a batch of messages) runs with its checkpoint inside
 ``Incarnation.begin_work()``/``end_work()``: a warm shutdown lets the unit end and be checkpointed
 before the entry is handed off. A unit that raises stays busy while its exit is recorded.
+
+From a message to a running tracker: the claim is one statement (with its ``running`` event), and
+init's state is written with the first tick's checkpoint, so a first start costs two writes. Until
+that first write lands, init and the first tick are one unit of work, and every other way out of
+it writes init's state first (a crash, a stop, a handoff, a ``Done`` of a permanent tracker, mail
+handled before the first tick), so that a restart runs init again only if it never completed. Only
+a worker lost during the first tick (killed, cut off) leaves no state: its next incarnation runs
+init again, as one lost between init and its own checkpoint always did.
 """
 
 from __future__ import annotations
@@ -135,6 +143,8 @@ class _Run:
         self.fields = log_fields(inc.kind, inc.transaction_id, inc.epoch, inc.task_id, wp.hostname)
         park = tracker_cls.park
         self.parks = park if park is not None else 0 < self.settings.park_seconds <= tracker_cls.interval
+        #: init's state until it is written (with the first tick's checkpoint, or before any exit)
+        self.unsaved: dict[str, Any] | None = None
 
     def run(self) -> str:
         inc = self.inc
@@ -173,8 +183,8 @@ class _Run:
             if not wp.wait_for_lease(inc) or not inc.begin_work():
                 return _interrupted(self)
             state = json_object(self.tracker.init(inc.transaction_id, **self.row.args), "init's state", limit)
-            self.checkpoint(state)
-            inc.end_work()
+            # Written with the first tick's checkpoint; the unit of work goes on until then.
+            self.unsaved = state
         next_tick = time.monotonic()
         tick_at, claimed_at = self.row.tick_at, self.row.db_now
         if tick_at is not None and claimed_at is not None:  # woken from its park: it keeps its schedule
@@ -187,12 +197,13 @@ class _Run:
                 return _interrupted(self)
             if inc.mail:  # messages first: a call is answered now, not at the next tick
                 inc.mail = False
+                self.settle()  # the handlers start from init's state, written first
                 state, may_park = self.box.drain(state, lambda: wp.holds(inc)), True
             elif time.monotonic() >= next_tick:
                 if not wp.throttle(
                     inc.kind, self.cls.rate_limit, 1, lambda: inc.interrupt is not None or inc.mail
                 ):
-                    inc.end_work()
+                    self.end_work()
                     continue
                 timings.tick_lateness.observe(inc.kind, time.monotonic() - next_tick)
                 with timings.tick_durations.time(inc.kind):  # the tick alone, for /metrics
@@ -208,10 +219,22 @@ class _Run:
                 return "parked"
             else:
                 may_park = False  # until the waiting message is handled
+                self.settle()
                 inc.end_work()
                 inc.wake.wait(next_tick - time.monotonic())
                 continue
             inc.end_work()
+
+    def end_work(self) -> None:
+        """End the unit of work, unless init's state is still unwritten (it goes on: a warm
+        shutdown then waits for it, and the incarnation hands itself off with init's state)."""
+        if self.unsaved is None:
+            self.inc.end_work()
+
+    def settle(self) -> None:
+        """Write init's state if nothing has written it yet."""
+        if self.unsaved is not None:
+            self.checkpoint(self.unsaved)
 
     # -- registry writes ------------------------------------------------------------------------
 
@@ -229,12 +252,16 @@ class _Run:
     def checkpoint(self, state: dict[str, Any]) -> None:
         inc = self.inc
         self.persist(lambda: registry.checkpoint(self.settings, inc.row_id, inc.epoch, state))
+        self.unsaved = None
 
     def park(self, state: dict[str, Any], wait: float) -> bool:
         if not (self.parks and wait >= PARK_MIN_WAIT):
             return False
         inc = self.inc
-        return self.persist(lambda: registry.park(self.settings, inc.row_id, inc.epoch, state, wait))
+        parked = self.persist(lambda: registry.park(self.settings, inc.row_id, inc.epoch, state, wait))
+        if parked:
+            self.unsaved = None
+        return parked
 
     # -- exits ----------------------------------------------------------------------------------
 
@@ -257,6 +284,7 @@ class _Run:
 
     def _abnormal(self, event: str, detail: str | None, *, normal: bool = False) -> str:
         inc, settings = self.inc, self.settings
+        self.settle()  # a restart starts from init's state, and does not run init again
         decision, new = self.persist(
             lambda: registry.exit_abnormally(settings, inc.row_id, inc.epoch, event, detail, normal=normal)
         )
@@ -282,6 +310,7 @@ def _interrupted(loop: _Run) -> str:
     if inc.interrupt in (None, Interrupt.FENCED, Interrupt.HANDED_OFF):
         return (inc.interrupt or Interrupt.FENCED).value  # someone else moved it on: write nothing
     if inc.interrupt is Interrupt.HAND_OFF:  # the worker shuts down: hand itself off
+        loop.settle()
         reason = f"worker {loop.wp.hostname} shutting down"
         for new in loop.persist(lambda: registry.hand_off(settings, [(inc.row_id, inc.epoch)], reason)):
             publish_or_warn(loop.wp.publish, new)
