@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from tests.registry.test_starts import KIND, POLICY, blocked_on_a_lock, finished, started_events
 from tracking import registry
+from tracking.exceptions import RegistryUnavailable
 from tracking.models import Entry, events, token_floor, trackers
 from tracking.settings import Settings
 
@@ -31,7 +32,8 @@ def settings(pg_database: str) -> Iterator[Settings]:
 
 @contextlib.contextmanager
 def statements(settings: Settings) -> Iterator[list[str]]:
-    """The statements this process sends to the registry meanwhile (BEGIN and COMMIT aside)."""
+    """The statements this process sends to the registry meanwhile through SQLAlchemy: all but
+    BEGIN, COMMIT and the start's own statement, which psycopg runs directly (``starts.run_start``)."""
     sent: list[str] = []
 
     def record(_conn: object, _cursor: object, statement: str, *_rest: object) -> None:
@@ -96,13 +98,13 @@ def a_whole_life(conn: sa.Connection, txid: str, started: int, ended: int) -> No
     conn.execute(trackers.delete().where(trackers.c.transaction_id == txid))
 
 
-def test_a_start_of_a_new_id_is_one_statement(settings: Settings, txid: str) -> None:
+def test_a_start_of_a_new_id_is_one_statement_and_no_correction(settings: Settings, txid: str) -> None:
     registry.start(settings, KIND, f"{txid}_warm", {}, POLICY)
 
     with statements(settings) as sent:
         row, created = registry.start(settings, KIND, txid, {}, POLICY)
 
-    assert created and len(sent) == 1
+    assert created and sent == []
     assert started_events(settings, txid) == [(row.epoch, None)]
 
 
@@ -116,13 +118,15 @@ def test_a_started_entry_is_what_the_registry_reads_back(settings: Settings, txi
     assert created and registry.get(settings, KIND, txid) == row
 
 
-def test_a_start_after_a_finished_life_is_one_statement_above_it(settings: Settings, txid: str) -> None:
+def test_a_start_after_a_finished_life_is_one_statement_and_no_correction(
+    settings: Settings, txid: str
+) -> None:
     previous = finished(settings, txid)
 
     with statements(settings) as sent:
         row, created = registry.start(settings, KIND, txid, {}, POLICY)
 
-    assert created and len(sent) == 1 and row.epoch > previous.epoch
+    assert created and sent == [] and row.epoch > previous.epoch
     assert started_events(settings, txid)[-1] == (row.epoch, None)
 
 
@@ -202,3 +206,29 @@ def test_the_migration_keeps_started_events_of_a_reused_epoch_under_another_name
         assert created and row.epoch == 3
     finally:
         registry.dispose(settings)
+
+
+def test_a_start_on_a_connection_the_server_closed_is_retryable_and_the_next_one_starts(
+    settings: Settings, txid: str
+) -> None:
+    # The start's statement runs on the driver's connection: a dead one is still translated
+    # (retryable) and invalidated, so that the pool hands out a live one next.
+    registry.start(settings, KIND, f"{txid}_warm", {}, POLICY)
+    admin = sa.create_engine(settings.database_url, poolclass=sa.NullPool)
+    try:
+        with admin.connect() as conn:
+            killed = conn.execute(
+                sa.text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            ).scalar_one()
+        assert killed >= 1
+    finally:
+        admin.dispose()
+
+    with pytest.raises(RegistryUnavailable):
+        registry.start(settings, KIND, txid, {}, POLICY)
+    row, created = registry.start(settings, KIND, txid, {}, POLICY)
+
+    assert created and registry.get(settings, KIND, txid) == row

@@ -156,15 +156,15 @@ def _start(
 ) -> tuple[Entry, bool]:
     params = _start_params(kind, transaction_id, args, policy.to_json())
     postgres = conn.dialect.name == "postgresql"
-    insert = starts.statement(conn.dialect, "start" if postgres else "insert", settings.start_grace_seconds)
+    grace = settings.start_grace_seconds
     key: tuple[Any, ...] = ()
     while True:
         if postgres:
-            inserted = conn.execute(insert, params).first()
+            inserted = starts.run_start(conn, grace, params)
             if inserted is not None:
                 return _recorded(conn, [starts.new_entry(params, inserted)], [inserted[-3:]])[0], True
         else:
-            found = conn.execute(insert, params).mappings().first()
+            found = conn.execute(starts.statement(conn.dialect, "insert", grace), params).mappings().first()
             if found is not None:
                 return _started(conn, [Entry.from_mapping(found)])[0], True
         key = key or (trackers.c.kind == kind, trackers.c.transaction_id == transaction_id)

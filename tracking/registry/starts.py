@@ -10,7 +10,9 @@ only binds its values.
                   reads it); executed with many parameter sets, it inserts a batch in one statement
                   (SQLAlchemy's "insertmanyvalues"), in the order given
 ``start``         PostgreSQL: ``insert`` and its ``started`` event in one statement, with what says
-                  whether the epoch needs the correction below (``seen``, ``started_id``, ``floor_moved``)
+                  whether the epoch needs the correction below (``seen``, ``started_id``,
+                  ``floor_moved``); it returns only what the database decides of the entry (the
+                  rest is :func:`new_entry`), and on psycopg runs on the driver (:func:`run_start`)
 ``start batch``   PostgreSQL: the same for a batch, its IDs given as arrays
 ``recorded``      PostgreSQL, the correction: the new entries' epochs raised to ``first_epoch`` as
                   of now where they are below it, and their ``started`` events written, in one
@@ -48,9 +50,11 @@ processes inside one statement's stall, right after a prune.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine.interfaces import Dialect
 
@@ -106,6 +110,19 @@ def new_entry(params: dict[str, Any], row: Any) -> Entry:
     )
 
 
+#: the columns a new entry leaves NULL
+_NULL_AT_START = (
+    "worker",
+    "worker_id",
+    "state",
+    "stop_reason",
+    "last_error",
+    "claimed_at",
+    "checkpoint_at",
+    "tick_at",
+)
+
+
 def _insert(dialect: str, grace: float, returning: Any = tuple(trackers.c)) -> Any:
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     values = {
@@ -121,6 +138,12 @@ def _insert(dialect: str, grace: float, returning: Any = tuple(trackers.c)) -> A
         "backoff_step": 0,
         "started_at": db_now(),
         "due_at": db_now(grace),
+        # Every other column named too, with what new_entry reports: a registry at an older
+        # schema (a column missing) refuses the start, though "start" returns few columns.
+        **{name: sa.null() for name in _NULL_AT_START},
+        "last_message_id": 0,
+        "handled_message_id": 0,
+        "republished": 0,
     }
     return insert(trackers).values(values).on_conflict_do_nothing().returning(*returning)
 
@@ -263,6 +286,48 @@ def _started() -> Any:
     return events.insert().values(
         kind=_kind, transaction_id=_transaction_id, epoch=sa.bindparam("epoch"), at=db_now(), event="started"
     )
+
+
+def run_start(conn: sa.Connection, grace: float, params: dict[str, Any]) -> Sequence[Any] | None:
+    """PostgreSQL: "start" with ``params`` (``entries._start_params``) in ``conn``'s transaction:
+    its row (``DECIDED``'s columns, then the three checks), or None when the key is registered.
+
+    On psycopg the statement, compiled once, runs on the driver's connection (in the same
+    transaction): SQLAlchemy's execution path (the statement's parameters processed, its result's
+    metadata built) cost more CPU than the rest of a start's registry work. Driver errors are
+    raised as SQLAlchemy's, as on that path, and a connection found dead is invalidated."""
+    dialect = conn.dialect
+    if dialect.driver != "psycopg":
+        row: Sequence[Any] | None = conn.execute(statement(dialect, "start", grace), params).first()
+        return row
+    from psycopg.types.json import Jsonb
+
+    sql, fixed = _compiled_start(dialect, grace)
+    bound = {
+        **fixed,
+        **params,
+        "args": Jsonb(params["args"]),
+        "policy": Jsonb(params["policy"]),
+        "restart_times": Jsonb(params["restart_times"]),
+    }
+    raw = conn.connection
+    try:
+        found: Sequence[Any] | None = raw.driver_connection.execute(sql, bound).fetchone()  # type: ignore[union-attr]
+    except dialect.loaded_dbapi.Error as exc:
+        dead = dialect.is_disconnect(exc, raw.dbapi_connection, None)
+        if dead:
+            conn.invalidate(exc)
+        raise sa_exc.DBAPIError.instance(
+            sql, bound, exc, dialect.loaded_dbapi.Error, connection_invalidated=dead, dialect=dialect
+        ) from exc
+    return found
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled_start(dialect: Dialect, grace: float) -> tuple[str, dict[str, Any]]:
+    """ "start" compiled for ``dialect``: its SQL and the values of its own literal parameters."""
+    compiled = statement(dialect, "start", grace).compile(dialect=dialect)
+    return str(compiled), dict(compiled.params)
 
 
 @functools.lru_cache(maxsize=64)
