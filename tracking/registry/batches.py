@@ -9,6 +9,7 @@ of :mod:`tracking.registry.transitions`); only the epoch condition names one epo
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -49,16 +50,16 @@ def claim_batch(
     if not members:
         return []
     payload = [{"t": transaction_id, "e": epoch} for transaction_id, epoch in members]
+    params = {
+        "batch": payload,
+        "b_kind": kind,
+        "b_worker": worker,
+        "b_worker_id": worker_id,
+        "b_policy": policy.to_json(),
+    }
     with _write(settings) as conn:
-        named = _table(conn, payload, ("t", sa.String()), ("e", sa.BigInteger()))
-        fence = sa.and_(trackers.c.transaction_id == named.c.t, trackers.c.epoch == named.c.e)
-        found = conn.execute(
-            trackers.update()
-            .where(trackers.c.kind == kind)
-            .where(*guard(Op.CLAIM, fence=fence, worker_id=worker_id, settings=settings))
-            .values(claimed(worker, worker_id, policy))
-            .returning(*trackers.c, db_now().label("db_now"))
-        ).mappings()
+        claim = _claim(conn.dialect.name, settings)
+        found = conn.execute(claim, _bound(conn, params)).mappings()
         return [Entry.from_mapping(row) for row in found]
 
 
@@ -79,46 +80,75 @@ def park_batch(
     if not states:
         return set()
     payload = [{"id": row_id, "epoch": epoch, "state": state} for row_id, epoch, state in states]
-    due = next_tick(interval)
     with _write(settings) as conn:
-        batch = _rows(conn, payload)
-        parked = conn.execute(
-            trackers.update()
-            .where(trackers.c.id == batch.c.id)
-            .where(*guard(Op.PARK, fence=trackers.c.epoch == batch.c.epoch))
-            .values(
-                status=Status.PARKED.value,
-                state=batch.c.state,
-                checkpoint_at=db_now(),
-                worker=None,
-                worker_id=None,
-                due_at=due,
-                tick_at=due,
-            )
-            .returning(trackers.c.id)
-        ).scalars()
-        return set(parked)
+        parked = conn.execute(_park(conn.dialect.name, interval), _bound(conn, {"batch": payload}))
+        return set(parked.scalars())
 
 
-def _rows(conn: sa.Connection, payload: list[dict[str, Any]]) -> Any:
-    """The rows ``{"id", "epoch", "state"}`` of ``payload`` as a derived table ``batch``."""
-    state_type = postgresql.JSONB() if conn.dialect.name == "postgresql" else sa.JSON()
-    return _table(conn, payload, ("id", sa.BigInteger()), ("epoch", sa.BigInteger()), ("state", state_type))
+# The statements are built once per database (and settings, or interval), their values bound at each
+# execution: built for each batch, with the batch in them, they cost more than they took to run.
 
 
-def _table(conn: sa.Connection, payload: list[dict[str, Any]], *columns: tuple[str, Any]) -> Any:
-    """The objects of ``payload`` as a derived table ``batch`` of these ``(name, type)`` columns,
-    sent as one JSON parameter: one statement whatever the batch's size, and the same SQL for every
-    batch (compiled and prepared once, where an IN list of values is a new statement each time)."""
+@functools.lru_cache(maxsize=16)
+def _claim(dialect: str, settings: Settings) -> Any:
+    named = _table(dialect, ("t", sa.String()), ("e", sa.BigInteger()))
+    fence = sa.and_(trackers.c.transaction_id == named.c.t, trackers.c.epoch == named.c.e)
+    worker_id = sa.bindparam("b_worker_id", type_=sa.String())
+    values = {
+        **claimed("", "", RestartPolicy()),
+        "worker": sa.bindparam("b_worker", type_=sa.String()),
+        "worker_id": worker_id,
+        "policy": sa.bindparam("b_policy", type_=trackers.c.policy.type),
+    }
+    return (
+        trackers.update()
+        .where(trackers.c.kind == sa.bindparam("b_kind", type_=sa.String()))
+        .where(*guard(Op.CLAIM, fence=fence, worker_id=worker_id, settings=settings))
+        .values(values)
+        .returning(*trackers.c, db_now().label("db_now"))
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _park(dialect: str, interval: float) -> Any:
+    state_type = postgresql.JSONB() if dialect == "postgresql" else sa.JSON()
+    batch = _table(dialect, ("id", sa.BigInteger()), ("epoch", sa.BigInteger()), ("state", state_type))
+    due = next_tick(interval)
+    return (
+        trackers.update()
+        .where(trackers.c.id == batch.c.id)
+        .where(*guard(Op.PARK, fence=trackers.c.epoch == batch.c.epoch))
+        .values(
+            status=Status.PARKED.value,
+            state=batch.c.state,
+            checkpoint_at=db_now(),
+            worker=None,
+            worker_id=None,
+            due_at=due,
+            tick_at=due,
+        )
+        .returning(trackers.c.id)
+    )
+
+
+def _bound(conn: sa.Connection, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` as the statements above bind them: SQLite takes the batch as JSON text."""
     if conn.dialect.name == "postgresql":
+        return params
+    return {**params, "batch": json.dumps(params["batch"])}
+
+
+def _table(dialect: str, *columns: tuple[str, Any]) -> Any:
+    """The objects of the JSON parameter ``batch`` as a derived table ``batch`` of these ``(name,
+    type)`` columns: one statement whatever the batch's size, and the same SQL for every batch
+    (compiled and prepared once, where an IN list of values is a new statement each time)."""
+    if dialect == "postgresql":
         return (
-            sa.func.jsonb_to_recordset(sa.bindparam("batch", payload, type_=postgresql.JSONB()))
+            sa.func.jsonb_to_recordset(sa.bindparam("batch", type_=postgresql.JSONB()))
             .table_valued(*(sa.column(name, type_) for name, type_ in columns))
             .render_derived(name="batch", with_types=True)
         )
-    each = sa.func.json_each(sa.bindparam("batch", json.dumps(payload), type_=sa.String())).table_valued(
-        "value"
-    )
+    each = sa.func.json_each(sa.bindparam("batch", type_=sa.String())).table_valued("value")
     return (
         sa.select(*(sa.func.json_extract(each.c.value, f"$.{name}").label(name) for name, _ in columns))
         .select_from(each)
