@@ -22,7 +22,7 @@ from bench.parkedrun import insert
 from bench.trackers import ParkedBench
 
 WAKE = """WITH due AS (
-    SELECT id FROM tracking_trackers WHERE status = 'parked' AND due_at <= now()
+    SELECT id FROM tracking_trackers WHERE status = 'parked' AND due_at <= to_timestamp(%s)
     ORDER BY due_at LIMIT %s FOR UPDATE SKIP LOCKED)
 UPDATE tracking_trackers t SET status = 'pending', epoch = t.epoch + 1, task_id = gen_random_uuid()::text,
     due_at = now() + interval '30 s', republished = 0
@@ -53,7 +53,10 @@ def floor(ctx: Context, trackers: int, opts: dict[str, Any]) -> dict[str, Any]:
         insert(ctx, trackers, base, opts["interval"])
         spawn = multiprocessing.get_context("spawn")
         results, go = spawn.Queue(), spawn.Event()
-        args = (ctx.pg.conninfo, opts["batch"], opts["interval"], results, go)
+        # only the first ``due`` entries: the others come due at the rate the run needs, and
+        # ticking them too would measure that rate, not the floor's
+        cutoff = base + opts["interval"] * due / trackers
+        args = (ctx.pg.conninfo, opts["batch"], opts["interval"], cutoff, results, go)
         procs = [spawn.Process(target=_cycle, args=(f"floor-{k}", *args)) for k in range(opts["workers"])]
         for proc in procs:
             proc.start()
@@ -80,8 +83,11 @@ def floor(ctx: Context, trackers: int, opts: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _cycle(name: str, conninfo: str, batch: int, interval: float, results: Any, go: Any) -> None:
-    """One process: once ``go`` is set, wake, claim and park batches until nothing is due; puts
+def _cycle(
+    name: str, conninfo: str, batch: int, interval: float, cutoff: float, results: Any, go: Any
+) -> None:
+    """One process: once ``go`` is set, wake, claim and park batches until nothing due by ``cutoff``
+    (a Unix time) is left; puts
     "ready" first, then (ticks, CPU seconds)."""
     policy = json.dumps(ParkedBench.policy.to_json())
     with psycopg.connect(conninfo, autocommit=True) as conn:
@@ -89,7 +95,7 @@ def _cycle(name: str, conninfo: str, batch: int, interval: float, results: Any, 
         go.wait()
         ticks, cpu = 0, time.process_time()
         while True:
-            woken = conn.execute(WAKE, (batch,)).fetchall()
+            woken = conn.execute(WAKE, (cutoff, batch)).fetchall()
             if not woken:
                 break
             named = json.dumps([{"t": t, "e": e} for t, e in woken])
