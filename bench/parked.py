@@ -209,8 +209,9 @@ def _floor(r: dict[str, Any], o: dict[str, Any]) -> str:
         return "not run"
     due = r["trackers"] / o["interval"]
     return (
-        f"{f['ticks_per_s']:,.0f} ({f['ticks_per_s'] / due:.2f}x the ticks due; {f['ticks']:,} of {f['due']:,} ticked in"
-        f" {f['seconds']:.1f} s, client CPU {f['client_cpu_ms_per_tick']:.3f} ms a tick)"
+        f"{f['ticks_per_s']:,.0f} ({f['ticks_per_s'] / due:.2f}x the ticks due; {f['ticks']:,} of"
+        f" {f['due']:,} ticked in {f['seconds']:.1f} s,"
+        f" client CPU {f['client_cpu_ms_per_tick']:.3f} ms a tick)"
     )
 
 
