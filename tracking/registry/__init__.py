@@ -20,7 +20,11 @@ upgrades to a write can fail with ``SQLITE_BUSY`` despite ``busy_timeout``), in 
 ``rows``          the statements and helpers below every operation: an entry read with its lease,
                   events, wake-ups
 ``transitions``   the life of an entry as one table of transitions, and the exits it plans
-``entries``       start, get, select, count, history
+``entries``       start (one, or many at once), get
+``starts``        start's statements, built once; ``recording``: how PostgreSQL records a start in
+                  one statement, and when its epoch is corrected
+``lookups``       an entry by its key, off the general query path (lookup, lookup_many)
+``reads``         select, count, history, entries_of
 ``incarnations``  one incarnation's fenced writes: claim, checkpoint, park, exits, handoff, stop
 ``batches``       parked trackers ticked in batches: a batch claimed, and parked again, at once
 ``exits``         planned exits written: deregistered, dead or restarted, one entry or a batch
@@ -45,17 +49,7 @@ from tracking.models import (
 )
 from tracking.registry.batches import MAX_BATCH, claim_batch, park_batch
 from tracking.registry.core import create_engine, db_now, dispose, engine, migrate
-from tracking.registry.entries import (
-    count,
-    entries_of,
-    get,
-    get_many,
-    history,
-    select,
-    start,
-    start_many,
-    start_on,
-)
+from tracking.registry.entries import get, get_many, start, start_many, start_on
 from tracking.registry.incarnations import (
     checkpoint,
     claim,
@@ -86,6 +80,7 @@ from tracking.registry.mailboxes import (
     withdraw,
 )
 from tracking.registry.metrics import census, count_events, count_restarts, recoveries, settled_event_id
+from tracking.registry.reads import count, entries_of, history, select
 from tracking.registry.rows import WAKE_CHANNEL
 from tracking.registry.supervision import (
     database_now,

@@ -11,11 +11,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from tracking.exceptions import Fenced
-from tracking.models import Entry, Event, Status, events, trackers
+from tracking.models import Entry, Status, trackers
 from tracking.policy import RestartPolicy
 from tracking.registry import lookups, starts
-from tracking.registry.core import _read, _translated, _write, db_now
-from tracking.registry.rows import _entries, _event, _forget_mail, _one, _tracker_with_lease
+from tracking.registry.core import _translated, _write, db_now
+from tracking.registry.rows import _event, _forget_mail, _one
 from tracking.registry.transitions import Op, fresh_incarnation, guard, new_task_id
 from tracking.settings import Settings
 
@@ -249,58 +249,3 @@ def get(settings: Settings, kind: str, transaction_id: str) -> Entry | None:
     """The registry entry for (kind, transaction_id), whatever its status, or None (one read by
     the registry's key, off the general query path: :mod:`.lookups`)."""
     return lookups.get(settings, kind, transaction_id)
-
-
-def select(
-    settings: Settings,
-    kind: str | None = None,
-    status: Status | str | None = None,
-    worker: str | None = None,
-    limit: int | None = None,
-    offset: int = 0,
-) -> list[Entry]:
-    """Registry entries, oldest first, narrowed by kind, status (a :class:`Status` or its value)
-    and worker hostname; ``limit`` of them after the first ``offset``."""
-    stmt = _tracker_with_lease.order_by(trackers.c.id)
-    if kind is not None:
-        stmt = stmt.where(trackers.c.kind == kind)
-    if status is not None:
-        stmt = stmt.where(trackers.c.status == Status(status).value)
-    if worker is not None:
-        stmt = stmt.where(trackers.c.worker == worker)
-    if limit is not None:
-        stmt = stmt.limit(limit)
-    if offset:
-        stmt = stmt.offset(offset)
-    return _read(settings, lambda conn: _entries(conn, stmt))
-
-
-def count(settings: Settings, kind: str | None = None, status: Status | str | None = None) -> int:
-    stmt = sa.select(sa.func.count()).select_from(trackers)
-    if kind is not None:
-        stmt = stmt.where(trackers.c.kind == kind)
-    if status is not None:
-        stmt = stmt.where(trackers.c.status == Status(status).value)
-    return _read(settings, lambda conn: int(conn.execute(stmt).scalar_one()))
-
-
-def history(settings: Settings, kind: str, transaction_id: str, limit: int = 20) -> list[Event]:
-    """The most recent events of a tracker, newest last."""
-    stmt = (
-        sa.select(events)
-        .where(events.c.kind == kind, events.c.transaction_id == transaction_id)
-        .order_by(events.c.id.desc())
-        .limit(limit)
-    )
-    rows = _read(settings, lambda conn: [Event.from_mapping(m) for m in conn.execute(stmt).mappings()])
-    return rows[::-1]
-
-
-def entries_of(settings: Settings, transaction_id: str) -> list[Entry]:
-    """Every kind's entry for a transaction ID (``tracking explain`` without ``--kind``).
-
-    The unique key leads with the kind, so this reads the whole registry on databases that cannot
-    skip-scan an index: an operator's query, not one for hot paths (pass the kind there).
-    """
-    stmt = _tracker_with_lease.where(trackers.c.transaction_id == transaction_id).order_by(trackers.c.kind)
-    return _read(settings, lambda conn: _entries(conn, stmt))
