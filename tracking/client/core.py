@@ -156,7 +156,9 @@ class Client(Operations, Bulk):
                 if registry.withdraw(self.settings, message_id):
                     return registry.Reply(MessageStatus.QUEUED, None, None)
                 return registry.take_reply(self.settings, message_id)  # answered just now
-            if listening is None or not answers.wait(listening, message_id, min(deadline - now, PATIENCE)):
+            if listening is not None and answers.live(listening):
+                answers.wait(listening, message_id, min(deadline - now, PATIENCE))
+            else:
                 listening = None
                 # Poll closely while a prompt answer is likely, then back off.
                 time.sleep(min(0.002 if now - began < 0.1 else 0.02, deadline - now))

@@ -46,12 +46,20 @@ class Replies:
         self.settings = settings
         self._lock = threading.Lock()
         self._waiting: dict[int, threading.Event] = {}
+        #: the waiters' messages announced (not those woken because the listener broke)
+        self._announced: set[int] = set()
         self._early: collections.OrderedDict[int, None] = collections.OrderedDict()
         #: the live listener, and its generation (each new connection gets the next)
         self._listener: wakeups.WakeupListener | None = None
         self._generation = 0
         self._used = time.monotonic()
         self._not_before = 0.0
+
+    @property
+    def waiters(self) -> int:
+        """How many callers wait for an announcement now."""
+        with self._lock:
+            return len(self._waiting)
 
     def listening(self) -> int | None:
         """Listen for answers unless this process does already, before a call is queued (so its
@@ -79,9 +87,14 @@ class Replies:
         ).start()
         return generation
 
+    def live(self, generation: int) -> bool:
+        """Whether the listener of ``generation`` still listens (if not, the caller polls)."""
+        with self._lock:
+            return self._listener is not None and self._generation == generation
+
     def wait(self, generation: int, message_id: int, timeout: float) -> bool:
-        """Wait at most ``timeout`` seconds for the answer to ``message_id`` to be announced; False
-        at once if the listener of ``generation`` is gone (the caller polls from then on)."""
+        """Wait at most ``timeout`` seconds for the answer to ``message_id`` to be announced; True
+        if it was. Returns early if the listener of ``generation`` is gone (see ``live``)."""
         with self._lock:
             if self._listener is None or self._generation != generation:
                 return False
@@ -94,7 +107,9 @@ class Replies:
         finally:
             with self._lock:
                 self._waiting.pop(message_id, None)
-        return True
+                announced = message_id in self._announced
+                self._announced.discard(message_id)
+        return announced
 
     def _run(self, listener: wakeups.WakeupListener, generation: int) -> None:
         try:
@@ -124,6 +139,7 @@ class Replies:
                 if len(self._early) > EARLY:
                     self._early.popitem(last=False)
                 return
+            self._announced.add(message_id)
         event.set()
 
 
