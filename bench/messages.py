@@ -5,11 +5,13 @@ One tracker (interval {interval:g} s) on a `-P threads -c 20` worker; {calls} ca
 round trip (`send_task` of a task that pushes to a Redis list the benchmark waits on with BLPOP,
 through the same broker and worker) and of the raw SQL round trip (an INSERT of a message row into
 a table shaped like `tracking_messages`, then a SELECT of it by id, through psycopg or sqlite3 in
-autocommit: the least a mailbox in the database costs). On PostgreSQL the queuing transaction
-sends NOTIFY and the worker's listening connection wakes the tracker; on SQLite the worker's
-control poll (every {poll:g} s) finds the mail. Then {casts} casts back to back from one thread
-(accepted/s), and the time from the first until the tracker's checkpointed state counts all of
-them (handled/s); the baseline is the same number of raw INSERTs of that row, one transaction each.
+autocommit: the least a mailbox in the database costs). On PostgreSQL the queuing statement
+sends NOTIFY and the worker's listening connection wakes the tracker, whose statement recording
+the answer announces it to the caller's listening connection (one per calling process); on
+SQLite the worker's control poll (every {poll:g} s) finds the mail and the caller polls. Then
+{casts} casts back to back from one thread (accepted/s), and the time from the first until the
+tracker's checkpointed state counts all of them (handled/s); the baseline is the same number of
+raw INSERTs of that row, one transaction each.
 """
 
 from __future__ import annotations
