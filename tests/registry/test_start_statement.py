@@ -108,6 +108,19 @@ def test_a_start_of_a_new_id_is_one_statement_and_no_correction(settings: Settin
     assert started_events(settings, txid) == [(row.epoch, None)]
 
 
+def test_a_start_on_an_application_connection_that_has_not_begun_commits_with_it(
+    settings: Settings, txid: str
+) -> None:
+    # SQLAlchemy 2's own style: connect, execute (which begins), commit. The start's statement
+    # runs on the driver's connection, which SQLAlchemy does not see begin: before the fix the
+    # caller's commit() did nothing and the entry was rolled back with the connection (review).
+    with registry.engine(settings).connect() as conn:
+        row, created = registry.start_on(settings, conn, KIND, txid, {}, POLICY)
+        assert created and conn.in_transaction()
+        conn.commit()
+    assert registry.get(settings, KIND, txid) == row
+
+
 def test_a_started_entry_is_what_the_registry_reads_back(settings: Settings, txid: str) -> None:
     # PostgreSQL's start returns only what the database decides (id, epoch, times): the rest of
     # the entry is built from the values it was given, and must equal what a read finds.

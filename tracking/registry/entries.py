@@ -42,7 +42,8 @@ def start_on(
 ) -> tuple[Entry, bool]:
     """:func:`start` on the application's own connection, inside its open transaction (the
     registry lives in the application's database): the entry commits or rolls back with the
-    application's writes. Nothing here commits, rolls back or begins.
+    application's writes. Nothing here commits or rolls back; it begins only where SQLAlchemy's
+    execute would (no transaction open yet: its autobegin).
 
     Atomicity: that of the caller's transaction. The insert relies on the unique (kind,
     transaction_id) key: two concurrent starts block on each other's uncommitted insert and
@@ -51,7 +52,8 @@ def start_on(
     conditional on it still being dead. A new life's epoch is above every epoch the ID had
     before (``transitions.first_epoch``): on PostgreSQL the entry and its ``started`` event are
     written in one statement, corrected by one or two more in the rare races its snapshot may have
-    missed (:mod:`.starts` says which and why).
+    missed (:mod:`.recording` says which and why; it holds at READ COMMITTED, PostgreSQL's default, and
+    SERIALIZABLE, not at REPEATABLE READ, whose one snapshot the correction would read again).
     """
     with _on(settings, conn) as on:
         return _start(settings, on, kind, transaction_id, args, policy)

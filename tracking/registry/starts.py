@@ -198,6 +198,10 @@ def run_start(conn: sa.Connection, grace: float, params: dict[str, Any]) -> Sequ
         "policy": Jsonb(params["policy"]),
         "restart_times": Jsonb(params["restart_times"]),
     }
+    if not conn.in_transaction():
+        # What SQLAlchemy's execute would do (autobegin): else psycopg's own transaction, unknown
+        # to the connection, would be rolled back by a caller's commit() that then did nothing
+        conn.begin()
     raw = conn.connection
     try:
         found: Sequence[Any] | None = raw.driver_connection.execute(sql, bound).fetchone()  # type: ignore[union-attr]
