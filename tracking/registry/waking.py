@@ -43,11 +43,14 @@ def pending(settings: Settings, at_most: int) -> int:
     return _read(settings, lambda conn: int(conn.execute(stmt).scalar_one()))
 
 
-def wake_due(settings: Settings, limit: int = 500, overdue: float = 0.0) -> list[Entry]:
+def wake_due(
+    settings: Settings, limit: int = 500, overdue: float = 0.0, *, parked: bool = True
+) -> list[Entry]:
     """Make due parked and failed entries pending; returns them to publish, earliest tick first.
     A parked entry gets a new epoch and task ID (a failed one got them when it failed); its
     wake-up records no event (it wakes at every tick), a failed one's restart does. ``overdue``:
     only entries due at least that many seconds ago (a sweep wakes what no worker's waker woke).
+    ``parked=False``: the failed entries' restarts alone.
 
     Atomicity: one transaction; on PostgreSQL the due rows are locked with SKIP LOCKED, so
     concurrent wakers split the work, and each status's rows are woken by one statement that
@@ -56,9 +59,9 @@ def wake_due(settings: Settings, limit: int = 500, overdue: float = 0.0) -> list
     """
     with _write(settings) as conn:
         failed = _wake(conn, settings, Status.FAILED, limit, overdue)  # restarts first: they are few
-        parked = _wake(conn, settings, Status.PARKED, limit - len(failed), overdue)
+        ticks = _wake(conn, settings, Status.PARKED, limit - len(failed), overdue) if parked else []
         _events(conn, [(r, "restarting", None) for r in failed])
-    return sorted(failed + parked, key=lambda r: r.tick_at or r.due_at or r.started_at)
+    return sorted(failed + ticks, key=lambda r: r.tick_at or r.due_at or r.started_at)
 
 
 def _wake(conn: sa.Connection, settings: Settings, status: Status, limit: int, overdue: float) -> list[Entry]:

@@ -96,9 +96,11 @@ class Waker:
             return min(POLL, due_in)
         room = MAX_PENDING - registry.pending(self.settings, MAX_PENDING)
         if room < BATCH:
-            # The workers are behind: the entries stay due (and parked) until they catch up, and
-            # are then woken a whole round at a time, so that their batches stay full (a round
+            # The workers are behind: parked entries stay due (and parked) until they catch up,
+            # and are then woken a whole round at a time, so that their batches stay full (a round
             # cut to the room left made batches of a few entries, a message and a claim each).
+            # Restarts of failed entries are few and run alone: they do not wait.
+            self.publish_woken(registry.wake_due(self.settings, BATCH, parked=False))
             return BEHIND
         rows = registry.wake_due(self.settings, BATCH)
         self.publish_woken(rows)
