@@ -36,18 +36,16 @@ import socket
 from collections.abc import Callable
 
 from tracking import registry, signals
-from tracking.client import publish_or_warn
+from tracking.client import Publish, publish_or_warn
 from tracking.exceptions import RegistryUnavailable
-from tracking.models import Entry
+from tracking.models import Woken
 from tracking.policy import Action, RestartPolicy
 from tracking.settings import Settings
 
 log = logging.getLogger("tracking.supervisor")
 
-#: sends the message that starts the incarnation of an entry (``tracking.client.Publish`` is one)
-Publish = Callable[[Entry], None]
 #: publishes woken entries, several in one message where it can; returns how many it could not
-PublishWoken = Callable[[list[Entry]], int]
+PublishWoken = Callable[[list[Woken]], int]
 
 
 #: what a sweep counts, in the order it reports them

@@ -48,7 +48,7 @@ def test_supervisors_sweeping_at_once_restart_each_lost_tracker_exactly_once(
     published: list[tuple[str, int]] = []
     lock = threading.Lock()
 
-    def record(row: registry.Entry) -> None:
+    def record(row: Publishable) -> None:
         with lock:
             published.append((row.transaction_id, row.epoch))
 

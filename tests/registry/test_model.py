@@ -81,6 +81,7 @@ from hypothesis.stateful import (
 from tests.harness import all_at_once
 from tests.registry.conftest import MODEL_RUNS
 from tracking import registry, supervisor
+from tracking.client import Publishable
 from tracking.exceptions import Fenced, NotFound
 from tracking.models import messages, trackers, workers
 from tracking.policy import Restart, RestartPolicy
@@ -886,7 +887,7 @@ class RegistryModel(RuleBasedStateMachine):
             if lease.expired:
                 lease.alive = lease.expired = False
 
-        published: list[registry.Entry] = []
+        published: list[Publishable] = []
         all_at_once(
             [
                 partial(supervisor.sweep, self.s, published.append, name=f"model-supervisor-{n}")

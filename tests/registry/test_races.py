@@ -32,6 +32,7 @@ from tests.registry.test_transitions import (
     sweep,
 )
 from tracking import registry
+from tracking.client import Publishable
 from tracking.exceptions import Fenced
 from tracking.models import Entry
 from tracking.policy import Action, Decision
@@ -73,7 +74,7 @@ def assert_not_stranded(settings: Settings, txid: str) -> None:
         assert live, f"{txid} is running under {row.worker_id}, which has no live lease: stranded"
 
 
-def expire_and_sweep(settings: Settings, worker_id: str) -> list[Entry]:
+def expire_and_sweep(settings: Settings, worker_id: str) -> list[Publishable]:
     expire_lease(settings, worker_id)
     return sweep(settings)
 
@@ -160,7 +161,7 @@ def test_a_claim_that_commits_after_a_whole_sweep_declared_its_worker_lost_is_re
         with registry.engine(settings).connect() as conn:
             return bool(conn.exec_driver_sql(WAITERS, {"key": HOLD_KEY}).scalar_one())
 
-    def expire_and_sweep_between(worker_id: str) -> list[Entry]:
+    def expire_and_sweep_between(worker_id: str) -> list[Publishable]:
         gate.wait(timeout=60)
         wait_for(waiting_at_its_insert, timeout=60)  # the claim has passed its lease check
         try:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from tracking import registry, supervisor
-from tracking.models import Entry, aware, events, trackers
+from tracking.client import Publishable
+from tracking.models import aware, events, trackers
 from tracking.policy import RestartPolicy
 from tracking.registry.transitions import REPUBLISH_STEADY
 from tracking.settings import Settings
@@ -35,7 +36,7 @@ def test_an_unclaimed_entry_is_published_again_less_and_less_often_with_one_even
 ) -> None:
     settings = registry_settings
     registry.start(settings, "K", "t-unclaimed", {}, RestartPolicy())
-    published: list[Entry] = []
+    published: list[Publishable] = []
     grace = settings.start_grace_seconds
     waits = []
     steady = REPUBLISH_STEADY
@@ -53,7 +54,7 @@ def test_a_publish_that_failed_does_not_lengthen_the_wait(registry_settings: Set
     settings = registry_settings
     registry.start(settings, "K", "t-broker-down", {}, RestartPolicy())
 
-    def broker_down(_row: Entry) -> None:
+    def broker_down(_row: Publishable) -> None:
         raise ConnectionError("broker unreachable")
 
     for _ in range(3):

@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from tracking import registry, supervisor
+from tracking.client import Publishable
 from tracking.exceptions import Fenced
 from tracking.models import Entry, events, trackers, workers
 from tracking.policy import Restart, RestartPolicy
@@ -62,9 +63,9 @@ def delete_worker_row(settings: Settings, worker_id: str) -> None:
         conn.execute(workers.delete().where(workers.c.id == worker_id))
 
 
-def sweep(settings: Settings) -> list[Entry]:
+def sweep(settings: Settings) -> list[Publishable]:
     """One sweep; returns the rows it published."""
-    published: list[Entry] = []
+    published: list[Publishable] = []
     supervisor.sweep(settings, published.append, name="test-supervisor")
     return published
 

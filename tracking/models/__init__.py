@@ -7,7 +7,7 @@
             :class:`Message`, :class:`Reply`, :class:`Sweep`, :class:`WorkerInfo`
 """
 
-from tracking.models.rows import Entry, Event, Message, Reply, Sweep, WorkerInfo, aware
+from tracking.models.rows import Entry, Event, Message, Reply, Sweep, Woken, WorkerInfo, aware
 from tracking.models.tables import (
     NAMING_CONVENTION,
     BigId,
@@ -45,6 +45,7 @@ __all__ = [
     "Timestamp",
     "WorkerId",
     "WorkerInfo",
+    "Woken",
     "WorkerStatus",
     "aware",
     "events",

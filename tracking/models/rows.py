@@ -105,6 +105,40 @@ class Entry:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Woken:
+    """An entry just woken (``pending`` under ``epoch``), as its waker needs it to publish it: no
+    state, arguments or policy read, let alone decoded (most of a waker's time when it read whole
+    entries)."""
+
+    id: int
+    kind: str
+    transaction_id: str
+    epoch: int
+    task_id: str
+    #: the tick it woke for (None: a failed entry's restart)
+    tick_at: datetime | None
+    #: a message waits (it woke for mail, or got some since its tick came due)
+    mail_waiting: bool
+    #: its state was ever written (``init`` completed)
+    initialised: bool
+    #: always None (a woken entry runs under no worker); for the event a restart records
+    worker: str | None = None
+
+    @classmethod
+    def from_mapping(cls, row: RowMapping) -> Woken:
+        return cls(
+            id=row["id"],
+            kind=row["kind"],
+            transaction_id=row["transaction_id"],
+            epoch=row["epoch"],
+            task_id=row["task_id"],
+            tick_at=aware(row["tick_at"]),
+            mail_waiting=bool(row["mail_waiting"]),
+            initialised=bool(row["initialised"]),
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Event:
     """One event of a tracker's history (a row of ``tracking_events``): ``event`` says what
     happened to incarnation ``epoch`` ("started", "running", "crashed", "restarting", ...)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -70,7 +70,20 @@ def _event(
     )
 
 
-def _events(conn: sa.Connection, entries: Sequence[tuple[Entry, str, str | None]]) -> None:
+class _Named(Protocol):
+    """What an event names of its entry (an :class:`Entry`, or a :class:`Woken` one)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def transaction_id(self) -> str: ...
+    @property
+    def epoch(self) -> int: ...
+    @property
+    def worker(self) -> str | None: ...
+
+
+def _events(conn: sa.Connection, entries: Sequence[tuple[_Named, str, str | None]]) -> None:
     """Record ``(row, event, detail)`` for many entries in one statement (one executemany)."""
     if entries:
         conn.execute(

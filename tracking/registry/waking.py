@@ -4,12 +4,13 @@ how many wait pending) and its one write (:func:`wake_due`, also the sweep's), a
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from tracking.exceptions import NotFound
-from tracking.models import Entry, Status, aware, trackers
+from tracking.models import Entry, Status, Woken, aware, trackers
 from tracking.registry.core import _read, _write, db_now
 from tracking.registry.rows import _entries_by_id, _events, _one
 from tracking.registry.transitions import RULES, Op, guard, new_task_id
@@ -45,7 +46,7 @@ def pending(settings: Settings, at_most: int) -> int:
 
 def wake_due(
     settings: Settings, limit: int = 500, overdue: float = 0.0, *, parked: bool = True
-) -> list[Entry]:
+) -> list[Woken]:
     """Make due parked and failed entries pending; returns them to publish, earliest tick first.
     A parked entry gets a new epoch and task ID (a failed one got them when it failed); its
     wake-up records no event (it wakes at every tick), a failed one's restart does. ``overdue``:
@@ -61,10 +62,10 @@ def wake_due(
         failed = _wake(conn, settings, Status.FAILED, limit, overdue)  # restarts first: they are few
         ticks = _wake(conn, settings, Status.PARKED, limit - len(failed), overdue) if parked else []
         _events(conn, [(r, "restarting", None) for r in failed])
-    return sorted(failed + ticks, key=lambda r: r.tick_at or r.due_at or r.started_at)
+    return failed + sorted(ticks, key=lambda r: r.tick_at or _NEVER)
 
 
-def _wake(conn: sa.Connection, settings: Settings, status: Status, limit: int, overdue: float) -> list[Entry]:
+def _wake(conn: sa.Connection, settings: Settings, status: Status, limit: int, overdue: float) -> list[Woken]:
     """Wake at most ``limit`` due entries of ``status``, in due order."""
     if limit <= 0:
         return []
@@ -93,9 +94,9 @@ def _wake(conn: sa.Connection, settings: Settings, status: Status, limit: int, o
             trackers.update()
             .where(trackers.c.id == chosen.c.id, trackers.c.status == status.value)
             .values(values)
-            .returning(*trackers.c)
+            .returning(*_WOKEN)
         )
-        return [Entry.from_mapping(m) for m in woken.mappings()]
+        return [Woken.from_mapping(m) for m in woken.mappings()]
     rows = conn.execute(due).all()
     if not rows:
         return []
@@ -108,7 +109,22 @@ def _wake(conn: sa.Connection, settings: Settings, status: Status, limit: int, o
         .values(values),
         [{"b_id": r.id, "b_epoch": r.epoch, "b_task": new_task_id()} for r in rows],
     )
-    return [r for r in _entries_by_id(conn, [r.id for r in rows]) if r.status is Status.PENDING]
+    read = sa.select(*_WOKEN).where(trackers.c.id.in_([r.id for r in rows]), trackers.c.status == "pending")
+    return [Woken.from_mapping(m) for m in conn.execute(read).mappings()]
+
+
+#: what a woken entry's row says of it (:class:`Woken`)
+_WOKEN = (
+    trackers.c.id,
+    trackers.c.kind,
+    trackers.c.transaction_id,
+    trackers.c.epoch,
+    trackers.c.task_id,
+    trackers.c.tick_at,
+    (trackers.c.last_message_id > trackers.c.handled_message_id).label("mail_waiting"),
+    trackers.c.state.is_not(None).label("initialised"),
+)
+_NEVER = datetime.min.replace(tzinfo=UTC)
 
 
 def hurry(settings: Settings, kind: str, transaction_id: str) -> Entry | None:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from tracking import registry
 from tracking.client import Publish, publish_or_warn
 from tracking.exceptions import RegistryUnavailable
-from tracking.models import Entry
+from tracking.models import Woken
 from tracking.redact import redact_url
 from tracking.settings import Settings
 from tracking.tracker import of_kind
@@ -106,7 +106,7 @@ class Waker:
         self.publish_woken(rows)
         return 0.0 if len(rows) == BATCH else min(POLL, self.settings.control_poll_seconds)
 
-    def publish_woken(self, rows: list[Entry]) -> int:
+    def publish_woken(self, rows: list[Woken]) -> int:
         """Publish woken rows, in batches where they can be (:meth:`batched`); returns how many
         entries could not be published (they stay pending: a sweep publishes each again after
         the start grace)."""
@@ -114,7 +114,7 @@ class Waker:
         failed = sum(not publish_or_warn(self.publish, row) for row in alone)
         return failed + sum(len(batch.members) for batch in batches if not self._publish_batch(batch))
 
-    def batched(self, rows: list[Entry]) -> tuple[list[Entry], list[Batch]]:
+    def batched(self, rows: list[Woken]) -> tuple[list[Woken], list[Batch]]:
         """The woken rows to publish alone, and the batches of the others.
 
         A batch holds parked entries of one kind that woke for their tick: a failed entry's
@@ -123,12 +123,12 @@ class Waker:
         """
         if self.publish_batch is None:
             return rows, []
-        alone: list[Entry] = []
-        by_kind: dict[str, tuple[int, list[Entry]]] = {}
+        alone: list[Woken] = []
+        by_kind: dict[str, tuple[int, list[Woken]]] = {}
         for row in rows:
             cls = of_kind(row.kind)
-            woke_for_tick = row.tick_at is not None and row.last_message_id <= row.handled_message_id
-            if cls is None or cls.batch_size < 2 or not woke_for_tick or row.state is None:
+            woke_for_tick = row.tick_at is not None and not row.mail_waiting
+            if cls is None or cls.batch_size < 2 or not woke_for_tick or not row.initialised:
                 alone.append(row)
             else:
                 by_kind.setdefault(row.kind, (cls.batch_size, []))[1].append(row)
