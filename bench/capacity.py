@@ -40,6 +40,8 @@ import json
 import time
 from typing import Any
 
+import psycopg
+
 from bench import machine, plots
 from bench.context import Context
 from bench.core import Section, counts, met, secs, section
@@ -137,9 +139,14 @@ def _fill(ctx: Context, what: str, count: int) -> float:
     with ctx.fleet() as fleet:
         (worker,) = ctx.workers(fleet, [f"q{what}{count}"], settings, pool="gevent", concurrency=count + 100)
 
+        sampler = psycopg.connect(ctx.pg.conninfo, autocommit=True)  # one connection, not one a sample
+        ctx.on_cleanup(sampler.close)
+
         def running() -> int:
             worker.check()
-            return int(ctx.redis.get(key) or 0) if what == "bare" else int(ctx.scalar(RUNNING, kind))
+            if what == "bare":
+                return int(ctx.redis.get(key) or 0)
+            return int(sampler.execute(RUNNING, (kind,)).fetchone()[0])  # type: ignore[index]
 
         try:
             wait_until(lambda: running() >= count, max(120.0, count * 0.06), 0.1, f"{count} {what} running")
@@ -163,9 +170,13 @@ def step(ctx: Context, worker: Worker, app: Any, queue: str, count: int, seconds
     names = (f"tracking-{worker.pid}", f"tracking-{worker.pid}-listen")  # tracking names its connections
     t0 = time.monotonic()
 
+    sampler = psycopg.connect(ctx.pg.conninfo, autocommit=True)  # one connection, not one a sample
+    ctx.on_cleanup(sampler.close)
+
     def sample() -> int:
         worker.check()
-        running, conns = ctx.scalar(SQL["running"], kind), ctx.scalar(SQL["connections"], *names)
+        running = sampler.execute(SQL["running"], (kind,)).fetchone()[0]  # type: ignore[index]
+        conns = sampler.execute(SQL["connections"], names).fetchone()[0]  # type: ignore[index]
         timeline.append((time.monotonic() - t0, running, conns))
         return int(running)
 
