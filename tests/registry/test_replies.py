@@ -18,7 +18,7 @@ import tracking
 from tests.harness import migrated, wait_for
 from tests.harness.threads import all_at_once
 from tracking import registry
-from tracking.client import Client, core, replies
+from tracking.client import Client, replies
 from tracking.models import Entry, MessageStatus, MessageType
 from tracking.policy import RestartPolicy
 from tracking.settings import Settings
@@ -36,7 +36,7 @@ def pg_settings(pg_database: str) -> Iterator[Settings]:
 def patient(monkeypatch: pytest.MonkeyPatch) -> None:
     """A waiting caller never reads the registry for its own sake: on PostgreSQL an answer that
     was not announced would leave the call waiting past the test's timeout."""
-    monkeypatch.setattr(core, "PATIENCE", 600.0)
+    monkeypatch.setattr(replies, "PATIENCE", 600.0)
 
 
 def running(settings: Settings, txid: str) -> Entry:

@@ -14,7 +14,7 @@ from tracking.client.bulk import Bulk
 from tracking.client.joined import AppTransaction, open_transaction
 from tracking.client.operations import Operations
 from tracking.client.refs import Publish, PublishMany, TrackerRef, announce, running_here
-from tracking.client.replies import PATIENCE, Replies, replies
+from tracking.client.replies import replies
 from tracking.exceptions import NotFound, Timeout, TrackerCrashed, TrackingError
 from tracking.models import MessageStatus, MessageType, Status
 from tracking.policy import RestartPolicy
@@ -133,7 +133,7 @@ class Client(Operations, Bulk):
         answers = replies(self.settings)
         listening = answers.listening()  # before the call is queued: its answer cannot be missed
         message_id = self.send(kind, transaction_id, MessageType.CALL, message)
-        answer = self._answer(answers, listening, message_id, timeout)
+        answer = answers.answer(listening, message_id, timeout)
         if answer is None:
             raise NotFound(f"{kind} {transaction_id!r} left the registry before answering")
         if answer.status is MessageStatus.QUEUED:
@@ -141,30 +141,6 @@ class Client(Operations, Bulk):
         if answer.status is MessageStatus.FAILED:
             raise TrackerCrashed(f"{kind} {transaction_id!r} crashed handling the call: {answer.error}")
         return answer.reply
-
-    def _answer(
-        self, answers: Replies, listening: int | None, message_id: int, timeout: float
-    ) -> registry.Reply | None:
-        """The answer to call ``message_id`` (None: gone with its tracker), taken as soon as it is
-        announced (or, where it is not, found by polling); a queued reply if the call was withdrawn
-        unanswered after ``timeout`` seconds."""
-        began = time.monotonic()
-        deadline = began + timeout
-        while True:
-            now = time.monotonic()
-            if now >= deadline:
-                if registry.withdraw(self.settings, message_id):
-                    return registry.Reply(MessageStatus.QUEUED, None, None)
-                return registry.take_reply(self.settings, message_id)  # answered just now
-            if listening is not None and answers.live(listening):
-                answers.wait(listening, message_id, min(deadline - now, PATIENCE))
-            else:
-                listening = None
-                # Poll closely while a prompt answer is likely, then back off.
-                time.sleep(min(0.002 if now - began < 0.1 else 0.02, deadline - now))
-            answer = registry.take_reply(self.settings, message_id)
-            if answer is None or answer.status is not MessageStatus.QUEUED:
-                return answer
 
     def select(
         self,

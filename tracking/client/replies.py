@@ -20,6 +20,7 @@ import time
 
 from tracking import registry
 from tracking.exceptions import RegistryUnavailable
+from tracking.models import MessageStatus
 from tracking.registry import wakeups
 from tracking.settings import Settings
 
@@ -141,6 +142,30 @@ class Replies:
                 return
             self._announced.add(message_id)
         event.set()
+
+    def answer(self, listening: int | None, message_id: int, timeout: float) -> registry.Reply | None:
+        """The answer to call ``message_id`` (None: gone with its tracker), taken as soon as it is
+        announced (or, where it is not, found by polling); a queued reply if the call was withdrawn
+        unanswered after ``timeout`` seconds. ``listening``: what :meth:`listening` gave before the
+        call was queued."""
+        settings = self.settings
+        began = time.monotonic()
+        deadline = began + timeout
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                if registry.withdraw(settings, message_id):
+                    return registry.Reply(MessageStatus.QUEUED, None, None)
+                return registry.take_reply(settings, message_id)  # answered just now
+            if listening is not None and self.live(listening):
+                self.wait(listening, message_id, min(deadline - now, PATIENCE))
+            else:
+                listening = None
+                # Poll closely while a prompt answer is likely, then back off.
+                time.sleep(min(0.002 if now - began < 0.1 else 0.02, deadline - now))
+            answer = registry.take_reply(settings, message_id)
+            if answer is None or answer.status is not MessageStatus.QUEUED:
+                return answer
 
 
 _all: dict[str, Replies] = {}

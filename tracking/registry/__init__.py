@@ -28,7 +28,9 @@ upgrades to a write can fail with ``SQLITE_BUSY`` despite ``busy_timeout``), in 
 ``incarnations``  one incarnation's fenced writes: claim, checkpoint, park, exits, handoff, stop
 ``batches``       parked trackers ticked in batches: a batch claimed, and parked again, at once
 ``exits``         planned exits written: deregistered, dead or restarted, one entry or a batch
-``mailboxes``     casts, calls, replies and wake-up notifications
+``calls``         a caller's side of a mailbox: a message queued, an answer taken, a call withdrawn
+``mailboxes``     a tracker's side: its mailbox read, a message handled and answered; stop and mail
+                  signals
 ``leases``        worker leases: registered, renewed, retired, declared lost, forgotten
 ``limits``        rate limits shared by all workers: one token bucket per kind (``take_tokens``)
 ``supervision``   what a sweep finds and changes: orphans, unclaimed entries, pruning
@@ -48,6 +50,7 @@ from tracking.models import (
     WorkerInfo,
 )
 from tracking.registry.batches import MAX_BATCH, claim_batch, park_batch
+from tracking.registry.calls import enqueue, take_reply, withdraw
 from tracking.registry.core import create_engine, db_now, dispose, engine, migrate
 from tracking.registry.entries import get, get_many, start, start_many, start_on
 from tracking.registry.incarnations import (
@@ -70,15 +73,7 @@ from tracking.registry.leases import (
 )
 from tracking.registry.limits import Grant
 from tracking.registry.limits import take as take_tokens
-from tracking.registry.mailboxes import (
-    REPLY_CHANNEL,
-    enqueue,
-    handled,
-    mailbox,
-    signals,
-    take_reply,
-    withdraw,
-)
+from tracking.registry.mailboxes import REPLY_CHANNEL, handled, mailbox, signals
 from tracking.registry.metrics import census, count_events, count_restarts, recoveries, settled_event_id
 from tracking.registry.reads import count, entries_of, history, select
 from tracking.registry.rows import WAKE_CHANNEL

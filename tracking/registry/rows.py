@@ -3,16 +3,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from tracking.exceptions import RegistryUnavailable
 from tracking.models import Entry, aware, events, messages, trackers, workers
-from tracking.registry.core import db_now
+from tracking.registry.core import _translated, db_now, engine
+from tracking.settings import Settings
+
+T = TypeVar("T")
 
 # -- entries and rows ------------------------------------------------------------------------------
 
@@ -36,6 +39,17 @@ def _entries(conn: sa.Connection, stmt: Any) -> list[Entry]:
     """The entries a statement selects (every column of ``tracking_trackers``, and the lease's
     ``heartbeat_at`` when it joins it)."""
     return [Entry.from_mapping(m) for m in conn.execute(stmt).mappings()]
+
+
+def _postgres(settings: Settings) -> bool:
+    return engine(settings).dialect.name == "postgresql"
+
+
+def _autocommit(settings: Settings, run: Callable[[sa.Connection], T]) -> T:
+    """One statement on PostgreSQL in autocommit: its own transaction, no BEGIN or COMMIT round
+    trips. Never retried here: a write whose answer was lost may have committed."""
+    with _translated(settings), engine(settings).connect() as conn:
+        return run(conn.execution_options(isolation_level="AUTOCOMMIT"))
 
 
 def _now(conn: sa.Connection) -> datetime:
