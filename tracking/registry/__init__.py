@@ -25,7 +25,8 @@ upgrades to a write can fail with ``SQLITE_BUSY`` despite ``busy_timeout``), in 
                   one statement, and when its epoch is corrected
 ``lookups``       an entry by its key, off the general query path (lookup, lookup_many)
 ``reads``         select, count, history, entries_of
-``incarnations``  one incarnation's fenced writes: claim, checkpoint, park, exits, handoff, stop
+``incarnations``  one incarnation's fenced writes: claim, checkpoint, park, exits
+``stops``         entries handed off (a new epoch, pending) and stops requested
 ``batches``       parked trackers ticked in batches: a batch claimed, and parked again, at once
 ``exits``         planned exits written: deregistered, dead or restarted, one entry or a batch
 ``calls``         a caller's side of a mailbox: a message queued, an answer taken, a call withdrawn
@@ -53,15 +54,7 @@ from tracking.registry.batches import MAX_BATCH, claim_batch, park_batch
 from tracking.registry.calls import enqueue, take_reply, withdraw
 from tracking.registry.core import create_engine, db_now, dispose, engine, migrate
 from tracking.registry.entries import get, get_many, start, start_many, start_on
-from tracking.registry.incarnations import (
-    checkpoint,
-    claim,
-    exit_abnormally,
-    exit_normally,
-    hand_off,
-    park,
-    request_stop,
-)
+from tracking.registry.incarnations import checkpoint, claim, exit_abnormally, exit_normally, park
 from tracking.registry.leases import (
     forget_workers,
     held,
@@ -77,6 +70,7 @@ from tracking.registry.mailboxes import REPLY_CHANNEL, handled, mailbox, signals
 from tracking.registry.metrics import census, count_events, count_restarts, recoveries, settled_event_id
 from tracking.registry.reads import count, entries_of, history, select
 from tracking.registry.rows import WAKE_CHANNEL
+from tracking.registry.stops import hand_off, request_stop
 from tracking.registry.supervision import (
     database_now,
     last_sweeps,

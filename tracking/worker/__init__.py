@@ -4,7 +4,8 @@
 ``lease``        the process's lease, renewed by heartbeat: every tracker's lease, and its fence
 ``control``      the control loop: renewals, stop requests and mail, strays, a sweep now and then
 ``waker``        makes due parked and failed entries pending, and publishes them
-``runner``       the run of one incarnation: claim, init, messages and ticks, the exit
+``runner``       the run of one incarnation: claim, init, messages and ticks
+``exits``        an incarnation's writes (checkpoint, park) and exits (done, crash, stop, handoff)
 ``batch``        a batch of parked trackers of one kind: claimed, ticked and parked together
 ``mailbox``      how an incarnation handles its casts and calls
 ``incarnation``  what the process knows of one running incarnation; :class:`Interrupt`

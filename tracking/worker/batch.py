@@ -26,10 +26,11 @@ from tracking.client import publish_or_warn, running_here
 from tracking.exceptions import Done, Fenced, RegistryRefused, RegistryUnavailable
 from tracking.tracker import Tracker
 from tracking.validation import json_object
+from tracking.worker.exits import interrupted
 from tracking.worker.incarnation import Incarnation
 from tracking.worker.process import WorkerProcess
 from tracking.worker.retry import retrying
-from tracking.worker.runner import _interrupted, _Run
+from tracking.worker.runner import _Run
 from tracking.worker.waker import Batch
 
 log = logging.getLogger("tracking.worker")
@@ -133,7 +134,7 @@ class _Batch:
         if run.row.state is None:  # never initialised: an incarnation of its own runs init
             self._hand_off([run], "not initialised")
         else:
-            _quietly(functools.partial(_interrupted, run))
+            _quietly(functools.partial(interrupted, run))
         return False
 
     def _tick_one(self, run: _Run) -> Any:
@@ -210,7 +211,7 @@ class _Batch:
             except RegistryUnavailable:
                 return
             if run.inc.interrupt is not None:
-                _quietly(functools.partial(_interrupted, run))
+                _quietly(functools.partial(interrupted, run))
             else:
                 handing.append(run)
         # Its next tick stays where it was: the new incarnation handles the message, then parks.

@@ -18,29 +18,22 @@ from __future__ import annotations
 
 import logging
 import time
-import traceback
-from collections.abc import Callable
 from typing import Any, TypeVar
 
-from tracking import registry, signals, timings
-from tracking.client import Publication, publish_or_warn, running_here
+from tracking import registry, timings
+from tracking.client import Publication, running_here
 from tracking.exceptions import Done, Fenced, RegistryRefused, RegistryUnavailable
 from tracking.models import Entry
-from tracking.policy import Action
-from tracking.redact import redact_url
-from tracking.registry.transitions import WINNING_STOPS
 from tracking.tracker import Tracker
 from tracking.validation import json_object
-from tracking.worker.incarnation import Incarnation, Interrupt
+from tracking.worker.exits import Exits, interrupted
+from tracking.worker.incarnation import Incarnation
 from tracking.worker.mailbox import Mailbox
 from tracking.worker.process import WorkerProcess
 from tracking.worker.retry import retrying
 
 log = logging.getLogger("tracking.worker")
 T = TypeVar("T")
-
-#: a parking tracker parks only if its next tick is at least this far away (seconds)
-PARK_MIN_WAIT = 0.5
 
 
 def run(tracker_cls: type[Tracker], transaction_id: str, epoch: int, task_id: str, wp: WorkerProcess) -> str:
@@ -132,8 +125,8 @@ def _claim(tracker_cls: type[Tracker], transaction_id: str, epoch: int, wp: Work
     )
 
 
-class _Run:
-    """One incarnation's loop, and how it records its exit."""
+class _Run(Exits):
+    """One incarnation's loop (its writes and exits: :class:`Exits`)."""
 
     def __init__(self, tracker_cls: type[Tracker], row: Entry, inc: Incarnation, wp: WorkerProcess):
         self.cls, self.row, self.inc, self.wp = tracker_cls, row, inc, wp
@@ -167,21 +160,12 @@ class _Run:
         finally:
             running_here.reset(here)
 
-    def crashed(self, exc: BaseException) -> str:
-        """Record a crash of ``init``, a tick or a handler: an abnormal exit under the policy."""
-        inc = self.inc
-        detail = redact_url("".join(traceback.format_exception(exc)))
-        what = (inc.kind, inc.transaction_id, inc.epoch, redact_url(str(exc)))
-        log.error("%s %s epoch %s crashed: %s", *what, extra=self.fields)
-        self._signal(signals.tracker_crashed, exception=exc)
-        return self._abnormal("crashed", detail)
-
     def _loop(self) -> str:
         inc, wp, limit = self.inc, self.wp, self.settings.max_state_bytes
         state = self.row.state
         if state is None:  # init never completed: first start (or it crashed in init)
             if not wp.wait_for_lease(inc) or not inc.begin_work():
-                return _interrupted(self)
+                return interrupted(self)
             state = json_object(self.tracker.init(inc.transaction_id, **self.row.args), "init's state", limit)
             # Written with the first tick's checkpoint; the unit of work goes on until then.
             self.unsaved = state
@@ -194,7 +178,7 @@ class _Run:
             # Cleared before the flags are read: a wake-up set after this is never lost.
             inc.wake.clear()
             if not wp.wait_for_lease(inc) or not inc.begin_work():
-                return _interrupted(self)
+                return interrupted(self)
             if inc.mail:  # messages first: a call is answered now, not at the next tick
                 inc.mail = False
                 self.settle()  # the handlers start from init's state, written first
@@ -235,88 +219,3 @@ class _Run:
         """Write init's state if nothing has written it yet."""
         if self.unsaved is not None:
             self.checkpoint(self.unsaved)
-
-    # -- registry writes ------------------------------------------------------------------------
-
-    def persist(self, write: Callable[[], T]) -> T:
-        """One registry write of this incarnation, retried while the registry is unavailable,
-        until it lands or the incarnation is fenced out."""
-        inc = self.inc
-        return retrying(
-            f"{inc.kind} {inc.transaction_id}",
-            write,
-            self.wp.shutting_down,
-            fenced=lambda: inc.interrupt is Interrupt.FENCED,
-        )
-
-    def checkpoint(self, state: dict[str, Any]) -> None:
-        inc = self.inc
-        self.persist(lambda: registry.checkpoint(self.settings, inc.row_id, inc.epoch, state))
-        self.unsaved = None
-
-    def park(self, state: dict[str, Any], wait: float) -> bool:
-        if not (self.parks and wait >= PARK_MIN_WAIT):
-            return False
-        inc = self.inc
-        parked = self.persist(lambda: registry.park(self.settings, inc.row_id, inc.epoch, state, wait))
-        if parked:
-            self.unsaved = None
-        return parked
-
-    # -- exits ----------------------------------------------------------------------------------
-
-    def done(self, done: Done) -> str:
-        inc, settings = self.inc, self.settings
-        if self.cls.policy.restart != "permanent":
-            # Deregistered: the final state goes nowhere, so it is neither validated nor written.
-            self.persist(lambda: registry.exit_normally(settings, inc.row_id, inc.epoch, "done", None))
-            self._signal(signals.tracker_done, state=done.state)
-            return "done"
-        if done.state is not None:
-            try:
-                state = json_object(done.state, "Done's state", settings.max_state_bytes)
-            except Exception as exc:
-                self._signal(signals.tracker_crashed, exception=exc)
-                return self._abnormal("crashed", redact_url("".join(traceback.format_exception(exc))))
-            self.checkpoint(state)
-        self._signal(signals.tracker_done, state=done.state)
-        return self._abnormal("done", None, normal=True)
-
-    def _abnormal(self, event: str, detail: str | None, *, normal: bool = False) -> str:
-        inc, settings = self.inc, self.settings
-        self.settle()  # a restart starts from init's state, and does not run init again
-        decision, new = self.persist(
-            lambda: registry.exit_abnormally(settings, inc.row_id, inc.epoch, event, detail, normal=normal)
-        )
-        if decision.action is Action.RESTART and new is not None:
-            self._signal(signals.tracker_restarted, cause=event, delay=decision.delay)
-            if decision.delay == 0:
-                publish_or_warn(self.wp.publish, new)
-            else:  # failed until its backoff is over: the waker (or a sweep) restarts it then
-                self.wp.poke_waker()
-        elif decision.action is Action.DEAD:
-            self._signal(signals.tracker_dead, reason=self.cls.policy.why_dead())
-        return f"{event}: {decision.action.value}"
-
-    def _signal(self, signal: signals.Signal, **kwargs: Any) -> None:
-        inc = self.inc
-        signal.send(inc.kind, transaction_id=inc.transaction_id, epoch=inc.epoch, **kwargs)
-
-
-def _interrupted(loop: _Run) -> str:
-    """How an incarnation interrupted between two units of work leaves (writing nothing if someone
-    else moved its entry on)."""
-    inc, settings = loop.inc, loop.settings
-    if inc.interrupt in (None, Interrupt.FENCED, Interrupt.HANDED_OFF):
-        return (inc.interrupt or Interrupt.FENCED).value  # someone else moved it on: write nothing
-    if inc.interrupt is Interrupt.HAND_OFF:  # the worker shuts down: hand itself off
-        loop.settle()
-        reason = f"worker {loop.wp.hostname} shutting down"
-        for new in loop.persist(lambda: registry.hand_off(settings, [(inc.row_id, inc.epoch)], reason)):
-            publish_or_warn(loop.wp.publish, new)
-        return Interrupt.HANDED_OFF.value
-    stop = inc.stop_reason or "normal"
-    if stop in WINNING_STOPS:
-        loop.persist(lambda: registry.exit_normally(settings, inc.row_id, inc.epoch, "stopped", stop))
-        return f"stopped ({stop})"
-    return loop._abnormal("stopped", f"stop({stop!r})")
