@@ -77,10 +77,10 @@ def test_recovery_runs_from_worker_lost_to_the_next_epoch_running_within_one_lif
         (10, 2, "restarting"),
         (13.5, 2, "running"),  # recovered in 3.5 s
         (20, 2, "stopped"),
-        (30, 1, "started"),  # deregistered, then started again: a new life, epochs from 1
-        (31, 1, "running"),
-        (40, 1, "handoff"),
-        (41, 2, "running"),  # epoch 2 of the new life: not a recovery from the old epoch 1 loss
+        (30, 3, "started"),  # deregistered, then started again: a new life, its epochs above the old
+        (31, 3, "running"),
+        (40, 3, "handoff"),
+        (41, 4, "running"),  # the new life's next epoch after a handoff: not a recovery from a loss
     )
     collector = RegistryCollector(settings, settle_seconds=0, buckets=(1, 5))
     assert sample(collector, "tracking_recovery_seconds_count", kind="Counter") == 1
