@@ -139,6 +139,7 @@ def test_ls_prints_a_table_and_json_filtered_by_status_kind_and_worker(
         assert cli("stop", "--kind", kind, each).returncode == 0
 
 
+@pytest.mark.fleet
 def test_explain_says_why_and_its_json_holds_the_same_facts(cli: Cli, cluster: Cluster, txid: str) -> None:
     assert cli("start", "--kind", "Counter", txid).returncode == 0
     ref = wait_for(lambda: running(Counter, txid), what="the tracker to run")
@@ -181,6 +182,7 @@ def test_bad_input_exits_with_code_2_and_changes_nothing(cli: Cli, txid: str) ->
     assert bad_import.returncode == 2 and "no_such_module" in bad_import.stderr
 
 
+@pytest.mark.fleet
 def test_migrate_supervise_and_check(cli: Cli, stack: Stack, tmp_path: Path) -> None:
     migrate = cli("migrate")
     assert migrate.returncode == 0, migrate.stderr
@@ -226,6 +228,7 @@ def test_an_unreachable_registry_exits_with_code_3_and_no_password(cli: Cli, sta
         assert "registry database" in result.stderr and ":***@" in result.stderr
 
 
+@pytest.mark.fleet
 def test_no_command_output_contains_the_database_password(
     cli: Cli, stack: Stack, cluster: Cluster, txid: str
 ) -> None:

@@ -233,6 +233,7 @@ def manage_py(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, cwd=EXAMPLE, env=env, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.fleet
 def test_manage_py_tracking_parses_its_arguments_with_the_tracking_commands(
     client: Any, cluster: Cluster, stack: Stack, txid: str
 ) -> None:

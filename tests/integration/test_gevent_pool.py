@@ -69,6 +69,7 @@ def test_two_hundred_trackers_run_in_one_gevent_worker_and_a_call_is_answered_wh
     assert {ref.epoch for ref in after.values()} == {1}
 
 
+@pytest.mark.fleet
 def test_a_warm_shutdown_of_a_gevent_worker_hands_every_tracker_to_another_worker(
     cluster: Cluster, txid: str
 ) -> None:

@@ -28,6 +28,7 @@ def test_a_call_is_answered_long_before_the_next_tick(cluster: Cluster, txid: st
     Mailman.stop(txid)
 
 
+@pytest.mark.fleet
 def test_casts_are_handled_in_order_exactly_once_across_an_abnormal_stop(cluster: Cluster, txid: str) -> None:
     Mailman.start(txid)
     first = mailman(txid)
