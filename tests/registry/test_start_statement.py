@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
 import sqlalchemy as sa
 
+from tests.harness import wait_for
 from tests.registry.test_starts import KIND, POLICY, blocked_on_a_lock, finished, started_events
 from tracking import registry
 from tracking.exceptions import RegistryUnavailable
@@ -62,11 +62,7 @@ def start_behind(
 
     thread = threading.Thread(target=start)
     thread.start()
-    deadline = time.monotonic() + 30
-    blocked = blocked_on_a_lock(other.engine)
-    while not blocked():
-        assert time.monotonic() < deadline, "the start never waited"
-        time.sleep(0.01)
+    wait_for(blocked_on_a_lock(other.engine), interval=0.01, what="the start to wait on the writes")
     release()
     thread.join(30)
     assert results, "the start did not return"

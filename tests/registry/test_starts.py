@@ -5,12 +5,12 @@ earlier life's exit), on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
 
+from tests.harness import wait_for
 from tracking import registry
 from tracking.models import Entry, events, trackers
 from tracking.policy import Restart, RestartPolicy
@@ -177,10 +177,7 @@ def test_on_postgresql_a_start_that_waited_for_an_exit_gets_an_epoch_above_it(
             )
             thread = threading.Thread(target=start)
             thread.start()
-            deadline = time.monotonic() + 30
-            while not blocked_on_a_lock(other)():
-                assert time.monotonic() < deadline, "the start never waited for the exit"
-                time.sleep(0.01)
+            wait_for(blocked_on_a_lock(other), interval=0.01, what="the start to wait for the exit")
         thread.join(30)
 
         assert results, "the start did not return"
