@@ -93,13 +93,12 @@ def park_batch(
 def _claim(dialect: str, settings: Settings) -> Any:
     named = _table(dialect, ("t", sa.String()), ("e", sa.BigInteger()))
     fence = sa.and_(trackers.c.transaction_id == named.c.t, trackers.c.epoch == named.c.e)
-    worker_id = sa.bindparam("b_worker_id", type_=sa.String())
-    values = {
-        **claimed("", "", RestartPolicy()),
-        "worker": sa.bindparam("b_worker", type_=sa.String()),
-        "worker_id": worker_id,
-        "policy": sa.bindparam("b_policy", type_=trackers.c.policy.type),
-    }
+    worker_id = sa.bindparam("b_worker_id", type_=trackers.c.worker_id.type)
+    values = claimed(
+        sa.bindparam("b_worker", type_=trackers.c.worker.type),
+        worker_id,
+        sa.bindparam("b_policy", type_=trackers.c.policy.type),
+    )
     return (
         trackers.update()
         .where(trackers.c.kind == sa.bindparam("b_kind", type_=sa.String()))
