@@ -128,6 +128,9 @@ class Section:
     plots: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     data: dict[str, Any] = dataclasses.field(default_factory=dict)
     errors: list[str] = dataclasses.field(default_factory=list)
+    #: (goal, what was measured, verdict): the goals this section judges, gathered at the top of
+    #: docs/benchmarks.md
+    goals: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
     #: set by the runner
     name: str = ""
     command: str = ""
@@ -143,6 +146,12 @@ class Section:
             print(self.errors[-1], file=sys.stderr, flush=True)
             return None
 
+    def goal(self, goal: str, measured: str, ok: bool) -> str:
+        """Record whether ``goal`` is met by what was ``measured``; returns the verdict."""
+        verdict = met(ok)
+        self.goals.append((goal, measured, verdict))
+        return verdict
+
     def render(self) -> str:
         parts = [f"## {self.title}", f"Alone: `{self.command}` ({self.seconds:.0f} s in this run)."]
         if self.errors:
@@ -157,7 +166,7 @@ class Section:
         return "\n\n".join(parts) + "\n"
 
     def to_json(self) -> dict[str, Any]:
-        fields = ("name", "title", "command", "seconds", "columns", "rows", "data", "errors")
+        fields = ("name", "title", "command", "seconds", "columns", "rows", "data", "errors", "goals")
         return {f: getattr(self, f) for f in fields}
 
 

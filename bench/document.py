@@ -63,6 +63,20 @@ def markdown(sections: Sequence[Section], run: dict[str, Any]) -> str:
         lines.append(f"- **Failed sections**: {', '.join(failed)} (their figures are missing)")
     if run.get("plots_note"):
         lines.append(f"- {run['plots_note']}")
+    goals = [
+        (goal, measured, verdict, s.title.split(" ", 1)[0])
+        for s in sections
+        for goal, measured, verdict in s.goals
+    ]
+    if goals:
+        lines += [
+            "",
+            "## Goals",
+            "",
+            "Issue 13's goals, as judged by this run (each section below has the details).",
+            "",
+        ]
+        lines.append(table(("goal", "measured", "verdict", "section"), goals))
     lines += ["", "## Machine", "", table(("", ""), run["machine"]), ""]
     return (
         "\n".join(lines) + "\n" + "\n".join(s.render() for s in sections) + "\n" + NOTES + "\n" + HOW_TO_RUN

@@ -146,10 +146,16 @@ def run(ctx: Context) -> Section:
             out.rows.append([label, "FAILED"])
             continue
         c, celery, raw, cast = Series(res["call"]), Series(res["celery"]), Series(res["raw"]), res["cast"]
+        verdict = out.goal(
+            f"call() p50 within 2x a bare Celery round trip, {label}",
+            f"p50 {ms(c.p50_ms)} against {ms(celery.p50_ms)}: {c.p50_ms / celery.p50_ms:.1f}x",
+            c.p50_ms <= 2 * celery.p50_ms,
+        )
         out.rows.append(
             [
                 label, f"{ms(c.p50_ms)} / {ms(c.p99_ms)} / {ms(c.max_ms)}", lat(celery), lat(raw),
-                f"{c.p50_ms / celery.p50_ms:.1f}x", rate(cast["accepted_per_s"]),
+                f"{c.p50_ms / celery.p50_ms:.1f}x (goal 2x: {verdict})",
+                rate(cast["accepted_per_s"]),
                 f"{rate(cast['handled_per_s'])} (all within {secs(cast['handled_s'])} of the first cast)",
                 rate(cast["raw_insert_per_s"]), f"{cast['accepted_per_s'] / cast['raw_insert_per_s']:.2f}x",
             ]
