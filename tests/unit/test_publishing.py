@@ -1,5 +1,6 @@
 """``publish_many_with``: many trackers' messages sent on one producer, each as ``publish_with``
-sends it (the same task, ID, arguments and queue), through an in-memory broker."""
+sends it (the same task, ID, arguments and queue), or past a few as fan-out messages that a worker
+turns into those same messages; through an in-memory broker."""
 
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ from celery import Celery
 
 from tracking import signals
 from tracking.celery import publish_with
-from tracking.celery.publishing import publish_many_with
-from tracking.celery.tasks import task_name
+from tracking.celery.publishing import FAN_OUT_ABOVE, FAN_OUT_TASK, fan_out_rows, publish_many_with
+from tracking.celery.tasks import MAX_FAN_OUT, malformed_fan_out, task_name
 from tracking.client import Publication, Publishable, TrackerRef
 from tracking.client.refs import announce_many
 from tracking.models import Entry, Status
 from tracking.settings import Settings
+from tracking.tracker import Tracker
 
 QUEUE = "publishing-test"
 
@@ -132,3 +134,106 @@ def test_without_publish_many_or_for_one_entry_each_is_published_on_its_own() ->
     )
 
     assert singles == ["t1", "t2", "t1"] and batches == [2]
+
+
+class Pubkind(Tracker):
+    """A kind this process knows, for the fan-out messages' checks."""
+
+    kind = "pubkind"
+
+
+def test_more_entries_than_the_threshold_go_out_as_fan_out_messages_of_at_most_max_fan_out(
+    app: Celery,
+) -> None:
+    settings = Settings(database_url="sqlite:///unused.sqlite3", queue=QUEUE)
+    rows = [Publication("pubkind", f"t{n}", n + 1, f"task-{n}") for n in range(2 * MAX_FAN_OUT + 1)]
+
+    publish_many_with(app, settings)(rows[: FAN_OUT_ABOVE + 1])
+    publish_many_with(app, settings)(rows)
+
+    messages = received(app, 4)
+    assert all(headers["task"] == FAN_OUT_TASK for headers, _ in messages)
+    assert [len(body[0][0]) for _, body in messages] == [FAN_OUT_ABOVE + 1, MAX_FAN_OUT, MAX_FAN_OUT, 1]
+    sent = [row for _, body in messages[1:] for row in body[0][0]]
+    assert sent == [[r.kind, r.transaction_id, r.epoch, r.task_id] for r in rows]
+    assert FAN_OUT_TASK in app.tasks and not app.tasks[FAN_OUT_TASK].acks_late
+
+
+def test_a_fan_out_sends_each_entry_the_message_a_single_publish_sends(app: Celery) -> None:
+    settings = Settings(database_url="sqlite:///unused.sqlite3", queue=QUEUE)
+    rows = [Publication("pubkind", f"t{n}", n + 1, f"task-{n}") for n in range(3)]
+
+    assert fan_out_rows(app, rows, settings, "fan-out-id") == "sent 3"
+    fanned = received(app, 3)
+    for row in rows:
+        publish_with(app, settings)(row)
+    singles = received(app, 3)
+
+    assert [(h["task"], h["id"], body) for h, body in fanned] == [
+        (h["task"], h["id"], body) for h, body in singles
+    ]
+
+
+def test_a_fan_out_the_broker_refuses_midway_says_how_many_it_did_not_send(
+    app: Celery, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings(database_url="sqlite:///unused.sqlite3", queue=QUEUE)
+    rows = [Publication("pubkind", f"t{n}", 1, f"task-{n}") for n in range(3)]
+    real = app.send_task
+    calls: list[str] = []
+
+    def fails_third(name: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append(name)
+        if len(calls) == 3:
+            raise ConnectionError("broker down")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(app, "send_task", fails_third)
+
+    assert fan_out_rows(app, rows, settings, "fan-out-id") == "sent 2 of 3"
+    assert "fan-out fan-out-id: 1 of 3 pubkind trackers not published yet" in caplog.text
+    assert len(received(app, 2)) == 2
+
+
+TASK = "0f8fad5b-d9cb-469f-a165-70867728950e"
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        None,
+        {"pubkind": "t1"},
+        "pubkind",
+        [],
+        [["pubkind", "t1", 1, TASK]] * (MAX_FAN_OUT + 1),
+        [["pubkind", "t1", 1]],
+        [("pubkind", "t1", 1, TASK)],
+        [["pubkind", "t1", 1, TASK, "extra"]],
+        [["pubkind", "t1", 1, TASK], "t2"],
+        [["no-such-kind", "t1", 1, TASK]],
+        [[None, "t1", 1, TASK]],
+        [["pubkind", "", 1, TASK]],
+        [["pubkind", "a\x00b", 1, TASK]],
+        [["pubkind", "x" * 300, 1, TASK]],
+        [["pubkind", 17, 1, TASK]],
+        [["pubkind", "t1", None, TASK]],
+        [["pubkind", "t1", 0, TASK]],
+        [["pubkind", "t1", True, TASK]],
+        [["pubkind", "t1", 1.0, TASK]],
+        [["pubkind", "t1", "1", TASK]],
+        [["pubkind", "t1", 2**63, TASK]],
+        [["pubkind", "t1", 1, None]],
+        [["pubkind", "t1", 1, ""]],
+        [["pubkind", "t1", 1, "x" * 65]],
+        [["pubkind", "t1", 1, "a b"]],
+        [["pubkind", "t1", 1, TASK], ["pubkind", "t2", -1, TASK]],
+    ],
+)
+def test_a_malformed_fan_out_message_is_refused_with_a_reason(rows: object) -> None:
+    problem = malformed_fan_out(rows)
+    assert problem is not None and len(problem) < 400
+
+
+def test_a_well_formed_fan_out_message_passes() -> None:
+    rows = [["pubkind", "t1", 1, TASK], ["pubkind", "émoji 🙂 ; DROP", 2**63 - 1, "task-2"]]
+    assert malformed_fan_out(rows) is None

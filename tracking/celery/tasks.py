@@ -6,11 +6,17 @@ transaction ID (so Flower shows it) and the epoch of the incarnation the message
 acknowledged early, when the worker takes them: the registry, not the broker, is what keeps a
 tracker alive (a message lost before the claim leaves the entry pending and the supervisor
 publishes it again), so no broker ever holds a long-unacknowledged tracker message.
+
+``start_many`` of more than a few entries publishes batch (fan-out) messages instead, to the task
+``tracking/publish`` (:mod:`tracking.celery.publishing`): a worker sends each entry's tracker
+message. Its argument is validated here (:func:`malformed_fan_out`): a malformed one is refused
+whole, once, and logged.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from celery import Celery
@@ -30,6 +36,10 @@ SUPERVISE_TASK = "tracking.supervise"
 BEAT_ENTRY = "tracking-supervisor"
 #: the largest epoch the registry can store (a signed 64-bit column)
 MAX_EPOCH = 2**63 - 1
+#: the most entries one fan-out message names (``start_many`` sends one per this many)
+MAX_FAN_OUT = 1000
+#: a Celery task ID as the registry records it (a UUID; its column holds 64 characters)
+_TASK_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
 def task_name(kind: str) -> str:
@@ -106,17 +116,41 @@ def malformed_batch(members: object) -> str | None:
     return None
 
 
+def malformed_fan_out(rows: object) -> str | None:
+    """What is wrong with a fan-out message's argument, or None: it must be a list of 1 to
+    :data:`MAX_FAN_OUT` ``[kind, transaction ID, epoch, task ID]`` rows, each naming a tracker kind
+    this process knows, a valid transaction ID, an epoch and a task ID."""
+    shape = "[kind, transaction ID, epoch, task ID]"
+    if not isinstance(rows, list) or not 1 <= len(rows) <= MAX_FAN_OUT:
+        return f"a fan-out message must be a list of 1 to {MAX_FAN_OUT} {shape} rows"
+    for row in rows:
+        if not isinstance(row, list) or len(row) != 4:
+            return f"a fan-out row must be a {shape} list, not {short(row)}"
+        kind, transaction_id, epoch, task_id = row
+        if not isinstance(kind, str) or of_kind(kind) is None:
+            return f"kind {short(kind)} of {short(transaction_id)} is not a tracker kind this worker knows"
+        problem = malformed(transaction_id, epoch)
+        if problem is not None:
+            return problem
+        if epoch is None:
+            return f"the fan-out row of {short(transaction_id)} has no epoch"
+        if not isinstance(task_id, str) or not _TASK_ID.fullmatch(task_id):
+            return f"task ID {short(task_id)} of {short(transaction_id)} is not a task ID"
+    return None
+
+
+def short(value: object) -> str:
+    """``value``'s repr for a log line: at most 100 characters."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int past Python's 4300 digits
+        return f"<{type(value).__name__} too long to show>"
+    return text if len(text) <= 100 else f"{text[:97]}..."
+
+
 def malformed(transaction_id: object, epoch: object) -> str | None:
     """What is wrong with a tracker message's arguments, or None (an epoch of None is left to the
     caller: it means the task was called directly)."""
-
-    def short(value: object) -> str:
-        try:
-            text = repr(value)
-        except ValueError:  # an int past Python's 4300 digits
-            return f"<{type(value).__name__} too long to show>"
-        return text if len(text) <= 100 else f"{text[:97]}..."
-
     try:
         valid_transaction_id(transaction_id)
     except InvalidTransactionId as exc:

@@ -1,6 +1,7 @@
 """Many trackers of one kind at once: ``start_many`` records a batch in one registry transaction
-(all or none) and publishes each new entry; ``lookup_many`` reads a batch in one query a thousand
-IDs. :class:`~tracking.client.Client` has these methods."""
+(all or none) and publishes each new entry (past a few, through batch messages a worker fans out:
+:mod:`tracking.celery.publishing`); ``lookup_many`` reads a batch in one query a thousand IDs.
+:class:`~tracking.client.Client` has these methods."""
 
 from __future__ import annotations
 
@@ -30,10 +31,13 @@ class Bulk:
         """Start a tracker for each ID (the same start arguments for all), as ``start`` does each:
         idempotent per ID (``ref.already_started`` for those registered and not dead). All the
         input is checked before anything is written, and the batch is recorded in one registry
-        transaction: all or none. Each new entry is then published, all on one producer when the
-        client has ``publish_many`` (a batch that the broker refuses stays recorded, and the
-        supervisor publishes it). Inside an application
-        transaction, as ``start`` (:mod:`.joined`)."""
+        transaction: all or none. The new entries are then published with the client's
+        ``publish_many`` when it has one (the Celery adapter's sends past 8 entries one batch
+        message per 1,000, which a worker fans out into the entries' own messages), else one
+        ``publish`` each. The registry stays the source of truth: an entry whose message the broker
+        refuses or loses, or a batch message's worker never sends, stays pending, and the
+        supervisor publishes it again after the start grace; a message delivered twice is dropped
+        by the claim. Inside an application transaction, as ``start`` (:mod:`.joined`)."""
         ids = list(transaction_ids)
         for transaction_id in ids:
             valid_transaction_id(transaction_id)
@@ -59,7 +63,7 @@ class Bulk:
         self._announce_all(created, {row.transaction_id: TrackerRef.from_row(row) for row in created})
 
     def _announce_all(self, created: list[Entry], refs: dict[str, TrackerRef]) -> None:
-        """Publish the new entries, on one producer when the client has ``publish_many``."""
+        """Publish the new entries, with ``publish_many`` when the client has one."""
         announce_many(self.publish, self.publish_many, created, [refs[row.transaction_id] for row in created])
 
     def lookup_many(self, kind: str, transaction_ids: Iterable[str]) -> dict[str, TrackerRef]:

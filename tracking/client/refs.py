@@ -45,7 +45,8 @@ class Publication:
 
 #: sends the message that starts incarnation ``epoch`` of a tracker
 Publish = Callable[[Publishable], None]
-#: sends the messages of many (``start_many``), in order; raises at the first it cannot send
+#: sends the messages of many (``start_many``), in order, or messages a worker turns into them
+#: (the Celery adapter's batch messages); raises at the first it cannot send
 PublishMany = Callable[[Sequence[Publishable]], None]
 P = TypeVar("P", bound=Publishable)
 
@@ -134,8 +135,9 @@ def announce_many(
     publish: Publish, publish_many: PublishMany | None, rows: Sequence[Entry], refs: Sequence[TrackerRef]
 ) -> None:
     """New entries recorded: publish their messages, with ``publish_many`` when there is one and
-    more than one message (else one ``publish`` each), and send ``tracker_started`` for each. What
-    the broker cannot take is logged and left to the supervisor, as :func:`announce` does."""
+    more than one message (else one ``publish`` each), and send ``tracker_started`` for each, here,
+    whichever way they were published. What the broker cannot take is logged and left to the
+    supervisor, as :func:`announce` does."""
     if publish_many is None or len(rows) < 2:
         for row, ref in zip(rows, refs, strict=True):
             announce(publish, row, ref)
