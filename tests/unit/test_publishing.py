@@ -237,3 +237,34 @@ def test_a_malformed_fan_out_message_is_refused_with_a_reason(rows: object) -> N
 def test_a_well_formed_fan_out_message_passes() -> None:
     rows = [["pubkind", "t1", 1, TASK], ["pubkind", "émoji 🙂 ; DROP", 2**63 - 1, "task-2"]]
     assert malformed_fan_out(rows) is None
+
+
+@pytest.mark.parametrize("route", ["tracking.*", "tracking.pubkind"])
+def test_a_fan_out_message_follows_the_route_of_its_trackers_task(app: Celery, route: str) -> None:
+    # An app installed onto with its own task_routes for the tracker tasks (and no
+    # TRACKING_QUEUE): the fan-out must reach the workers of that queue, which know the kinds,
+    # not the default queue, which may have no consumer or workers of another app.
+    app.conf.task_routes = {route: {"queue": QUEUE}}
+    settings = Settings(database_url="sqlite:///unused.sqlite3")
+    rows = [Publication("pubkind", f"t{n}", n + 1, f"task-{n}") for n in range(FAN_OUT_ABOVE + 1)]
+
+    publish_many_with(app, settings)(rows)
+
+    ((headers, body),) = received(app, 1)
+    assert headers["task"] == FAN_OUT_TASK and len(body[0][0]) == len(rows)
+    with app.connection_for_read() as conn, conn.SimpleQueue("celery") as default:
+        assert default.qsize() == 0
+
+
+def test_a_fan_out_message_names_trackers_of_one_kind_only(app: Celery) -> None:
+    settings = Settings(database_url="sqlite:///unused.sqlite3", queue=QUEUE)
+    kinds = ["pubkind"] * 5 + ["other"] * 5 + ["pubkind"] * 2
+    rows = [Publication(kind, f"t{n}", n + 1, f"task-{n}") for n, kind in enumerate(kinds)]
+
+    publish_many_with(app, settings)(rows)
+
+    bodies = [body[0][0] for _, body in received(app, 3)]
+    assert [{row[0] for row in rows} for rows in bodies] == [{"pubkind"}, {"other"}, {"pubkind"}]
+    assert [row for rows in bodies for row in rows] == [
+        [r.kind, r.transaction_id, r.epoch, r.task_id] for r in rows
+    ]

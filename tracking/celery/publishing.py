@@ -3,11 +3,12 @@
 Up to :data:`FAN_OUT_ABOVE` entries are published as ``publish_with`` publishes one: a tracker
 message each, all on one producer (acquired once from the app's pool, its connection checked
 once). More are published as batch (fan-out) messages: one message to the task
-``tracking/publish`` per :data:`~tracking.celery.tasks.MAX_FAN_OUT` entries, whose argument lists
-each entry as the registry recorded it, ``[kind, transaction ID, epoch, task ID]``. A worker taking
-it sends each entry's tracker message, the very one ``publish_with`` would have sent (same task,
-arguments and task ID), all on one producer. Publishing a thousand entries then costs the client
-one message instead of a thousand.
+``tracking/publish`` per :data:`~tracking.celery.tasks.MAX_FAN_OUT` entries of one kind, routed
+as that kind's tracker task is (``TRACKING_QUEUE``, else the app's ``task_routes``), whose
+argument lists each entry as the registry recorded it, ``[kind, transaction ID, epoch, task ID]``.
+A worker taking it sends each entry's tracker message, the very one ``publish_with`` would have
+sent (same task, arguments and task ID), all on one producer. Publishing a thousand entries then
+costs the client one message instead of a thousand.
 
 The registry stays the only recovery path. A fan-out message is acknowledged when a worker takes
 it (as tracker messages are); if it is lost, or its worker dies halfway, the entries it had not
@@ -19,8 +20,9 @@ and logged: it sends nothing.
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from celery import Celery
@@ -57,8 +59,8 @@ def publish_many_with(app: Celery, settings: Settings) -> PublishMany:
                 for row in rows:
                     send(app, row, queue, producer=producer)
                 return
-            for first in range(0, len(rows), MAX_FAN_OUT):
-                send_fan_out(app, rows[first : first + MAX_FAN_OUT], queue, producer=producer)
+            for chunk in fan_out_chunks(rows):
+                send_fan_out(app, chunk, queue, producer=producer)
 
     return publish_many
 
@@ -78,11 +80,25 @@ def send(app: Celery, row: Publishable, queue: dict[str, str], **options: Any) -
     )
 
 
+def fan_out_chunks(rows: Sequence[Publishable]) -> Iterator[Sequence[Publishable]]:
+    """``rows`` in order, cut into runs of one kind of at most
+    :data:`~tracking.celery.tasks.MAX_FAN_OUT` each: the rows of one fan-out message."""
+    for _, run in itertools.groupby(rows, key=lambda row: row.kind):
+        same = list(run)
+        for first in range(0, len(same), MAX_FAN_OUT):
+            yield same[first : first + MAX_FAN_OUT]
+
+
 def send_fan_out(app: Celery, rows: Sequence[Publishable], queue: dict[str, str], **options: Any) -> None:
-    """Send one fan-out message for ``rows`` (at most :data:`~tracking.celery.tasks.MAX_FAN_OUT`)."""
+    """Send one fan-out message for ``rows`` (of one kind, at most
+    :data:`~tracking.celery.tasks.MAX_FAN_OUT`)."""
     app.send_task(
         FAN_OUT_TASK,
         args=[[[row.kind, row.transaction_id, row.epoch, row.task_id] for row in rows]],
+        # Routed as the trackers' own task is (the app's task_routes, when no TRACKING_QUEUE):
+        # to the workers that run these trackers, which know their kind, and not to the default
+        # queue, which may have no consumer, or only workers of another app.
+        route_name=task_name(rows[0].kind),
         serializer="json",
         retry=True,
         retry_policy=RETRY_POLICY,
