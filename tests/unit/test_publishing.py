@@ -14,13 +14,15 @@ from celery import Celery
 
 from tracking import signals
 from tracking.celery import publish_with
+from tracking.celery.process import batch_task_name, publish_batch_with, task_name
 from tracking.celery.publishing import FAN_OUT_ABOVE, FAN_OUT_TASK, fan_out_rows, publish_many_with
-from tracking.celery.tasks import MAX_FAN_OUT, malformed_fan_out, task_name
+from tracking.celery.tasks import MAX_FAN_OUT, malformed_fan_out
 from tracking.client import Publication, Publishable, TrackerRef
 from tracking.client.refs import announce_many
 from tracking.models import Entry, Status
 from tracking.settings import Settings
 from tracking.tracker import Tracker
+from tracking.worker import Batch
 
 QUEUE = "publishing-test"
 
@@ -268,3 +270,18 @@ def test_a_fan_out_message_names_trackers_of_one_kind_only(app: Celery) -> None:
     assert [row for rows in bodies for row in rows] == [
         [r.kind, r.transaction_id, r.epoch, r.task_id] for r in rows
     ]
+
+
+@pytest.mark.parametrize("route", ["tracking.*", "tracking.pubkind"])
+def test_a_batch_of_parked_trackers_follows_the_route_of_their_task(app: Celery, route: str) -> None:
+    # As a fan-out: an app's own route for the kind's tracker task (no TRACKING_QUEUE) also takes
+    # the batch message of that kind, to the workers that run it, not to the default queue.
+    app.conf.task_routes = {route: {"queue": QUEUE}}
+    settings = Settings(database_url="sqlite:///unused.sqlite3")
+
+    publish_batch_with(app, settings)(Batch("pubkind", (("t1", 1), ("t2", 2))))
+
+    ((headers, body),) = received(app, 1)
+    assert headers["task"] == batch_task_name("pubkind") and body[0] == [[["t1", 1], ["t2", 2]]]
+    with app.connection_for_read() as conn, conn.SimpleQueue("celery") as default:
+        assert default.qsize() == 0

@@ -29,8 +29,8 @@ from tracking.celery.config import (
     recommended_config,
     settings_for,
 )
+from tracking.celery.process import task_name
 from tracking.celery.publishing import publish_many_with, send
-from tracking.celery.tasks import task_name
 from tracking.client import Client, Publishable
 from tracking.settings import Settings
 

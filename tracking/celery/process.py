@@ -45,6 +45,11 @@ def for_app(app: Celery, hostname: str) -> WorkerProcess:
         return _process
 
 
+def task_name(kind: str) -> str:
+    """The task of the trackers of ``kind``."""
+    return f"tracking.{kind}"
+
+
 def batch_task_name(kind: str) -> str:
     """The task that ticks a batch of parked trackers of ``kind`` ("/" is in no kind's name)."""
     return f"tracking.{kind}/batch"
@@ -52,7 +57,9 @@ def batch_task_name(kind: str) -> str:
 
 def publish_batch_with(app: Celery, settings: Settings) -> PublishBatch:
     """A publisher of batches of parked trackers, with ``app``: one message for the batch, whose
-    argument is the list of ``[transaction ID, epoch]`` pairs (Flower shows them)."""
+    argument is the list of ``[transaction ID, epoch]`` pairs (Flower shows them). It is routed as
+    the kind's tracker messages are (an app's own ``task_routes`` for ``tracking.<kind>`` send it
+    to the workers that run that kind), unless the settings name a queue."""
     queue = {"queue": settings.queue} if settings.queue else {}
 
     def publish(batch: Batch) -> None:
@@ -63,6 +70,7 @@ def publish_batch_with(app: Celery, settings: Settings) -> PublishBatch:
             serializer="json",
             retry=True,
             retry_policy=RETRY_POLICY,
+            route_name=task_name(batch.kind),
             **queue,
         )
 

@@ -29,7 +29,8 @@ from celery import Celery
 
 from tracking.celery import state
 from tracking.celery.config import RETRY_POLICY
-from tracking.celery.tasks import MAX_FAN_OUT, malformed_fan_out, task_name
+from tracking.celery.process import task_name
+from tracking.celery.tasks import MAX_FAN_OUT, malformed_fan_out
 from tracking.client.refs import Publication, Publishable, PublishMany
 from tracking.redact import redact_url
 from tracking.settings import Settings

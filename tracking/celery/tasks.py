@@ -23,6 +23,7 @@ from celery import Celery
 
 from tracking import worker
 from tracking.celery import process, state
+from tracking.celery.process import task_name
 from tracking.client import Client
 from tracking.exceptions import InvalidTransactionId
 from tracking.registry import MAX_BATCH
@@ -40,10 +41,6 @@ MAX_EPOCH = 2**63 - 1
 MAX_FAN_OUT = 1000
 #: a Celery task ID as the registry records it (a UUID; its column holds 64 characters)
 _TASK_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-
-
-def task_name(kind: str) -> str:
-    return f"tracking.{kind}"
 
 
 def make_task(app: Celery, cls: type[Tracker]) -> None:
