@@ -7,8 +7,8 @@ the same app, and against start's floor: the bare driver (psycopg or sqlite3) in
 (goal: start() at 0.8x the floor's rate or more); alternating blocks, so that drift in the
 machine's load hits all three alike. Then `start_many` of {many} more distinct IDs in one call
 (one registry transaction; past 8 new entries, one fan-out message per 1,000 that a worker turns
-into their tracker messages), its rate beside start()'s of the same run (goal: 10x). No worker consumes the queue: this is the
-cost of recording and publishing. The embedded default is SQLite
+into their tracker messages), its rate beside start()'s of the same run (goal: 10x). No worker
+consumes the queue: this is the cost of recording and publishing. The embedded default is SQLite
 (WAL) plus the embedded broker (`embedded://`, kombu's filesystem transport with atomic writes) in
 a temporary folder. Settings: heartbeat {heartbeat_seconds:g} s, lease {lease_seconds:g} s, sweep
 {sweep_seconds:g} s, start grace {start_grace_seconds:g} s; Celery configured with
