@@ -1,8 +1,10 @@
-"""``registry.get`` (``lookup``) off the general query path reads the same entry as that path does,
-on SQLite and PostgreSQL, and survives a pooled connection the server has closed."""
+"""``registry.get`` off the general query path reads the same entry as that path does, and
+``registry.find`` (``lookup``) what ``get`` reads of it but its state, arguments and policy, on
+SQLite and PostgreSQL; both survive a pooled connection the server has closed."""
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import uuid
@@ -12,6 +14,7 @@ import pytest
 
 from tracking import registry
 from tracking.exceptions import RegistryNotMigrated
+from tracking.models import Entry, Found, Status
 from tracking.policy import RestartPolicy
 from tracking.settings import Settings
 
@@ -144,3 +147,45 @@ def test_get_many_reads_the_entries_of_more_ids_than_one_query_takes_as_get_read
     for e in found[:: len(found) // 7]:
         assert registry.get(registry_settings, KIND, e.transaction_id) == e
     assert registry.get_many(registry_settings, "another kind", registered) == []
+
+
+def shown(entry: Entry) -> Found:
+    """What lookup shows of an entry: its Found, field by field."""
+    return Found(**{f.name: getattr(entry, f.name) for f in dataclasses.fields(Found)})
+
+
+def test_find_reads_what_get_reads_but_the_state_arguments_and_policy(
+    registry_settings: Settings, txid: str
+) -> None:
+    row, _ = registry.start(registry_settings, KIND, txid, {"big": "x" * 1000}, POLICY)
+    assert registry.find(registry_settings, KIND, txid) == shown(row)  # pending: no lease
+    worker_id = f"test/{uuid.uuid4().hex[:12]}"
+    registry.register_worker(registry_settings, worker_id, "test@here", 1)
+    running = registry.claim(
+        registry_settings, KIND, txid, row.epoch, worker="test@here", worker_id=worker_id, policy=POLICY
+    )
+    assert running is not None
+    registry.checkpoint(registry_settings, running.id, running.epoch, {"seen": 1})
+
+    found = registry.find(registry_settings, KIND, txid)
+    entry = registry.get(registry_settings, KIND, txid)
+
+    assert entry is not None and found == shown(entry)
+    assert found.status is Status.RUNNING and found.worker == "test@here"
+    assert found.heartbeat_at is not None and found.heartbeat_at.tzinfo is not None
+    assert found.started_at.tzinfo is not None
+    assert registry.find(registry_settings, KIND, f"{txid}_unknown") is None
+
+
+def test_find_many_reads_what_get_many_reads_but_the_state_arguments_and_policy(
+    registry_settings: Settings, txid: str
+) -> None:
+    registered = [f"{txid}_{n:04}" for n in range(0, 2400, 2)]
+    registry.start_many(registry_settings, KIND, registered, {"n": 1}, POLICY)
+    asked = [f"{txid}_{n:04}" for n in range(2400)] + registered[:3]  # the odd ones are unknown
+
+    found = registry.find_many(registry_settings, KIND, asked)
+
+    assert found == [shown(e) for e in registry.get_many(registry_settings, KIND, asked)]
+    assert sorted(f.transaction_id for f in found) == registered
+    assert registry.find_many(registry_settings, "another kind", registered) == []

@@ -72,5 +72,5 @@ class Bulk:
         ids = list(transaction_ids)
         for transaction_id in ids:
             valid_transaction_id(transaction_id)
-        rows = registry.get_many(self.settings, kind, ids)
+        rows = registry.find_many(self.settings, kind, ids)
         return {row.transaction_id: TrackerRef.from_row(row) for row in rows if row.status is not Status.DEAD}

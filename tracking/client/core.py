@@ -90,7 +90,7 @@ class Client(Operations, Bulk):
 
     def lookup(self, kind: str, transaction_id: str) -> TrackerRef | None:
         valid_transaction_id(transaction_id)
-        row = registry.get(self.settings, kind, transaction_id)
+        row = registry.find(self.settings, kind, transaction_id)
         if row is None or row.status is Status.DEAD:
             return None
         return TrackerRef.from_row(row)

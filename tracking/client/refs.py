@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
 from tracking import signals
-from tracking.models import Entry, Status
+from tracking.models import Entry, Found, Status
 from tracking.redact import redact_url
 
 log = logging.getLogger("tracking")
@@ -79,7 +79,7 @@ class TrackerRef:
     on_commit: bool = False
 
     @classmethod
-    def from_row(cls, entry: Entry, already_started: bool = False) -> TrackerRef:
+    def from_row(cls, entry: Entry | Found, already_started: bool = False) -> TrackerRef:
         """The reference to a registry entry (its worker and lease only while it runs)."""
         running = entry.status is Status.RUNNING
         return cls(

@@ -3,11 +3,11 @@
 ``tables``  the tables as SQLAlchemy Core metadata (what Alembic migrates), and the values of their
             status columns: :class:`Status`, :class:`WorkerStatus`, :class:`MessageType`,
             :class:`MessageStatus`
-``rows``    the typed, frozen rows the registry returns: :class:`Entry`, :class:`Event`,
+``rows``    the typed, frozen rows the registry returns: :class:`Entry` (:class:`Found`), :class:`Event`,
             :class:`Message`, :class:`Reply`, :class:`Sweep`, :class:`WorkerInfo`
 """
 
-from tracking.models.rows import Entry, Event, Message, Reply, Sweep, Woken, WorkerInfo, aware
+from tracking.models.rows import Entry, Event, Found, Message, Reply, Sweep, Woken, WorkerInfo, aware
 from tracking.models.tables import (
     NAMING_CONVENTION,
     BigId,
@@ -33,6 +33,7 @@ __all__ = [
     "NAMING_CONVENTION",
     "BigId",
     "Entry",
+    "Found",
     "Event",
     "Hostname",
     "Json",

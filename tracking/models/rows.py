@@ -1,5 +1,6 @@
-"""The rows the registry returns, typed and frozen: :class:`Entry` (a tracker's entry), :class:`Event`
-(its history), :class:`Message` (a queued cast or call), :class:`Reply` (a call's answer) and
+"""The rows the registry returns, typed and frozen: :class:`Entry` (a tracker's entry;
+:class:`Found`, what ``lookup`` reads of one), :class:`Event` (its history), :class:`Message` (a
+queued cast or call), :class:`Reply` (a call's answer) and
 :class:`Sweep` (a supervisor's last sweep). Each is built from a row the registry read by its
 ``from_mapping``, the one place that maps that table's columns to fields.
 """
@@ -102,6 +103,25 @@ class Entry:
             heartbeat_at=aware(row["heartbeat_at"]) if "heartbeat_at" in row else None,
             db_now=aware(row["db_now"]) if "db_now" in row else None,
         )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Found:
+    """What ``lookup`` reads of an entry: what a tracker's reference shows, not its state,
+    arguments or policy (a state may be 64 KiB: a lookup neither fetches nor decodes it). Its
+    fields are the first of :class:`Entry`'s, in the order ``registry.lookups`` selects them."""
+
+    kind: str
+    transaction_id: str
+    status: Status
+    epoch: int
+    task_id: str
+    worker: str | None
+    restarts: int
+    last_error: str | None
+    started_at: datetime
+    #: the last renewal of the lease of the worker it runs under (None: no lease)
+    heartbeat_at: datetime | None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -23,7 +23,8 @@ upgrades to a write can fail with ``SQLITE_BUSY`` despite ``busy_timeout``), in 
 ``entries``       start (one, or many at once), get
 ``starts``        start's statements, built once; ``recording``: how PostgreSQL records a start in
                   one statement, and when its epoch is corrected
-``lookups``       an entry by its key, off the general query path (lookup, lookup_many)
+``lookups``       an entry by its key, off the general query path (get, get_many), and what
+                  lookup shows of it (find, find_many: no state, arguments or policy)
 ``reads``         select, count, history, entries_of
 ``incarnations``  one incarnation's fenced writes: claim, checkpoint, park, exits
 ``stops``         entries handed off (a new epoch, pending) and stops requested
@@ -66,6 +67,7 @@ from tracking.registry.leases import (
 )
 from tracking.registry.limits import Grant
 from tracking.registry.limits import take as take_tokens
+from tracking.registry.lookups import find, find_many
 from tracking.registry.mailboxes import REPLY_CHANNEL, handled, mailbox, signals
 from tracking.registry.metrics import census, count_events, count_restarts, recoveries, settled_event_id
 from tracking.registry.reads import count, entries_of, history, select
@@ -113,6 +115,8 @@ __all__ = [
     "exit_abnormally",
     "exit_normally",
     "forget_workers",
+    "find",
+    "find_many",
     "get",
     "get_many",
     "hand_off",

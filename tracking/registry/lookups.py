@@ -1,5 +1,9 @@
 """``lookup``'s read of one entry by its key, off SQLAlchemy's general execution path.
 
+``find`` (``lookup``, ``find_many`` for ``lookup_many``) reads only what a tracker's reference
+shows, with its lease: not the state (up to 64 KiB), arguments or policy, which it would fetch and
+decode for nothing; ``get`` and ``get_many`` read whole entries the same way.
+
 A lookup is one primary-key-sized read, and the machinery around it (a Connection, the statement's
 cache key, the result's metadata, a mapping per row) cost more than the query. So the statement,
 built with SQLAlchemy Core like every other, is compiled once per engine; each lookup checks a
@@ -26,26 +30,37 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.pool import PoolProxiedConnection
 
-from tracking.models import Entry, Status, aware, trackers
+from tracking.models import Entry, Found, Status, aware, trackers, workers
 from tracking.registry.core import _translated, engine
 from tracking.registry.rows import _tracker_with_lease
 from tracking.settings import Settings
 
-#: lookup's statement: an entry with its lease, by the registry's unique key
-GET = _tracker_with_lease.where(
-    trackers.c.kind == sa.bindparam("kind"), trackers.c.transaction_id == sa.bindparam("transaction_id")
+#: what ``find`` reads of an entry (a Found's fields, in order), with its lease
+_shown = (trackers.c[f.name] for f in dataclasses.fields(Found) if f.name != "heartbeat_at")
+_found = sa.select(*_shown, workers.c.heartbeat_at).select_from(
+    trackers.outerjoin(workers, workers.c.id == trackers.c.worker_id)
 )
-#: lookup_many's statement on PostgreSQL: the entries of many IDs, given as one array (one
-#: statement text whatever their number, so prepared once)
-GET_MANY = _tracker_with_lease.where(
-    trackers.c.kind == sa.bindparam("kind"),
-    trackers.c.transaction_id == sa.any_(sa.bindparam("ids", type_=postgresql.ARRAY(sa.String()))),
-)
-#: the same on SQLite: the IDs one JSON array, read with json_each
+#: an entry by the registry's unique key
+_key = (trackers.c.kind == sa.bindparam("kind"), trackers.c.transaction_id == sa.bindparam("transaction_id"))
+#: the entries of many IDs: on PostgreSQL one array (one statement text whatever their number, so
+#: prepared once); on SQLite one JSON array, read with json_each
+_in_array = trackers.c.transaction_id == sa.any_(sa.bindparam("ids", type_=postgresql.ARRAY(sa.String())))
 _each = sa.func.json_each(sa.bindparam("ids", type_=sa.String())).table_valued("value")
-GET_MANY_SQLITE = _tracker_with_lease.where(
-    trackers.c.kind == sa.bindparam("kind"), trackers.c.transaction_id.in_(sa.select(_each.c.value))
-)
+_in_json = trackers.c.transaction_id.in_(sa.select(_each.c.value))
+_kind = trackers.c.kind == sa.bindparam("kind")
+#: the statements, by (what, postgresql): an entry with its lease ("get") or what lookup shows of
+#: it ("find"), by its key or for many IDs
+STATEMENTS: dict[tuple[str, bool], sa.Select[Any]] = {
+    ("get", True): _tracker_with_lease.where(*_key),
+    ("get", False): _tracker_with_lease.where(*_key),
+    ("get many", True): _tracker_with_lease.where(_kind, _in_array),
+    ("get many", False): _tracker_with_lease.where(_kind, _in_json),
+    ("find", True): _found.where(*_key),
+    ("find", False): _found.where(*_key),
+    ("find many", True): _found.where(_kind, _in_array),
+    ("find many", False): _found.where(_kind, _in_json),
+}
+GET = STATEMENTS["get", True]
 #: the columns of the entry GET selects, in order
 _NAMES = tuple(c.key for c in GET.selected_columns)
 if _NAMES != tuple(f.name for f in dataclasses.fields(Entry))[: len(_NAMES)]:  # pragma: no cover
@@ -54,49 +69,73 @@ if _NAMES != tuple(f.name for f in dataclasses.fields(Entry))[: len(_NAMES)]:  #
 _STATUS = _NAMES.index("status")
 _TIMES = tuple(i for i, c in enumerate(GET.selected_columns) if isinstance(c.type, sa.DateTime))
 _JSON = tuple(i for i, c in enumerate(GET.selected_columns) if isinstance(c.type, sa.JSON))
+#: the same of a Found
+_FOUND = STATEMENTS["find", True]
+_FOUND_STATUS = tuple(c.key for c in _FOUND.selected_columns).index("status")
+_FOUND_TIMES = tuple(i for i, c in enumerate(_FOUND.selected_columns) if isinstance(c.type, sa.DateTime))
 
-_compiled: dict[tuple[sa.Engine, bool], tuple[str, tuple[str, ...] | None]] = {}
+_compiled: dict[tuple[sa.Engine, str], tuple[str, tuple[str, ...] | None]] = {}
 _lock = threading.Lock()
 
 
-def _sql(eng: sa.Engine, many: bool = False) -> tuple[str, tuple[str, ...] | None]:
-    """GET (or GET_MANY) compiled for ``eng``'s database: its SQL, and the order of its parameters
+def _sql(eng: sa.Engine, what: str) -> tuple[str, tuple[str, ...] | None]:
+    """Statement ``what`` compiled for ``eng``'s database: its SQL, and the order of its parameters
     when the driver takes them by position (None: by name)."""
-    found = _compiled.get((eng, many))
+    found = _compiled.get((eng, what))
     if found is None:
-        statement = GET if not many else GET_MANY if eng.dialect.name == "postgresql" else GET_MANY_SQLITE
-        compiled = statement.compile(dialect=eng.dialect)
+        compiled = STATEMENTS[what, eng.dialect.name == "postgresql"].compile(dialect=eng.dialect)
         order = tuple(compiled.positiontup) if compiled.positional and compiled.positiontup else None
         found = (str(compiled), order)
         with _lock:
-            _compiled[(eng, many)] = found
+            _compiled[(eng, what)] = found
     return found
 
 
 def get(settings: Settings, kind: str, transaction_id: str) -> Entry | None:
     """The registry entry for (kind, transaction_id), whatever its status, or None."""
+    rows = _by_key(settings, "get", kind, transaction_id)
+    return _entry(rows[0], engine(settings).dialect.name) if rows else None
+
+
+def find(settings: Settings, kind: str, transaction_id: str) -> Found | None:
+    """What ``lookup`` shows of the entry for (kind, transaction_id), whatever its status, or None:
+    :func:`get` without the state, arguments and policy."""
+    rows = _by_key(settings, "find", kind, transaction_id)
+    return _found_row(rows[0]) if rows else None
+
+
+def _by_key(settings: Settings, what: str, kind: str, transaction_id: str) -> list[Sequence[Any]]:
     eng = engine(settings)
-    sql, order = _sql(eng)
+    sql, order = _sql(eng, what)
     named = {"kind": kind, "transaction_id": transaction_id}
     params: Any = named if order is None else tuple(named[name] for name in order)
-    rows = _read(settings, eng, sql, params)
-    return _entry(rows[0], eng.dialect.name) if rows else None
+    return _read(settings, eng, sql, params)
 
 
 def get_many(settings: Settings, kind: str, transaction_ids: Sequence[str]) -> list[Entry]:
     """The entries of ``kind`` for these transaction IDs, whatever their status, a thousand IDs a
     query, by the statement compiled once (the IDs one array: PostgreSQL's, or JSON on SQLite)."""
+    dialect = engine(settings).dialect.name
+    return [_entry(row, dialect) for row in _many(settings, "get many", kind, transaction_ids)]
+
+
+def find_many(settings: Settings, kind: str, transaction_ids: Sequence[str]) -> list[Found]:
+    """What ``lookup_many`` shows of these IDs' entries: :func:`get_many` as :func:`find` reads."""
+    return [_found_row(row) for row in _many(settings, "find many", kind, transaction_ids)]
+
+
+def _many(settings: Settings, what: str, kind: str, transaction_ids: Sequence[str]) -> list[Sequence[Any]]:
     wanted = sorted(set(transaction_ids))
     eng = engine(settings)
     postgres = eng.dialect.name == "postgresql"
-    sql, order = _sql(eng, many=True)
-    found: list[Entry] = []
+    sql, order = _sql(eng, what)
+    rows: list[Sequence[Any]] = []
     for i in range(0, len(wanted), 1000):
         chunk = wanted[i : i + 1000]
         named = {"kind": kind, "ids": chunk if postgres else json.dumps(chunk)}
         params: Any = named if order is None else tuple(named[name] for name in order)
-        found += [_entry(row, eng.dialect.name) for row in _read(settings, eng, sql, params)]
-    return found
+        rows += _read(settings, eng, sql, params)
+    return rows
 
 
 def _read(settings: Settings, eng: sa.Engine, sql: str, params: Any) -> list[Sequence[Any]]:
@@ -211,3 +250,12 @@ def _entry(row: Sequence[Any], dialect: str) -> Entry:
             if isinstance(values[at], str):
                 values[at] = json.loads(values[at])
     return Entry(*values)
+
+
+def _found_row(row: Sequence[Any]) -> Found:
+    """The Found of a row of a "find" statement, mapped by position."""
+    values = list(row)
+    values[_FOUND_STATUS] = Status(values[_FOUND_STATUS])
+    for at in _FOUND_TIMES:
+        values[at] = aware(values[at])
+    return Found(*values)
