@@ -99,9 +99,7 @@ def _inserted(
     as_json = policy.to_json()
     grace = settings.start_grace_seconds
     if conn.dialect.name != "postgresql":
-        insert = starts.statement(conn.dialect, "insert", grace)
-        params = [_start_params(kind, t, args, as_json) for t in wanted]
-        return _started(conn, [Entry.from_mapping(m) for m in conn.execute(insert, params).mappings()])
+        return starts.run_start_batch(conn, grace, kind, wanted, args, as_json)
     task_ids = [new_task_id() for _ in wanted]
     batch = {**_start_params(kind, "", args, as_json), "ts": wanted, "task_ids": task_ids}
     nested = conn.begin_nested()
