@@ -22,7 +22,8 @@ upgrades to a write can fail with ``SQLITE_BUSY`` despite ``busy_timeout``), in 
 ``transitions``   the life of an entry as one table of transitions, and the exits it plans
 ``entries``       start (one, or many at once), get
 ``starts``        start's statements, built once; ``recording``: how PostgreSQL records a start in
-                  one statement, and when its epoch is corrected
+                  one statement, and when its epoch is corrected; ``startbatches``: SQLite's
+                  batch of new entries in two statements
 ``lookups``       an entry by its key, off the general query path (get, get_many), and what
                   lookup shows of it (find, find_many: no state, arguments or policy)
 ``reads``         select, count, history, entries_of

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from tracking.exceptions import Fenced
 from tracking.models import Entry, Status, trackers
 from tracking.policy import RestartPolicy
-from tracking.registry import lookups, starts
+from tracking.registry import lookups, startbatches, starts
 from tracking.registry.core import _translated, _write, db_now
 from tracking.registry.rows import _event, _forget_mail, _one
 from tracking.registry.transitions import Op, fresh_incarnation, guard, new_task_id
@@ -99,7 +99,7 @@ def _inserted(
     as_json = policy.to_json()
     grace = settings.start_grace_seconds
     if conn.dialect.name != "postgresql":
-        return starts.run_start_batch(conn, grace, kind, wanted, args, as_json)
+        return startbatches.run_start_batch(conn, grace, kind, wanted, args, as_json)
     task_ids = [new_task_id() for _ in wanted]
     batch = {**_start_params(kind, "", args, as_json), "ts": wanted, "task_ids": task_ids}
     nested = conn.begin_nested()

@@ -18,9 +18,8 @@ only binds its values.
                   statement (``recorded one``: one entry, named by a scalar)
 ``unrecorded``    PostgreSQL: the ``started`` events of a correction's entries deleted first
 ``started``       SQLite: the ``started`` event of a new entry (its write lock excludes the races)
-``insert batch``  SQLite: ``insert`` of a batch, its IDs and task IDs one JSON array, in the order
-                  of the IDs; with ``started batch``, its entries' events, run as driver SQL
-                  (:func:`run_start_batch`)
+
+SQLite's batch of new entries (``start_many``): :mod:`tracking.registry.startbatches`.
 
 Why one statement is enough on PostgreSQL, nearly always, and what the correction is for:
 :mod:`tracking.registry.recording`.
@@ -29,7 +28,6 @@ Why one statement is enough on PostgreSQL, nearly always, and what the correctio
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,10 +36,10 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine.interfaces import Dialect
 
-from tracking.models import Entry, Status, aware, events, trackers
+from tracking.models import Entry, Status, events, trackers
 from tracking.registry.core import db_now
 from tracking.registry.recording import recorded, recording, unrecorded
-from tracking.registry.transitions import first_epoch, new_task_id
+from tracking.registry.transitions import first_epoch
 
 _kind = sa.bindparam("k", type_=trackers.c.kind.type)
 _transaction_id = sa.bindparam("t", type_=trackers.c.transaction_id.type)
@@ -177,126 +175,6 @@ def _insert_batch(grace: float) -> Any:
     return insert.on_conflict_do_nothing().returning(*trackers.c)
 
 
-#: what SQLite's "insert batch" returns of each new entry, in this order
-_BATCH_DECIDED = (
-    trackers.c.id,
-    trackers.c.transaction_id,
-    trackers.c.epoch,
-    trackers.c.task_id,
-    trackers.c.started_at,
-    trackers.c.due_at,
-)
-
-
-def _pairs(name: str) -> Any:
-    """SQLite: the pairs of bound JSON array ``name`` (``[[a, b], ...]``) as rows ``(a, b)``."""
-    each = sa.func.json_each(sa.bindparam(name, type_=sa.String())).table_valued("value", name=f"{name}_each")
-    pair = sa.select(
-        sa.func.json_extract(each.c.value, "$[0]").label("a"),
-        sa.func.json_extract(each.c.value, "$[1]").label("b"),
-    )
-    return pair.subquery(name)
-
-
-def _insert_batch_sqlite(grace: float) -> Any:
-    """SQLite: ``_insert`` of a batch given as one JSON array of ``[transaction_id, task_id]``
-    (``batch``), inserted in the order of the IDs, in one statement whatever the batch's size."""
-    batch = _pairs("batch")
-    values = _new_values(batch.c.a, batch.c.b, grace)
-    selected = (v if isinstance(v, sa.ColumnElement) else sa.literal(v) for v in values.values())
-    # WHERE: SQLite's parser would take ON CONFLICT after a bare FROM for a join's ON
-    rows = sa.select(*selected).where(sa.true()).order_by(batch.c.a)
-    insert = sqlite.insert(trackers).from_select(list(values), rows)
-    return insert.on_conflict_do_nothing().returning(*_BATCH_DECIDED)
-
-
-def _started_batch() -> Any:
-    """SQLite: the ``started`` events of a batch of new entries, given as one JSON array of
-    ``[transaction_id, epoch]`` (``started``)."""
-    started = _pairs("started")
-    rows = sa.select(_kind, started.c.a, started.c.b, db_now(), sa.literal("started"))
-    return events.insert().from_select(["kind", "transaction_id", "epoch", "at", "event"], rows)
-
-
-def run_start_batch(
-    conn: sa.Connection, grace: float, kind: str, transaction_ids: Sequence[str], args: Any, policy: Any
-) -> list[Entry]:
-    """SQLite: the entries of ``transaction_ids`` (sorted, distinct) "insert batch" inserted (an ID
-    registered already is left out, as ``insert`` leaves it) in ``conn``'s transaction, their
-    ``started`` events written by one more statement (the write lock the transaction holds
-    excludes PostgreSQL's races).
-
-    The batch is bound as JSON text (``args`` and ``policy``, JSON documents, serialized once as
-    SQLAlchemy's JSON type would each row's), the statements compiled once and run as driver SQL:
-    SQLAlchemy's many-row execution (each row's parameters processed, then its result's) cost more
-    than SQLite's work. Each entry's ``args`` and ``policy`` are decoded from the stored text, as a
-    read would, so that no two entries share an object."""
-    # not ASCII-escaped: a lone surrogate fails to bind, as in any other statement
-    batch = json.dumps([[t, new_task_id()] for t in transaction_ids], ensure_ascii=False)
-    args_json, policy_json = json.dumps(args), json.dumps(policy)
-    bound = {"k": kind, "batch": batch, "args": args_json, "policy": policy_json, "restart_times": "[]"}
-    found: list[Sequence[Any]] = list(_driver_sql(conn, "insert batch", grace, bound))
-    if found:
-        started = json.dumps([[row[1], row[2]] for row in found], ensure_ascii=False)
-        _driver_sql(conn, "started batch", grace, {"k": kind, "started": started})
-    return [_batch_entry(kind, row, args_json, policy_json) for row in found]
-
-
-def _batch_entry(kind: str, row: Sequence[Any], args_json: str, policy_json: str) -> Entry:
-    """The entry "insert batch" inserted, ``row`` its returned row (``_BATCH_DECIDED``), its
-    ``args`` and ``policy`` decoded from the JSON text bound (the other columns as ``_insert``
-    writes them, as :func:`new_entry` says)."""
-    started_at = aware(row[4])
-    assert started_at is not None
-    return Entry(
-        id=row[0],
-        kind=kind,
-        transaction_id=row[1],
-        status=Status.PENDING,
-        epoch=row[2],
-        task_id=row[3],
-        worker=None,
-        worker_id=None,
-        args=json.loads(args_json),
-        state=None,
-        policy=json.loads(policy_json),
-        restarts=0,
-        restart_times=[],
-        backoff_step=0,
-        stop_reason=None,
-        last_error=None,
-        started_at=started_at,
-        claimed_at=None,
-        checkpoint_at=None,
-        due_at=aware(row[5]),
-        tick_at=None,
-        last_message_id=0,
-        handled_message_id=0,
-        republished=0,
-    )
-
-
-def _driver_sql(conn: sa.Connection, which: str, grace: float, named: dict[str, Any]) -> sa.CursorResult[Any]:
-    """Statement ``which`` run as its SQL compiled once, ``named`` its parameters (the statement's
-    own literals added), through SQLAlchemy's driver-SQL path: its transaction (begun as
-    ``execute`` would), events and error wrapping, none of its per-row processing."""
-    sql, order, fixed = _compiled_sqlite(conn.dialect, which, grace)
-    values = {**fixed, **named}
-    params: Any = tuple(values[name] for name in order) if order is not None else values
-    return conn.exec_driver_sql(sql, params)
-
-
-@functools.lru_cache(maxsize=16)
-def _compiled_sqlite(
-    dialect: Dialect, which: str, grace: float
-) -> tuple[str, tuple[str, ...] | None, dict[str, Any]]:
-    """SQLite's statement ``which`` compiled for ``dialect``: its SQL, the order of its parameters
-    when the driver takes them by position (None: by name), the values of its own literals."""
-    compiled = statement(dialect, which, grace).compile(dialect=dialect)
-    order = tuple(compiled.positiontup) if compiled.positional and compiled.positiontup else None
-    return str(compiled), order, dict(compiled.params)
-
-
 def _started() -> Any:
     """SQLite: the ``started`` event of a new entry (``t`` under epoch ``epoch``)."""
     return events.insert().values(
@@ -353,9 +231,8 @@ def _compiled_start(dialect: Dialect, grace: float) -> tuple[str, dict[str, Any]
 @functools.lru_cache(maxsize=64)
 def statement(dialect: Dialect, which: str, grace: float = 0.0) -> Any:
     """Statement ``which`` ("insert", "start", "start batch", "recorded", "recorded one",
-    "unrecorded", "started", "insert batch" or "started batch") for ``dialect``, built once: the
-    same object on every call, so SQLAlchemy computes its cache key once and finds its compiled
-    form in the engine's cache."""
+    "unrecorded" or "started") for ``dialect``, built once: the same object on every call, so
+    SQLAlchemy computes its cache key once and finds its compiled form in the engine's cache."""
     if which == "insert":
         return _insert(dialect.name, grace)
     if which == "start":
@@ -366,8 +243,4 @@ def statement(dialect: Dialect, which: str, grace: float = 0.0) -> Any:
         return recorded(batch=which == "recorded")
     if which == "unrecorded":
         return unrecorded()
-    if which == "insert batch":
-        return _insert_batch_sqlite(grace)
-    if which == "started batch":
-        return _started_batch()
     return _started()
