@@ -79,6 +79,10 @@ def series(
     """Start the trackers on a first worker alone, then ``kills`` times: start the next worker, let
     every incarnation run past its restart-intensity window, SIGKILL the one running them."""
     heartbeat, lease, sweep = timing
+    # The trackers of an earlier series are still registered (handed off when its workers shut
+    # down): this series' sweeps would publish them to its own workers, which then carried both
+    # series, more trackers than their pool has threads (those left pending never ran)
+    ctx.pg.truncate()
     settings = ctx.settings(
         f"lost{index}",
         heartbeat_seconds=heartbeat,
