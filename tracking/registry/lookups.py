@@ -93,19 +93,21 @@ def _sql(eng: sa.Engine, what: str) -> tuple[str, tuple[str, ...] | None]:
 
 def get(settings: Settings, kind: str, transaction_id: str) -> Entry | None:
     """The registry entry for (kind, transaction_id), whatever its status, or None."""
-    rows = _by_key(settings, "get", kind, transaction_id)
-    return _entry(rows[0], engine(settings).dialect.name) if rows else None
+    eng = engine(settings)
+    rows = _by_key(settings, eng, "get", kind, transaction_id)
+    return _entry(rows[0], eng.dialect.name) if rows else None
 
 
 def find(settings: Settings, kind: str, transaction_id: str) -> Found | None:
     """What ``lookup`` shows of the entry for (kind, transaction_id), whatever its status, or None:
     :func:`get` without the state, arguments and policy."""
-    rows = _by_key(settings, "find", kind, transaction_id)
+    rows = _by_key(settings, engine(settings), "find", kind, transaction_id)
     return _found_row(rows[0]) if rows else None
 
 
-def _by_key(settings: Settings, what: str, kind: str, transaction_id: str) -> list[Sequence[Any]]:
-    eng = engine(settings)
+def _by_key(
+    settings: Settings, eng: sa.Engine, what: str, kind: str, transaction_id: str
+) -> list[Sequence[Any]]:
     sql, order = _sql(eng, what)
     named = {"kind": kind, "transaction_id": transaction_id}
     params: Any = named if order is None else tuple(named[name] for name in order)

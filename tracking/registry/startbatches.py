@@ -17,9 +17,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine.interfaces import Dialect
 
-from tracking.models import Entry, Status, aware, events, trackers
+from tracking.models import Entry, aware, events, trackers
 from tracking.registry.core import db_now
-from tracking.registry.starts import _kind, _new_values
+from tracking.registry.starts import _kind, _new_values, new_entry
 from tracking.registry.transitions import new_task_id
 
 #: what SQLite's "insert batch" returns of each new entry, in this order
@@ -88,37 +88,17 @@ def run_start_batch(
 
 
 def _batch_entry(kind: str, row: Sequence[Any], args_json: str, policy_json: str) -> Entry:
-    """The entry "insert batch" inserted, ``row`` its returned row (``_BATCH_DECIDED``), its
-    ``args`` and ``policy`` decoded from the JSON text bound (the other columns as ``_insert``
-    writes them, as :func:`new_entry` says)."""
-    started_at = aware(row[4])
-    assert started_at is not None
-    return Entry(
-        id=row[0],
-        kind=kind,
-        transaction_id=row[1],
-        status=Status.PENDING,
-        epoch=row[2],
-        task_id=row[3],
-        worker=None,
-        worker_id=None,
-        args=json.loads(args_json),
-        state=None,
-        policy=json.loads(policy_json),
-        restarts=0,
-        restart_times=[],
-        backoff_step=0,
-        stop_reason=None,
-        last_error=None,
-        started_at=started_at,
-        claimed_at=None,
-        checkpoint_at=None,
-        due_at=aware(row[5]),
-        tick_at=None,
-        last_message_id=0,
-        handled_message_id=0,
-        republished=0,
-    )
+    """The entry "insert batch" inserted, ``row`` its returned row (``_BATCH_DECIDED``), as
+    :func:`~tracking.registry.starts.new_entry` builds a started one; its ``args`` and ``policy``
+    decoded from the JSON text bound, so that no two entries share an object."""
+    params = {
+        "k": kind,
+        "t": row[1],
+        "task_id": row[3],
+        "args": json.loads(args_json),
+        "policy": json.loads(policy_json),
+    }
+    return new_entry(params, (row[0], kind, row[1], row[2], aware(row[4]), aware(row[5])))
 
 
 def _driver_sql(conn: sa.Connection, which: str, grace: float, named: dict[str, Any]) -> sa.CursorResult[Any]:
